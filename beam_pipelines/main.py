@@ -1,0 +1,205 @@
+"""CLI entry: ``python -m beam_pipelines.main --pipeline=events --input=... --output=...``.
+
+Thin on purpose: parse and check flags, build the typed config, compose the pipeline with
+file IO into a staging directory, run it, publish, and print a summary. Errors are one line
+on stderr with a non-zero exit (2 for bad flags, 1 for a failed run); ``--log_level=DEBUG``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
+
+from beam_pipelines import pipelines, publish, summary
+from beam_pipelines.options import EventsOptions, RunOptions
+from beam_pipelines.runners import RunnerError, make_runner, profile_name
+from beam_pipelines.spec import ConfigError, EventsConfig
+from transforms.ingest.files import format_from_path
+from transforms.sinks.files import join_path
+
+USAGE = """usage: python -m beam_pipelines.main --pipeline=events --input=PATTERN --output=DIR [options]
+
+Runs a beam-pipelines pipeline. Pipelines: {pipelines}.
+
+{groups}
+Any standard Apache Beam pipeline option (--runner, --direct_num_workers, ...) is accepted
+too. Runners: direct (DirectRunner, the default).
+"""
+
+
+class UsageError(ValueError):
+    """Bad flags: exit status 2."""
+
+
+class RunError(RuntimeError):
+    """The run could not complete: exit status 1."""
+
+
+def _option_classes():
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    return list(seen.values())
+
+
+def check_flags(argv: list[str]) -> None:
+    """Raises UsageError for a flag no options class declares (Beam only warns)."""
+    parser = BeamArgumentParser(allow_abbrev=False)
+    for cls in _option_classes():
+        cls._add_argparse_args(parser)
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except SystemExit as e:  # argparse already printed what was wrong with the value
+        raise UsageError("invalid flag value (see above)") from e
+    if unknown:
+        known = [o for a in parser._actions for o in a.option_strings]
+        name = unknown[0].split("=", 1)[0]
+        hint = difflib.get_close_matches(name, known, n=1)
+        raise UsageError(f"unknown flag {name}" + (f" (did you mean {hint[0]}?)" if hint else ""))
+
+
+def help_text() -> str:
+    groups = []
+    for cls in (RunOptions, EventsOptions):
+        parser = argparse.ArgumentParser(add_help=False, usage=argparse.SUPPRESS)
+        cls._add_argparse_args(parser)
+        title = cls.__doc__.strip().splitlines()[0]
+        groups.append(title + "\n" + parser.format_help().split("\n", 1)[1])
+    return USAGE.format(pipelines=", ".join(sorted(pipelines.PIPELINES)), groups="\n".join(groups))
+
+
+def _resolve_format(pattern: str, given: str | None) -> str:
+    if given:
+        return given
+    fmt = format_from_path(pattern)
+    if fmt:
+        return fmt
+    matched = FileSystems.match([pattern])[0].metadata_list
+    formats = {format_from_path(m.path) for m in matched}
+    if len(formats) == 1 and None not in formats:
+        return formats.pop()
+    raise UsageError(f"cannot tell the input format of {pattern!r}; pass --input_format=jsonl|csv|avro|parquet")
+
+
+def events_config(options: PipelineOptions) -> EventsConfig:
+    run, ev = options.view_as(RunOptions), options.view_as(EventsOptions)
+    if not ev.input:
+        raise UsageError("--input is required (a file pattern, e.g. 'data/in/*.jsonl')")
+    if not run.output:
+        raise UsageError("--output is required (the output root directory)")
+    fmt = _resolve_format(ev.input, ev.input_format)
+    try:
+        return EventsConfig(
+            input=ev.input,
+            input_format=fmt,
+            output=run.output,
+            schema_policy=ev.schema_policy,
+            window_seconds=ev.window_seconds,
+            allowed_lateness_seconds=ev.allowed_lateness,
+            shuffle_partitions=ev.shuffle_partitions,
+            curated_buckets=ev.curated_buckets,
+            dlq_shards=ev.dlq_shards,
+            chunk_bytes=ev.read_chunk_kb * 1024,
+        )
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+
+
+def preflight(cfg: EventsConfig) -> int:
+    """Checks what can be checked before any worker starts; returns the input size in bytes."""
+    try:
+        matched = FileSystems.match([cfg.input])[0].metadata_list
+    except Exception as e:  # each filesystem raises its own error type
+        raise RunError(f"cannot list --input={cfg.input}: {e}") from e
+    if not matched:
+        raise RunError(f"no file matches --input={cfg.input}")
+    try:
+        publish.check_writable(cfg.output)
+    except OSError as e:
+        raise RunError(str(e)) from e
+    return sum(m.size_in_bytes for m in matched)
+
+
+def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> dict:
+    """Runs one pipeline from CLI flags; returns the run summary dict."""
+    check_flags(argv)
+    options = PipelineOptions(argv)
+    run_opts = options.view_as(RunOptions)
+    try:
+        module = pipelines.load(run_opts.pipeline)
+        profile_name(options.view_as(StandardOptions).runner)
+    except (ValueError, RunnerError) as e:
+        raise UsageError(str(e)) from e
+    cfg = events_config(options)
+    input_bytes = preflight(cfg)
+    run_id = publish.new_run_id(clock)
+    staging = publish.staging_dir(cfg.output, run_id)
+    try:
+        runner = make_runner(options)
+    except RunnerError as e:
+        raise UsageError(str(e)) from e
+    started = time.monotonic()
+    try:
+        with beam.Pipeline(runner=runner, options=options) as p:
+            module.build(p, cfg, module.file_io(cfg, staging))
+    except Exception as e:
+        publish.discard(staging)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise RunError(f"pipeline failed: {first}") from e
+    elapsed = time.monotonic() - started
+    publish.publish(staging, cfg.output)
+    with FileSystems.open(join_path(cfg.output, "_run", "report.json")) as fh:
+        report = json.loads(fh.read())
+    published = publish.count_published(cfg.output)
+    result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes)
+    with FileSystems.create(join_path(cfg.output, "_run", "summary.json")) as fh:
+        fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+    out.write(summary.render(result))
+    out.flush()
+    if not result["conservation_ok"]:
+        raise RunError("conservation check failed: read != curated + dead_lettered + duplicates + late "
+                       f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
+    if not result["files_match"]:
+        raise RunError("published files do not hold the counted rows (see _run/summary.json)")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    debug = any(a in ("--log_level=DEBUG", "DEBUG") for a in argv)
+    level = next((a.split("=", 1)[1] for a in argv if a.startswith("--log_level=")), "WARNING")
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(argv)
+    except UsageError as e:
+        if debug:
+            logging.exception("usage error")
+        print(f"error: {e}  (see --help)", file=sys.stderr)
+        return 2
+    except (RunError, RunnerError) as e:
+        if debug:
+            logging.exception("run failed")
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

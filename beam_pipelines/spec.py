@@ -1,0 +1,64 @@
+"""Typed, validated pipeline config: built from CLI options (or a dict, e.g. from YAML)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from transforms.ingest.parse import FORMATS
+from transforms.ingest.validate import POLICIES
+
+
+class ConfigError(ValueError):
+    """A config value is unusable; the message names the flag and the problem."""
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """Config of the ``events`` pipeline (flags of the same names, see options.py).
+
+    Args:
+        input: Input file pattern (any Beam filesystem).
+        input_format: jsonl, csv, avro or parquet.
+        output: Output root directory.
+        schema_policy: additive (unknown fields kept in extras) or strict (dead-lettered).
+        window_seconds: Aggregation window size in seconds.
+        allowed_lateness_seconds: How late an event may arrive and still update its window.
+        shuffle_partitions: Hash partitions of the dedup shuffle.
+        curated_buckets: Parquet files per date partition of the curated output.
+        dlq_shards: Dead-letter JSON-lines files.
+        chunk_bytes: Bytes read per batch from text inputs.
+    """
+
+    input: str | None
+    input_format: str
+    output: str
+    schema_policy: str = "additive"
+    window_seconds: int = 3600
+    allowed_lateness_seconds: int = 600
+    shuffle_partitions: int = 8
+    curated_buckets: int = 1
+    dlq_shards: int = 1
+    chunk_bytes: int = 8 << 20
+
+    def __post_init__(self):
+        if self.input_format not in FORMATS:
+            raise ConfigError(f"--input_format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
+        if self.schema_policy not in POLICIES:
+            raise ConfigError(f"--schema_policy must be one of {', '.join(POLICIES)}, got {self.schema_policy!r}")
+        if not self.output:
+            raise ConfigError("--output is required")
+        for name in ("window_seconds", "shuffle_partitions", "curated_buckets", "dlq_shards"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.allowed_lateness_seconds < 0:
+            raise ConfigError("--allowed_lateness must be >= 0 seconds")
+        if self.chunk_bytes < 1024:
+            raise ConfigError("--read_chunk_kb must be >= 1")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EventsConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**values)

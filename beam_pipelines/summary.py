@@ -1,0 +1,69 @@
+"""The run summary: what the CLI prints at the end of a run and keeps in _run/summary.json."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_pipelines import __version__
+from transforms.sinks.files import join_path
+
+
+def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes) -> dict:
+    counts = report["counts"]
+    files_match = (
+        published["curated_rows"] == counts["curated"]
+        and published["dead_letter_rows"] == counts["dead_lettered"]
+        and published["aggregate_rows"] == counts["aggregates"]
+    )
+    return {
+        "run_id": run_id,
+        "version": __version__,
+        "pipeline": "events",
+        "runner": options.view_as(StandardOptions).runner or "DirectRunner",
+        "input": cfg.input,
+        "input_format": cfg.input_format,
+        "input_bytes": input_bytes,
+        "output": cfg.output,
+        "elapsed_s": round(elapsed, 3),
+        "rows_per_s": round(counts["read"] / elapsed) if elapsed > 0 else None,
+        "counts": counts,
+        "dead_letter_reasons": report["dead_letter_reasons"],
+        "quality": report["quality"],
+        "conservation_ok": report["conservation_ok"],
+        "published": published,
+        "files_match": files_match,
+    }
+
+
+def render(s: dict) -> str:
+    c = s["counts"]
+    width = max(len(f"{v:,}") for v in c.values())
+    lines = [
+        f"events on {s['runner']}: {c['read']:,} records in {s['elapsed_s']:.1f} s"
+        f" ({s['rows_per_s'] or 0:,} rows/s, {s['input_format']}, {s['input_bytes'] / 1e6:,.1f} MB)",
+        "",
+        "  stage           rows",
+    ]
+    for name in ("read", "curated", "dead_lettered", "duplicates", "late", "aggregates"):
+        lines.append(f"  {name:<14}{c[name]:>{width + 2},}")
+    if s["dead_letter_reasons"]:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in s["dead_letter_reasons"].items())
+        lines += ["", f"  dead letters by reason: {reasons}"]
+    if s["quality"]:
+        quality = ", ".join(f"{k} {v:,}" for k, v in s["quality"].items())
+        lines.append(f"  quality (kept, value nulled): {quality}")
+    check = "OK" if s["conservation_ok"] else "FAILED"
+    lines += [
+        "",
+        f"  conservation {check}: read {c['read']:,} = curated {c['curated']:,} + dead_lettered "
+        f"{c['dead_lettered']:,} + duplicates {c['duplicates']:,} + late {c['late']:,}",
+        f"  files {'match' if s['files_match'] else 'DO NOT match'} the counts "
+        f"({s['published']['curated_files']} curated parquet files)",
+        "",
+        "  outputs:",
+    ]
+    out = s["output"]
+    for name, what in (("curated", "curated records, dt=YYYY-MM-DD/"), ("aggregates", "hourly aggregates"),
+                       ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report")):  # fmt: skip
+        lines.append(f"    {join_path(out, name):<40} {what}")
+    return "\n".join(lines) + "\n"

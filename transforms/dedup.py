@@ -1,0 +1,101 @@
+"""Deduplicate: one row per key across the whole input, by an Arrow-partitioned shuffle.
+
+Each batch is first deduplicated on its own, then split by a stable hash of the key into
+``partitions`` sub-tables; one GroupByKey brings each partition's sub-tables together, where
+the final pass keeps the first row per key by ``order_by``. Removed rows are counted.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.records import hash_partition
+
+__all__ = ["Deduplicate"]
+
+
+def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table:
+    """Rows with a distinct ``key``, each the smallest by ``order_by``; sorted by key."""
+    if table.num_rows < 2:
+        return table
+    ordered = table.sort_by([(key, "ascending")] + [(c, "ascending") for c in order_by])
+    keys = ordered.column(key).combine_chunks()
+    first = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+    mask = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True)])
+    return ordered.filter(mask)
+
+
+class _PartitionFn(beam.DoFn):
+    def __init__(self, key: str, order_by: tuple[str, ...], partitions: int):
+        self._key, self._order_by, self._partitions = key, order_by, partitions
+
+    def process(self, table: pa.Table):
+        deduped = keep_first(table, self._key, self._order_by)
+        removed = table.num_rows - deduped.num_rows
+        if removed:
+            yield beam.pvalue.TaggedOutput("stats", {"duplicates": removed})
+        pids = hash_partition(deduped.column(self._key), self._partitions)
+        order = np.argsort(pids, kind="stable")
+        pids = pids[order]
+        deduped = deduped.take(pa.array(order))
+        bounds = np.flatnonzero(np.diff(pids)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(pids)]])
+        for s, e in zip(starts, ends):
+            if e > s:
+                yield int(pids[s]), deduped.slice(int(s), int(e - s))
+
+
+class _MergeFn(beam.DoFn):
+    def __init__(self, key: str, order_by: tuple[str, ...]):
+        self._key, self._order_by = key, order_by
+
+    def setup(self):
+        self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
+
+    def process(self, element):
+        _, tables = element
+        table = pa.concat_tables(list(tables)).combine_chunks()
+        deduped = keep_first(table, self._key, self._order_by)
+        removed = table.num_rows - deduped.num_rows
+        self._dups.inc(removed)
+        if removed:
+            yield beam.pvalue.TaggedOutput("stats", {"duplicates": removed})
+        yield deduped
+
+
+class Deduplicate(beam.PTransform):
+    """Keeps exactly one row per key: the first by ``order_by``; counts the others.
+
+    Args:
+        key: The key column (e.g. ``event_id``).
+        order_by: Columns that choose the survivor, smallest first (e.g. ``("ts", "_raw")``:
+            the earliest, ties broken by the smallest raw text).
+        partitions: How many hash partitions the shuffle uses (parallelism of the merge).
+
+    Returns a dict: ``unique`` (tables, each sorted by key) and ``stats`` (dicts with
+    ``duplicates``).
+    """
+
+    def __init__(self, key: str, order_by: tuple[str, ...] = (), partitions: int = 8, label: str | None = None):
+        super().__init__(label)
+        if not key:
+            raise ValueError("key is required")
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self._key, self._order_by, self._partitions = key, tuple(order_by), partitions
+
+    def expand(self, tables):
+        parts = tables | "Partition" >> beam.ParDo(
+            _PartitionFn(self._key, self._order_by, self._partitions)
+        ).with_outputs("stats", main="parts").with_input_types(pa.Table)
+        merged = (
+            parts.parts
+            | "GroupPartitions" >> beam.GroupByKey().with_input_types(beam.typehints.KV[int, pa.Table])
+            | "Merge" >> beam.ParDo(_MergeFn(self._key, self._order_by)).with_outputs("stats", main="unique")
+        )
+        stats = (parts.stats, merged.stats) | "Stats" >> beam.Flatten()
+        return {"unique": merged.unique, "stats": stats}

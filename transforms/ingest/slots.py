@@ -1,0 +1,55 @@
+"""The parsed-record table: every declared field as typed slots, whatever the input format.
+
+A JSON value may be a string in one record and a number in the next; a parquet column has
+one Arrow type. Parsing puts each declared field ``f`` into four columns so validation can
+stay vectorised over any input:
+
+- ``f.k`` (int8): the kind of value the record held (see the ``KIND_*`` constants);
+- ``f.s`` (string): the text for strings, and a display form of other kinds;
+- ``f.i`` (int64): the value for integers, epoch microseconds (UTC) for timestamps;
+- ``f.f`` (float64): the value for floats.
+
+Plus ``_raw`` (original record text), ``_source`` (where it came from), ``_extras`` (a JSON
+object of undeclared fields, or null) and ``_unknown`` (the first undeclared field name).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+KIND_MISSING = 0
+KIND_NULL = 1
+KIND_STR = 2
+KIND_INT = 3
+KIND_FLOAT = 4
+KIND_BOOL = 5
+KIND_OTHER = 6
+KIND_TIMESTAMP = 7
+
+META_COLUMNS = ("_raw", "_source", "_extras", "_unknown")
+
+
+def slot_schema(fields: tuple[str, ...]) -> pa.Schema:
+    cols = []
+    for f in fields:
+        cols += [
+            pa.field(f + ".k", pa.int8()),
+            pa.field(f + ".s", pa.string()),
+            pa.field(f + ".i", pa.int64()),
+            pa.field(f + ".f", pa.float64()),
+        ]
+    cols += [pa.field(m, pa.string()) for m in META_COLUMNS]
+    return pa.schema(cols)
+
+
+class Slots:
+    """Read access to one field's slots in a parsed table."""
+
+    __slots__ = ("name", "kind", "text", "int", "float")
+
+    def __init__(self, table: pa.Table, name: str):
+        self.name = name
+        self.kind = table.column(name + ".k").combine_chunks()
+        self.text = table.column(name + ".s").combine_chunks()
+        self.int = table.column(name + ".i").combine_chunks()
+        self.float = table.column(name + ".f").combine_chunks()

@@ -1,0 +1,364 @@
+"""ValidateSchema: parsed slot tables -> typed, normalised tables plus dead letters.
+
+Each declared field is a rule that turns its slots into one typed Arrow column and, per row,
+an optional (reason, error). The first failing field of a row, in declaration order, names
+its dead letter. Everything here is vectorised with ``pyarrow.compute``; only values already
+known to be unusable by the vectorised parser take a per-value fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.ingest.slots import (
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_MISSING,
+    KIND_NULL,
+    KIND_STR,
+    KIND_TIMESTAMP,
+    Slots,
+)
+from transforms.records import dead_letters
+
+__all__ = [
+    "CodeField",
+    "EnumField",
+    "IdField",
+    "NumberField",
+    "TextField",
+    "TimestampField",
+    "ValidateSchema",
+]
+
+STAGE = "validate"
+MISSING_FIELD = "missing_field"
+INVALID_VALUE = "invalid_value"
+UNKNOWN_FIELD = "unknown_field"
+POLICIES = ("additive", "strict")
+
+_NUMERIC = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+_INTEGER = r"^[+-]?\d+$"
+_ISO = (
+    r"^\d{4}-\d{2}-\d{2}"
+    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
+)
+_OFFSET = r"[T ].*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_US = pa.timestamp("us", tz="UTC")
+
+
+def _mask(x) -> pa.Array:
+    """A boolean array with nulls read as False."""
+    return pc.fill_null(x, False)
+
+
+def _kind_in(s: Slots, *kinds: int) -> pa.Array:
+    return _mask(pc.is_in(s.kind, pa.array(kinds, pa.int8())))
+
+
+def _shown(text: pa.Array) -> pa.Array:
+    """Value text for an error message, cut to a readable length."""
+    return pc.fill_null(pc.utf8_slice_codeunits(text, 0, 80), "null")
+
+
+class Outcome:
+    """A rule's result: the typed column, and per row the reason and error (null if fine)."""
+
+    __slots__ = ("value", "reason", "error")
+
+    def __init__(self, value: pa.Array, reason: pa.Array, error: pa.Array):
+        self.value, self.reason, self.error = value, reason, error
+
+
+def _outcome(name: str, value: pa.Array, missing: pa.Array, invalid: pa.Array, text, what: str):
+    """Combines missing/invalid masks into reasons and messages (missing wins)."""
+    missing, invalid = _mask(missing), _mask(invalid)
+    reason = pc.if_else(missing, MISSING_FIELD, pc.if_else(invalid, INVALID_VALUE, pa.scalar(None, pa.string())))
+    bad_msg = pc.binary_join_element_wise(f"{name} {what}, got ", _shown(text), "")
+    error = pc.if_else(missing, f"{name} is missing or null", pc.if_else(invalid, bad_msg, pa.scalar(None, pa.string())))
+    value = pc.if_else(pc.or_(missing, invalid), pa.scalar(None, value.type), value)
+    return Outcome(value, reason, error)
+
+
+@dataclass(frozen=True)
+class IdField:
+    """Required identifier: a non-empty string (trimmed) or an integer; stored as string."""
+
+    name: str
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        trimmed = pc.utf8_trim_whitespace(s.text)
+        is_str = _kind_in(s, KIND_STR)
+        ok_str = _mask(pc.and_(is_str, pc.greater(pc.utf8_length(trimmed), 0)))
+        is_int = _kind_in(s, KIND_INT)
+        value = pc.if_else(is_str, trimmed, pc.if_else(is_int, s.text, pa.scalar(None, pa.string())))
+        missing = _kind_in(s, KIND_MISSING, KIND_NULL)
+        invalid = pc.invert(pc.or_(missing, pc.or_(ok_str, is_int)))
+        return _outcome(self.name, value, missing, invalid, s.text, "must be a non-empty string or integer")
+
+
+@dataclass(frozen=True)
+class EnumField:
+    """Required string from a fixed set, matched case-insensitively, stored lower case."""
+
+    name: str
+    values: tuple[str, ...]
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        value = pc.utf8_lower(pc.utf8_trim_whitespace(s.text))
+        ok = _mask(pc.and_(_kind_in(s, KIND_STR), pc.is_in(value, pa.array(self.values))))
+        missing = _kind_in(s, KIND_MISSING, KIND_NULL)
+        invalid = pc.invert(pc.or_(missing, ok))
+        return _outcome(self.name, value, missing, invalid, s.text, "must be one of " + "|".join(self.values))
+
+
+@dataclass(frozen=True)
+class NumberField:
+    """A number or numeric string >= minimum, rounded; null allowed unless ``required_if``.
+
+    ``required_if`` is ``(other_field, values)``: null is a missing field when the other
+    (earlier) field's normalised value is one of ``values``.
+    """
+
+    name: str
+    minimum: float | None = 0.0
+    decimals: int = 2
+    required_if: tuple[str, tuple[str, ...]] | None = None
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        trimmed = pc.utf8_trim_whitespace(s.text)
+        numeric_str = _mask(pc.and_(_kind_in(s, KIND_STR), pc.match_substring_regex(trimmed, _NUMERIC)))
+        from_str = pc.if_else(numeric_str, trimmed, pa.scalar(None, pa.string())).cast(pa.float64())
+        number = pc.if_else(
+            _kind_in(s, KIND_FLOAT),
+            s.float,
+            pc.if_else(_kind_in(s, KIND_INT), s.int.cast(pa.float64()), from_str),
+        )
+        ok = _mask(pc.is_finite(number))
+        if self.minimum is not None:
+            ok = _mask(pc.and_(ok, pc.greater_equal(number, self.minimum)))
+        absent = _kind_in(s, KIND_MISSING, KIND_NULL)
+        if self.required_if is not None:
+            other, values = self.required_if
+            missing = _mask(pc.and_(absent, pc.is_in(done[other], pa.array(values))))
+        else:
+            missing = pa.array([False] * len(number))
+        invalid = pc.invert(pc.or_(absent, ok))
+        value = pc.round(number, self.decimals, round_mode="half_towards_infinity")
+        what = "must be a finite number" + ("" if self.minimum is None else f" >= {self.minimum:g}")
+        return _outcome(self.name, value, missing, invalid, s.text, what)
+
+
+@dataclass(frozen=True)
+class CodeField:
+    """Optional code matching ``pattern``, upper-cased; absent or null means ``default``."""
+
+    name: str
+    pattern: str
+    default: str | None = None
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        trimmed = pc.utf8_trim_whitespace(s.text)
+        ok = _mask(pc.and_(_kind_in(s, KIND_STR), pc.match_substring_regex(trimmed, self.pattern)))
+        absent = _kind_in(s, KIND_MISSING, KIND_NULL)
+        value = pc.if_else(absent, pa.scalar(self.default, pa.string()), pc.utf8_upper(trimmed))
+        invalid = pc.invert(pc.or_(absent, ok))
+        none = pa.array([False] * len(value))
+        return _outcome(self.name, value, none, invalid, s.text, f"must match {self.pattern}")
+
+
+def _parse_iso(text: pa.Array) -> pa.Array:
+    """ISO-8601 strings (already checked against the pattern) -> timestamp[us, UTC].
+
+    With an offset or Z: converted to UTC; without: taken as UTC. Values the vectorised
+    cast refuses (a 30th of February, more than 6 fractional digits) are tried one by one.
+    """
+    norm = pc.utf8_upper(text)
+    norm = pc.replace_substring_regex(norm, r"(\.\d{6})\d+", r"\1")
+    has_offset = _mask(pc.match_substring_regex(norm, _OFFSET))
+    null_str = pa.scalar(None, pa.string())
+    try:
+        aware = pc.if_else(has_offset, norm, null_str).cast(_US)
+        naive = pc.if_else(has_offset, null_str, norm).cast(pa.timestamp("us"))
+        return pc.if_else(has_offset, aware, naive.cast(pa.int64()).cast(_US))
+    except pa.ArrowInvalid:
+        return pa.array([_parse_iso_one(v) for v in text.to_pylist()], _US)
+
+
+def _parse_iso_one(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class TimestampField:
+    """Required event time: ISO-8601 (offset or Z; none means UTC), epoch seconds, or epoch
+    milliseconds (integers >= ``millis_from``), within ``[minimum, maximum)``."""
+
+    name: str
+    minimum: str = "2000-01-01T00:00:00+00:00"
+    maximum: str = "2100-01-01T00:00:00+00:00"
+    millis_from: int = 10**11
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        lo = datetime.fromisoformat(self.minimum).timestamp() * 1e6
+        hi = datetime.fromisoformat(self.maximum).timestamp() * 1e6
+        trimmed = pc.utf8_trim_whitespace(s.text)
+        is_str = _kind_in(s, KIND_STR)
+        int_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _INTEGER)))
+        num_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _NUMERIC)))
+        iso_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _ISO)))
+        null_str = pa.scalar(None, pa.string())
+        # Integers (numbers or integer strings): seconds, or milliseconds when large.
+        as_int = pc.if_else(
+            _kind_in(s, KIND_INT),
+            s.int,
+            pc.if_else(int_str, trimmed, null_str).cast(pa.int64(), safe=False),
+        )
+        int_is_ms = _mask(pc.greater_equal(as_int, self.millis_from))
+        int_scale = pc.if_else(int_is_ms, 1e3, 1e6)
+        # Floats (numbers or non-integer numeric strings): seconds.
+        as_float = pc.if_else(
+            _kind_in(s, KIND_FLOAT),
+            s.float,
+            pc.if_else(pc.and_(num_str, pc.invert(int_str)), trimmed, null_str).cast(pa.float64()),
+        )
+        micros_f = pc.if_else(
+            pc.is_valid(as_int), pc.multiply(as_int.cast(pa.float64()), int_scale), pc.multiply(as_float, 1e6)
+        )
+        micros_f = pc.if_else(_kind_in(s, KIND_TIMESTAMP), s.int.cast(pa.float64()), micros_f)
+        iso = _parse_iso(pc.if_else(iso_str, trimmed, null_str)).cast(pa.int64())
+        micros_f = pc.if_else(pc.is_valid(iso), iso.cast(pa.float64()), micros_f)
+        in_range = _mask(pc.and_(pc.greater_equal(micros_f, lo), pc.less(micros_f, hi)))
+        safe = pc.if_else(in_range, micros_f, 0.0)
+        # Exact integer arithmetic where the input was an integer: no float rounding.
+        exact = pc.if_else(
+            pc.is_valid(iso),
+            iso,
+            pc.if_else(
+                _kind_in(s, KIND_TIMESTAMP),
+                s.int,
+                pc.if_else(
+                    pc.is_valid(as_int),
+                    pc.multiply(as_int, pc.if_else(int_is_ms, 1000, 1_000_000)),
+                    pc.round(safe).cast(pa.int64()),
+                ),
+            ),
+        )
+        value = pc.if_else(in_range, exact, pa.scalar(None, pa.int64())).cast(_US)
+        missing = _kind_in(s, KIND_MISSING, KIND_NULL)
+        invalid = pc.invert(pc.or_(missing, in_range))
+        what = "must be ISO-8601 or epoch seconds/milliseconds within [2000-01-01, 2100-01-01)"
+        return _outcome(self.name, value, missing, invalid, s.text, what)
+
+
+@dataclass(frozen=True)
+class TextField:
+    """Optional free text; non-string values keep their text form for later cleansing."""
+
+    name: str
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        none = pa.array([False] * len(s.kind))
+        return _outcome(self.name, s.text, none, none, s.text, "")
+
+
+def validate_table(parsed: pa.Table, rules: tuple, policy: str) -> tuple[pa.Table, pa.Table]:
+    """Applies the rules to one parsed slot table: (valid rows, dead letters)."""
+    n = parsed.num_rows
+    done: dict[str, pa.Array] = {}
+    reason = pa.nulls(n, pa.string())
+    fld = pa.nulls(n, pa.string())
+    error = pa.nulls(n, pa.string())
+    for rule in rules:
+        out = rule.apply(Slots(parsed, rule.name), done)
+        done[rule.name] = out.value
+        first = _mask(pc.and_(pc.is_null(reason), pc.is_valid(out.reason)))
+        reason = pc.if_else(first, out.reason, reason)
+        fld = pc.if_else(first, rule.name, fld)
+        error = pc.if_else(first, out.error, error)
+    if policy == "strict":
+        unknown = parsed.column("_unknown").combine_chunks()
+        first = _mask(pc.and_(pc.is_null(reason), pc.is_valid(unknown)))
+        reason = pc.if_else(first, UNKNOWN_FIELD, reason)
+        fld = pc.if_else(first, unknown, fld)
+        msg = pc.binary_join_element_wise("field ", unknown, " is not declared (policy strict)", "")
+        error = pc.if_else(first, msg, error)
+    ok = pc.is_null(reason)
+    columns = {name: arr for name, arr in done.items()}
+    columns["extras"] = parsed.column("_extras").combine_chunks()
+    columns["_raw"] = parsed.column("_raw").combine_chunks()
+    columns["_source"] = parsed.column("_source").combine_chunks()
+    table = pa.table(columns)
+    valid = table.filter(ok)
+    bad = pc.invert(ok)
+    dead = dead_letters(
+        STAGE,
+        reason.filter(bad),
+        fld.filter(bad),
+        error.filter(bad),
+        columns["_raw"].filter(bad),
+        columns["_source"].filter(bad),
+    )
+    return valid, dead
+
+
+class _ValidateFn(beam.DoFn):
+    def __init__(self, rules: tuple, policy: str):
+        self._rules = rules
+        self._policy = policy
+
+    def setup(self):
+        self._invalid = beam.metrics.Metrics.counter(STAGE, "dead_lettered")
+
+    def process(self, parsed: pa.Table):
+        valid, dead = validate_table(parsed, self._rules, self._policy)
+        if valid.num_rows:
+            yield valid
+        if dead.num_rows:
+            self._invalid.inc(dead.num_rows)
+            yield beam.pvalue.TaggedOutput("dead_letters", dead)
+
+
+class ValidateSchema(beam.PTransform):
+    """Types and normalises parsed records by declared field rules.
+
+    Args:
+        rules: Field rules in order (``IdField``, ``EnumField``, ``NumberField``,
+            ``CodeField``, ``TimestampField``, ``TextField``); their names must be the
+            fields the records were parsed with.
+        policy: Schema-evolution policy for undeclared fields: ``additive`` keeps them as a
+            JSON string in ``extras``; ``strict`` dead-letters the record (``unknown_field``).
+
+    Returns a dict: ``valid`` (tables with one column per rule, then ``extras``, ``_raw``,
+    ``_source``) and ``dead_letters`` (DeadLetter tables, stage ``validate``).
+    """
+
+    def __init__(self, rules, policy: str = "additive", label: str | None = None):
+        super().__init__(label)
+        if policy not in POLICIES:
+            raise ValueError(f"unknown schema policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        names = [r.name for r in rules]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("rules must name distinct fields")
+        for r in rules:
+            if isinstance(r, NumberField) and r.required_if and r.required_if[0] not in names[: names.index(r.name)]:
+                raise ValueError(f"{r.name}: required_if must name an earlier field, got {r.required_if[0]!r}")
+        self._rules = tuple(rules)
+        self._policy = policy
+
+    def expand(self, parsed):
+        out = parsed | "Validate" >> beam.ParDo(_ValidateFn(self._rules, self._policy)).with_outputs(
+            "dead_letters", main="valid"
+        ).with_input_types(pa.Table)
+        return {"valid": out.valid, "dead_letters": out.dead_letters}

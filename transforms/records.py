@@ -1,0 +1,155 @@
+"""The batch type shared by every stage: Arrow tables, and the one DeadLetter schema.
+
+Every core transform takes and returns ``pa.Table`` elements. Error outputs are tables
+with :data:`DEAD_LETTER_SCHEMA`, whatever stage produced them.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "ArrowTableCoder",
+    "dead_letters",
+    "empty_dead_letters",
+    "hash_partition",
+    "json_quote",
+    "json_text",
+]
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("field", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("raw", pa.string()),
+        pa.field("source", pa.string()),
+    ]
+)
+
+
+def empty_dead_letters() -> pa.Table:
+    return DEAD_LETTER_SCHEMA.empty_table()
+
+
+def dead_letters(
+    stage: str,
+    reason: str | pa.Array,
+    field: str | None | pa.Array,
+    error: str | pa.Array,
+    raw: pa.Array,
+    source: pa.Array,
+) -> pa.Table:
+    """Builds a dead-letter table; scalar arguments are broadcast to ``len(raw)`` rows."""
+    n = len(raw)
+
+    def col(v):
+        if isinstance(v, (pa.Array, pa.ChunkedArray)):
+            return v.cast(pa.string())
+        return pa.array([v] * n, pa.string())
+
+    return pa.table(
+        [col(stage), col(reason), col(field), col(error), col(raw), col(source)],
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+class ArrowTableCoder(beam.coders.Coder):
+    """Encodes a table as one Arrow IPC stream: no pickling, cheap across processes."""
+
+    def encode(self, value: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, value.schema) as writer:
+            writer.write_table(value)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, encoded: bytes) -> pa.Table:
+        return pa.ipc.open_stream(encoded).read_all()
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return pa.Table
+
+
+beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
+
+# Per-position weights for the string hash: fixed so every worker agrees on partitions.
+_HASH_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=256, dtype=np.uint64) | 1
+
+
+def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
+    """Stable partition number in ``[0, partitions)`` for each string; nulls go to 0.
+
+    Vectorised over the UTF-8 bytes, identical on every machine and process (unlike
+    Python's salted ``hash``), so a shuffle keyed by it puts equal keys together.
+    """
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    arr = pc.fill_null(arr, "")
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
+    start, end = offsets[0], offsets[-1]
+    data = data[start:end].astype(np.uint64)
+    lengths = np.diff(offsets)
+    pos = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
+    with np.errstate(over="ignore"):
+        terms = (data + np.uint64(1)) * _HASH_WEIGHTS[pos % 256]
+        sums = np.zeros(n, dtype=np.uint64)
+        nonempty = lengths > 0
+        if len(data):
+            reduced = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
+            sums[nonempty] = reduced
+        h = sums ^ (sums >> np.uint64(31))
+        h = h * np.uint64(0x9E3779B97F4A7C15)
+        h = h ^ (h >> np.uint64(29))
+    return (h % np.uint64(partitions)).astype(np.int64)
+
+
+def json_quote(strings: pa.Array) -> pa.Array:
+    """JSON string literals for a string array (null stays null)."""
+    escaped = pc.replace_substring(strings, "\\", "\\\\")
+    escaped = pc.replace_substring(escaped, '"', '\\"')
+    if pc.any(pc.match_substring_regex(escaped, r"[\x00-\x1f]")).as_py():
+        for ch in range(0x20):
+            escaped = pc.replace_substring(escaped, chr(ch), "\\u%04x" % ch)
+    return pc.binary_join_element_wise('"', escaped, '"', "")
+
+
+def _json_value(column: pa.Array) -> pa.Array:
+    """JSON text of each value (null stays null), vectorised for flat column types."""
+    t = column.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return json_quote(column.cast(pa.string()))
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return json_quote(pc.replace_substring(column.cast(pa.string()), " ", "T"))
+    if pa.types.is_boolean(t):
+        return pc.if_else(column, "true", "false")
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return column.cast(pa.string())
+    return json_quote(column.cast(pa.string()))
+
+
+def json_text(table: pa.Table) -> pa.Array:
+    """One JSON object per row, keys in column order, null values written as ``null``."""
+    n = table.num_rows
+    if table.num_columns == 0:
+        return pa.array(["{}"] * n, pa.string())
+    parts: list = []
+    for i, name in enumerate(table.column_names):
+        col = table.column(i).combine_chunks()
+        key = ("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
+        parts.append(key)
+        parts.append(pc.fill_null(_json_value(col), "null"))
+    parts.append("}")
+    return pc.binary_join_element_wise(*parts, "")

@@ -1,0 +1,59 @@
+"""WriteDeadLetters: DeadLetter tables -> JSON-lines files, one object per dead letter."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import orjson
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.records import DEAD_LETTER_SCHEMA, hash_partition
+from transforms.sinks.files import WriteKeyedTables
+
+__all__ = ["WriteDeadLetters"]
+
+_COLUMNS = DEAD_LETTER_SCHEMA.names
+
+
+def write_jsonl(table: pa.Table, path: str) -> None:
+    # Rows here are already known to be bad: per-row serialisation is fine.
+    body = b"".join(orjson.dumps(row) + b"\n" for row in table.select(_COLUMNS).to_pylist())
+    with FileSystems.create(path, mime_type="application/x-ndjson") as fh:
+        fh.write(body)
+
+
+class _ShardFn(beam.DoFn):
+    def __init__(self, shards: int):
+        self._shards = shards
+
+    def process(self, table: pa.Table):
+        if table.num_rows == 0:
+            return
+        table = table.select(_COLUMNS)
+        shard = hash_partition(table.column("raw"), self._shards)
+        for s in sorted(set(shard.tolist())):
+            yield f"part-{s:05d}.jsonl", table.filter(pa.array(shard == s))
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Writes dead letters as JSON lines: stage, reason, field, error, raw, source.
+
+    Args:
+        root: Output directory on any Beam filesystem.
+        shards: Number of files, split by a stable hash of ``raw``.
+
+    Returns a PCollection of ``{"path", "rows"}`` dicts, one per file written.
+    """
+
+    def __init__(self, root: str, shards: int = 1, label: str | None = None):
+        super().__init__(label)
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self._root, self._shards = root, shards
+
+    def expand(self, tables):
+        return (
+            tables
+            | "Shard" >> beam.ParDo(_ShardFn(self._shards)).with_input_types(pa.Table).with_output_types(beam.typehints.KV[str, pa.Table])
+            | "Files" >> WriteKeyedTables(self._root, ("source", "raw", "stage", "reason", "field"), write_jsonl)
+        )
