@@ -258,16 +258,12 @@ def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
         unknown = pa.array([undeclared[0]] * n, pa.string())
     else:
         extras, unknown = pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
-    raw = table.column("_raw") if "_raw" in table.column_names else json_text(data)
-    source = table.column("_source") if "_source" in table.column_names else pa.nulls(n, pa.string())
-    return _slot_table(
-        fields,
-        columns,
-        raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw,
-        source.combine_chunks().cast(pa.string()),
-        extras,
-        unknown,
-    )
+    raw = table.column("_raw").combine_chunks() if "_raw" in table.column_names else json_text(data)
+    if "_source" in table.column_names:
+        source = table.column("_source").combine_chunks().cast(pa.string())
+    else:
+        source = pa.nulls(n, pa.string())
+    return _slot_table(fields, columns, raw.cast(pa.string()), source, extras, unknown)
 
 
 class _ParseFn(beam.DoFn):

@@ -1,0 +1,53 @@
+# beam-pipelines: every command a user or CI needs. `make demo` and `make test` set up
+# everything they use on a fresh machine (venv, install, sample data).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ROWS ?= 200000
+DEMO_FORMAT ?= jsonl
+
+.PHONY: help venv demo test unit e2e lint format clean
+
+help:
+	@echo "make demo    - set up, generate $(DEMO_ROWS) sample events, run the events pipeline, print a summary"
+	@echo "make test    - set up, lint, run all tests"
+	@echo "make lint    - ruff check and format check"
+	@echo "make format  - ruff format and autofix"
+	@echo "make clean   - remove venv, sample data and outputs"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	rm -rf data/in
+	$(BIN)/python -m beam_pipelines.datagen --rows $(DEMO_ROWS) --format $(DEMO_FORMAT) \
+		--dirty-fraction 0.05 --out data/in --seed 7
+	$(BIN)/python -m beam_pipelines.main --pipeline=events --runner=DirectRunner \
+		--input='data/in/*.$(DEMO_FORMAT)' --input_format=$(DEMO_FORMAT) --output=out/
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+e2e: venv
+	$(BIN)/python -m pytest -q tests/e2e
+
+clean:
+	rm -rf $(VENV) data out .pytest_cache .ruff_cache

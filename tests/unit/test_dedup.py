@@ -1,0 +1,45 @@
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.dedup import Deduplicate, keep_first
+
+
+def t(rows):
+    return pa.table(
+        {
+            "event_id": [r[0] for r in rows],
+            "ts": pa.array([datetime(2024, 1, 1, r[1], tzinfo=timezone.utc) for r in rows], pa.timestamp("us", tz="UTC")),
+            "_raw": [r[2] for r in rows],
+        }
+    )
+
+
+def test_keep_first_earliest_then_smallest_raw():
+    table = t([("a", 5, "z"), ("a", 3, "y"), ("b", 1, "b2"), ("b", 1, "b1"), ("c", 2, "c")])
+    out = keep_first(table, "event_id", ("ts", "_raw"))
+    assert out.column("_raw").to_pylist() == ["y", "b1", "c"]
+
+
+def test_deduplicate_across_batches_and_partitions(pipeline):
+    batches = [
+        t([("a", 5, "a-late"), ("b", 1, "b"), ("a", 5, "a-late")]),
+        t([("a", 2, "a-early"), ("c", 1, "c")]),
+        t([("c", 1, "c"), ("d", 0, "d")]),
+    ]
+    with pipeline() as p:
+        out = p | beam.Create(batches) | Deduplicate("event_id", ("ts", "_raw"), partitions=3)
+        kept = out["unique"] | "rows" >> beam.FlatMap(lambda tb: tb.column("_raw").to_pylist())
+        assert_that(kept, equal_to(["a-early", "b", "c", "d"]), label="kept")
+        total = out["stats"] | beam.Map(lambda d: d["duplicates"]) | beam.CombineGlobally(sum)
+        assert_that(total, equal_to([3]), label="dups")
+
+
+def test_deduplicate_config_errors():
+    with pytest.raises(ValueError):
+        Deduplicate("", ())
+    with pytest.raises(ValueError):
+        Deduplicate("k", (), partitions=0)

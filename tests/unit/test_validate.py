@@ -1,0 +1,204 @@
+"""Every rule of the spec's input table, through parse + validate on Arrow tables."""
+
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+from beam_pipelines.pipelines.events import FIELDS, RULES
+from transforms.ingest.parse import _parse_arrow_records, _parse_json_records
+from transforms.ingest.validate import NumberField, ValidateSchema, validate_table
+
+BASE = {"event_id": "e1", "user_id": "u1", "event_type": "view", "ts": "2024-01-01T00:00:00Z"}
+
+
+def run(records, policy="additive"):
+    lines = [r if isinstance(r, bytes) else json.dumps(r).encode() for r in records]
+    parsed, bad = _parse_json_records(lines, ["test"] * len(lines), FIELDS)
+    assert bad.num_rows == 0
+    return validate_table(parsed, RULES, policy)
+
+
+def one(**changes):
+    rec = {**BASE, **changes}
+    for k, v in list(rec.items()):
+        if v is ...:
+            del rec[k]
+    valid, dead = run([rec])
+    if valid.num_rows:
+        return valid.to_pylist()[0], None
+    row = dead.to_pylist()[0]
+    return None, (row["reason"], row["field"])
+
+
+def utc(*args):
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [("  e1 ", "e1"), (42, "42"), ("x", "x")],
+)
+def test_ids_accept_strings_and_integers(value, expected):
+    row, err = one(event_id=value, user_id=value)
+    assert err is None and row["event_id"] == expected and row["user_id"] == expected
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [(..., "missing_field"), (None, "missing_field"), ("", "invalid_value"), ("  ", "invalid_value"),
+     (1.5, "invalid_value"), (True, "invalid_value"), ({"a": 1}, "invalid_value")],
+)  # fmt: skip
+@pytest.mark.parametrize("field", ["event_id", "user_id"])
+def test_ids_reject(field, value, reason):
+    assert one(**{field: value})[1] == (reason, field)
+
+
+@pytest.mark.parametrize("value", ["view", "CLICK", " Add_To_Cart ", "purchase", "Refund"])
+def test_event_type_case_and_space_insensitive(value):
+    row, err = one(event_type=value, amount=1)
+    assert err is None and row["event_type"] == value.strip().lower()
+
+
+@pytest.mark.parametrize("value,reason", [("buy", "invalid_value"), (None, "missing_field"), (3, "invalid_value")])
+def test_event_type_rejects(value, reason):
+    assert one(event_type=value)[1] == (reason, "event_type")
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [(12, 12.0), (12.345, 12.35), ("7.5", 7.5), (" 3 ", 3.0), ("1e2", 100.0), (0, 0.0), (2.004, 2.0)],
+)
+def test_amount_numbers_and_numeric_strings(value, expected):
+    row, err = one(event_type="purchase", amount=value)
+    assert err is None and row["amount"] == expected
+
+
+@pytest.mark.parametrize("etype", ["view", "click", "add_to_cart"])
+def test_amount_null_allowed_for_browsing_events(etype):
+    row, err = one(event_type=etype, amount=None)
+    assert err is None and row["amount"] is None
+    assert one(event_type=etype, amount=...)[1] is None
+
+
+@pytest.mark.parametrize("etype", ["purchase", "refund"])
+def test_amount_required_for_money_events(etype):
+    assert one(event_type=etype, amount=None)[1] == ("missing_field", "amount")
+    assert one(event_type=etype, amount=...)[1] == ("missing_field", "amount")
+
+
+@pytest.mark.parametrize("value", [-0.01, "-3", "abc", "", "1e999", True, [1]])
+def test_amount_rejects(value):
+    assert one(event_type="purchase", amount=value)[1] == ("invalid_value", "amount")
+
+
+@pytest.mark.parametrize("value,expected", [(..., "USD"), (None, "USD"), ("eur", "EUR"), (" gbp ", "GBP")])
+def test_currency(value, expected):
+    row, err = one(currency=value)
+    assert err is None and row["currency"] == expected
+
+
+@pytest.mark.parametrize("value", ["US", "EURO", "U$D", "", 840])
+def test_currency_rejects(value):
+    assert one(currency=value)[1] == ("invalid_value", "currency")
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("2024-01-01T10:00:00Z", utc(2024, 1, 1, 10)),
+        ("2024-01-01T10:00:00+02:00", utc(2024, 1, 1, 8)),
+        ("2024-01-01T10:00:00-0130", utc(2024, 1, 1, 11, 30)),
+        ("2024-01-01T10:00:00", utc(2024, 1, 1, 10)),
+        ("2024-01-01 10:00:00.250Z", utc(2024, 1, 1, 10, 0, 0, 250000)),
+        ("2024-01-01", utc(2024, 1, 1)),
+        ("2024-01-01T10:00:00.1234567Z", utc(2024, 1, 1, 10, 0, 0, 123456)),
+        (1704103200, utc(2024, 1, 1, 10)),
+        (1704103200.5, utc(2024, 1, 1, 10, 0, 0, 500000)),
+        ("1704103200", utc(2024, 1, 1, 10)),
+        (1704103200123, utc(2024, 1, 1, 10, 0, 0, 123000)),
+        (" 2024-01-01T10:00:00z ", utc(2024, 1, 1, 10)),
+    ],
+)
+def test_ts_formats(value, expected):
+    row, err = one(ts=value)
+    assert err is None, err
+    assert row["ts"] == expected
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (..., "missing_field"),
+        (None, "missing_field"),
+        ("yesterday", "invalid_value"),
+        ("2024-02-30T00:00:00Z", "invalid_value"),
+        ("1999-12-31T23:59:59Z", "invalid_value"),
+        ("2100-01-01T00:00:00Z", "invalid_value"),
+        (946684799, "invalid_value"),
+        (4102444800, "invalid_value"),
+        (True, "invalid_value"),
+        ("", "invalid_value"),
+    ],
+)
+def test_ts_rejects(value, reason):
+    assert one(ts=value)[1] == (reason, "ts")
+
+
+def test_ts_range_edges():
+    assert one(ts="2000-01-01T00:00:00Z")[1] is None
+    assert one(ts="2099-12-31T23:59:59.999999Z")[1] is None
+
+
+def test_first_failing_field_names_the_dead_letter():
+    _, err = one(event_id=None, currency="b@d", ts="never")
+    assert err == ("missing_field", "event_id")
+    _, err = one(currency="b@d", ts="never")
+    assert err == ("invalid_value", "currency")
+
+
+def test_dead_letter_keeps_raw_and_message():
+    valid, dead = run([b'{"event_id": "e1", "user_id": "u", "event_type": "view", "ts": "soon"}'])
+    row = dead.to_pylist()[0]
+    assert row["raw"] == '{"event_id": "e1", "user_id": "u", "event_type": "view", "ts": "soon"}'
+    assert row["stage"] == "validate" and row["source"] == "test"
+    assert "soon" in row["error"]
+
+
+def test_extras_additive_and_strict():
+    rec = {**BASE, "session": "s1", "device": {"os": "ios"}}
+    valid, dead = run([rec])
+    assert json.loads(valid.column("extras")[0].as_py()) == {"session": "s1", "device": {"os": "ios"}}
+    valid, dead = run([rec], policy="strict")
+    assert valid.num_rows == 0
+    assert dead.to_pylist()[0]["reason"] == "unknown_field" and dead.to_pylist()[0]["field"] == "session"
+    valid, dead = run([BASE], policy="strict")
+    assert valid.num_rows == 1
+
+
+def test_typed_parquet_columns_validate_the_same_way():
+    table = pa.table(
+        {
+            "event_id": pa.array([1, 2, None], pa.int64()),
+            "user_id": ["u", "u", "u"],
+            "event_type": ["purchase", "purchase", "view"],
+            "amount": [1.005, -1.0, None],
+            "currency": [None, "eur", "usd"],
+            "ts": pa.array([1_704_103_200_000_000] * 3, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    valid, dead = validate_table(_parse_arrow_records(table, FIELDS), RULES, "additive")
+    assert valid.to_pylist()[0]["event_id"] == "1"
+    assert valid.to_pylist()[0]["ts"] == utc(2024, 1, 1, 10)
+    assert [(r["reason"], r["field"]) for r in dead.to_pylist()] == [
+        ("invalid_value", "amount"),
+        ("missing_field", "event_id"),
+    ]
+
+
+def test_validate_schema_rejects_bad_config():
+    with pytest.raises(ValueError, match="policy"):
+        ValidateSchema(RULES, policy="relaxed-ish")
+    with pytest.raises(ValueError, match="earlier field"):
+        ValidateSchema((NumberField("amount", required_if=("event_type", ("purchase",))),))
