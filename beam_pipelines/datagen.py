@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from transforms.records import json_quote
@@ -82,8 +81,11 @@ def generate(rows: int, start: int, seed: int, dirty_fraction: float, days: int 
             "user_id": _strings("u", rng.integers(0, users, rows), 6),
             "event_type": pa.array(etype),
             "amount": pa.array(np.where(amount_valid, amount, np.nan), from_pandas=True),
-            "currency": pc.if_else(pa.array(rng.random(rows) < 0.05), pa.scalar(None, pa.string()),
-                                   pa.array(_choice(rng, CURRENCIES, CURRENCY_WEIGHTS, rows))),  # fmt: skip
+            "currency": pc.if_else(
+                pa.array(rng.random(rows) < 0.05),
+                pa.scalar(None, pa.string()),
+                pa.array(_choice(rng, CURRENCIES, CURRENCY_WEIGHTS, rows)),
+            ),  # fmt: skip
             "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
             "email": emails,
             "country": country,

@@ -182,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug = any(a in ("--log_level=DEBUG", "DEBUG") for a in argv)
     level = next((a.split("=", 1)[1] for a in argv if a.startswith("--log_level=")), "WARNING")
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if level.upper() not in ("DEBUG", "INFO"):
+        # A failing step is reported once, as the one-line error below; Beam would also log
+        # it with a traceback from the runner and worker.
+        for name in ("apache_beam.runners.common", "apache_beam.runners.worker", "apache_beam.runners.portability"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(argv)
     except UsageError as e:

@@ -48,7 +48,6 @@ def _reject_constant(name: str):
     raise ValueError(f"not JSON: {name}")
 
 
-
 # ---------------------------------------------------------------- field rules
 
 
@@ -211,6 +210,10 @@ def _parse(line: bytes) -> tuple[str, dict]:
         raise DeadLetter("malformed", None, f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise DeadLetter("malformed", None, "not a JSON object")
+    try:  # an escaped lone surrogate (\\ud800) is no Unicode text: the record cannot be stored
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise DeadLetter("malformed", None, "lone surrogate in a string") from None
     return raw, obj
 
 

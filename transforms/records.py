@@ -122,7 +122,7 @@ def json_quote(strings: pa.Array) -> pa.Array:
     escaped = pc.replace_substring(escaped, '"', '\\"')
     if pc.any(pc.match_substring_regex(escaped, r"[\x00-\x1f]")).as_py():
         for ch in range(0x20):
-            escaped = pc.replace_substring(escaped, chr(ch), "\\u%04x" % ch)
+            escaped = pc.replace_substring(escaped, chr(ch), f"\\u{ch:04x}")
     return pc.binary_join_element_wise('"', escaped, '"', "")
 
 

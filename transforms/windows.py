@@ -30,9 +30,7 @@ def partial_aggregate(table: pa.Table, keys: tuple[str, ...], distinct: str, sum
     """One row per (keys, distinct) with ``_events`` and ``_units`` (sum in integer units)."""
     units = pc.round(pc.multiply(pc.fill_null(table.column(sum_field), 0.0), float(scale))).cast(pa.int64())
     slim = pa.table({**{k: table.column(k) for k in keys}, distinct: table.column(distinct), "_units": units})
-    out = slim.group_by(list(keys) + [distinct], use_threads=False).aggregate(
-        [([], "count_all"), ("_units", "sum")]
-    )
+    out = slim.group_by(list(keys) + [distinct], use_threads=False).aggregate([([], "count_all"), ("_units", "sum")])
     return _named(out, keys, distinct, {"count_all": "_events", "_units_sum": "_units"})
 
 
@@ -43,9 +41,7 @@ def _named(out: pa.Table, keys: tuple[str, ...], distinct: str, renames: dict[st
 
 def merge_partials(tables: list[pa.Table], keys: tuple[str, ...], distinct: str) -> pa.Table:
     table = pa.concat_tables(tables).combine_chunks()
-    out = table.group_by(list(keys) + [distinct], use_threads=False).aggregate(
-        [("_events", "sum"), ("_units", "sum")]
-    )
+    out = table.group_by(list(keys) + [distinct], use_threads=False).aggregate([("_events", "sum"), ("_units", "sum")])
     return _named(out, keys, distinct, {"_events_sum": "_events", "_units_sum": "_units"})
 
 
@@ -180,6 +176,8 @@ class WindowedAggregate(beam.PTransform):
             | "Window"
             >> beam.WindowInto(beam_window.FixedWindows(self._window_seconds), allowed_lateness=self._lateness)
             | "Combine"
-            >> beam.CombineGlobally(_MergePartialsFn(s["keys"], s["distinct"])).without_defaults().with_output_types(pa.Table)
+            >> beam.CombineGlobally(_MergePartialsFn(s["keys"], s["distinct"]))
+            .without_defaults()
+            .with_output_types(pa.Table)
             | "Finalize" >> beam.ParDo(_FinalizeFn(s)).with_output_types(pa.Table)
         )

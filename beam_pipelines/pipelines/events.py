@@ -124,11 +124,7 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         dead | "CountDeadLetters" >> CountRows("dead_lettered", by="reason"),
         aggregates | "CountAggregates" >> CountRows("aggregates"),
     ) | "AllCounts" >> beam.Flatten()
-    report = (
-        counts
-        | "MergeCounts" >> MergeCounts()
-        | "MakeReport" >> beam.Map(make_report).with_output_types(dict)
-    )
+    report = counts | "MergeCounts" >> MergeCounts() | "MakeReport" >> beam.Map(make_report).with_output_types(dict)
     if io.curated is not None:
         curated | "WriteCurated" >> io.curated
     if io.aggregates is not None:

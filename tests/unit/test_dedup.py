@@ -12,7 +12,9 @@ def t(rows):
     return pa.table(
         {
             "event_id": [r[0] for r in rows],
-            "ts": pa.array([datetime(2024, 1, 1, r[1], tzinfo=timezone.utc) for r in rows], pa.timestamp("us", tz="UTC")),
+            "ts": pa.array(
+                [datetime(2024, 1, 1, r[1], tzinfo=timezone.utc) for r in rows], pa.timestamp("us", tz="UTC")
+            ),
             "_raw": [r[2] for r in rows],
         }
     )

@@ -135,9 +135,7 @@ def _malformed(raw: list[str], sources: list[str], errors: list[str]) -> pa.Tabl
     )
 
 
-def _parse_json_records(
-    lines: list[bytes], sources: list[str], fields: tuple[str, ...]
-) -> tuple[pa.Table, pa.Table]:
+def _parse_json_records(lines: list[bytes], sources: list[str], fields: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
     records: list[dict] = []
     good: list[int] = []
     bad_raw, bad_src, bad_err = [], [], []

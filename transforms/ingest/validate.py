@@ -80,7 +80,9 @@ def _outcome(name: str, value: pa.Array, missing: pa.Array, invalid: pa.Array, t
     missing, invalid = _mask(missing), _mask(invalid)
     reason = pc.if_else(missing, MISSING_FIELD, pc.if_else(invalid, INVALID_VALUE, pa.scalar(None, pa.string())))
     bad_msg = pc.binary_join_element_wise(f"{name} {what}, got ", _shown(text), "")
-    error = pc.if_else(missing, f"{name} is missing or null", pc.if_else(invalid, bad_msg, pa.scalar(None, pa.string())))
+    error = pc.if_else(
+        missing, f"{name} is missing or null", pc.if_else(invalid, bad_msg, pa.scalar(None, pa.string()))
+    )
     value = pc.if_else(pc.or_(missing, invalid), pa.scalar(None, value.type), value)
     return Outcome(value, reason, error)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 
 __all__ = ["CountRows", "MergeCounts"]
 
@@ -64,5 +63,3 @@ class MergeCounts(beam.PTransform):
             | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
             | "Sum" >> beam.CombineGlobally(_sum_dicts)
         )
-
-

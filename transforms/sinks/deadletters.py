@@ -54,6 +54,9 @@ class WriteDeadLetters(beam.PTransform):
     def expand(self, tables):
         return (
             tables
-            | "Shard" >> beam.ParDo(_ShardFn(self._shards)).with_input_types(pa.Table).with_output_types(beam.typehints.KV[str, pa.Table])
+            | "Shard"
+            >> beam.ParDo(_ShardFn(self._shards))
+            .with_input_types(pa.Table)
+            .with_output_types(beam.typehints.KV[str, pa.Table])
             | "Files" >> WriteKeyedTables(self._root, ("source", "raw", "stage", "reason", "field"), write_jsonl)
         )

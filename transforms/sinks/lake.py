@@ -70,6 +70,7 @@ class WriteLake(beam.PTransform):
     def expand(self, tables):
         return (
             tables
-            | "Route" >> beam.ParDo(self._route).with_input_types(pa.Table).with_output_types(beam.typehints.KV[str, pa.Table])
+            | "Route"
+            >> beam.ParDo(self._route).with_input_types(pa.Table).with_output_types(beam.typehints.KV[str, pa.Table])
             | "Files" >> WriteKeyedTables(self._root, self._sort_by, write_parquet)
         )
