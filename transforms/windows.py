@@ -27,8 +27,10 @@ def window_starts(ts: pa.Array, size_us: int) -> np.ndarray:
 
 
 def partial_aggregate(table: pa.Table, keys: tuple[str, ...], distinct: str, sum_field: str, scale: int) -> pa.Table:
-    """One row per (keys, distinct) with ``_events`` and ``_units`` (sum in integer units)."""
-    units = pc.round(pc.multiply(pc.fill_null(table.column(sum_field), 0.0), float(scale))).cast(pa.int64())
+    """One row per (keys, distinct) with ``_events`` and ``_units`` (sum in whole units)."""
+    # Whole units held in float64: sums are exact (and order-independent) below 2**53 units,
+    # and an absurdly large value cannot overflow and fail the run.
+    units = pc.round(pc.multiply(pc.fill_null(table.column(sum_field), 0.0), float(scale)))
     slim = pa.table({**{k: table.column(k) for k in keys}, distinct: table.column(distinct), "_units": units})
     out = slim.group_by(list(keys) + [distinct], use_threads=False).aggregate([([], "count_all"), ("_units", "sum")])
     return _named(out, keys, distinct, {"count_all": "_events", "_units_sum": "_units"})

@@ -61,7 +61,13 @@ def test_json_malformed_lines_become_dead_letters_with_raw_text():
 def test_json_integers_beyond_64_bits_are_not_malformed():
     parsed, bad = _parse_json_records([b'{"a": 123456789012345678901234567890}'], ["s"], FIELDS)
     assert bad.num_rows == 0
-    assert slots(parsed, "a")[0][0] in (KIND_FLOAT, KIND_OTHER)
+    assert slots(parsed, "a")[0][:3] == (KIND_INT, "123456789012345678901234567890", None)
+
+
+def test_json_rejects_non_json_constants_and_lone_surrogates():
+    lines = [b'{"a": NaN}', b'{"a": 1, "b": Infinity}', b'{"a": "\\udc00x"}']
+    parsed, bad = _parse_json_records(lines, ["s"] * 3, FIELDS)
+    assert parsed.num_rows == 0 and bad.column("reason").to_pylist() == ["malformed"] * 3
 
 
 def test_csv_rows_wrong_width_and_undecodable():

@@ -9,6 +9,7 @@ import csv
 import json
 
 import apache_beam as beam
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,12 +38,23 @@ def _decode_raw(line: bytes) -> str:
     return line.decode("utf-8", errors="backslashreplace")
 
 
-def _loads(line: bytes):
+# orjson reads integers beyond 64 bits as floats; lines that may hold one are read again exactly.
+_BIG_INT = r"[:\[,]\s*-?\d{19,}\s*[,}\]]"
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _exact_loads(line: bytes):
+    return json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+
+
+def _dumps(value) -> str:
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        # orjson refuses a few things the JSON spec allows (integers beyond 64 bits).
-        return json.loads(line.decode("utf-8"))
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _classify(values: list) -> tuple[list, list, list, list]:
@@ -61,12 +73,12 @@ def _classify(values: list) -> tuple[list, list, list, list]:
             floats.append(None)
         elif t is int:
             in_range = -(2**63) <= v < 2**63
-            kinds.append(KIND_INT if in_range else KIND_OTHER), texts.append(str(v))
-            ints.append(v if in_range else None), floats.append(None)
+            kinds.append(KIND_INT), texts.append(str(v))
+            ints.append(v if in_range else None), floats.append(None if in_range else float(v))
         elif t is float:
             kinds.append(KIND_FLOAT), texts.append(repr(v)), ints.append(None), floats.append(v)
         else:
-            kinds.append(KIND_OTHER), texts.append(orjson.dumps(v).decode())
+            kinds.append(KIND_OTHER), texts.append(_dumps(v))
             ints.append(None), floats.append(None)
     return kinds, texts, ints, floats
 
@@ -141,8 +153,8 @@ def _parse_json_records(lines: list[bytes], sources: list[str], fields: tuple[st
     bad_raw, bad_src, bad_err = [], [], []
     for i, line in enumerate(lines):
         try:
-            rec = _loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
             bad_raw.append(_decode_raw(line)), bad_src.append(sources[i])
             bad_err.append(f"not valid JSON: {e}")
             continue
@@ -152,10 +164,13 @@ def _parse_json_records(lines: list[bytes], sources: list[str], fields: tuple[st
             continue
         records.append(rec)
         good.append(i)
-    columns = {f: _slots_from_values([r.pop(f, _MISSING) for r in records]) for f in fields}
-    extras = pa.array([orjson.dumps(r).decode() if r else None for r in records], pa.string())
-    unknown = pa.array([next(iter(r)) if r else None for r in records], pa.string())
     raw = pa.array([lines[i] for i in good], pa.binary()).cast(pa.string())
+    if records:
+        for j in np.flatnonzero(pc.match_substring_regex(raw, _BIG_INT).to_numpy(zero_copy_only=False)):
+            records[j] = _exact_loads(lines[good[j]])
+    columns = {f: _slots_from_values([r.pop(f, _MISSING) for r in records]) for f in fields}
+    extras = pa.array([_dumps(r) if r else None for r in records], pa.string())
+    unknown = pa.array([next(iter(r)) if r else None for r in records], pa.string())
     src = pa.array([sources[i] for i in good], pa.string())
     parsed = _slot_table(fields, columns, raw, src, extras, unknown)
     return parsed, _malformed(bad_raw, bad_src, bad_err)
@@ -199,7 +214,7 @@ def _parse_csv_records(
     undeclared = [(j, name) for j, name in enumerate(header) if name not in fields]
     if undeclared:
         extra_objs = [{name: v[j] for j, name in undeclared if v[j]} for v in good_values]
-        extras = pa.array([orjson.dumps(e).decode() if e else None for e in extra_objs])
+        extras = pa.array([_dumps(e) if e else None for e in extra_objs])
         unknown = pa.array([undeclared[0][1]] * n, pa.string())
     else:
         extras = pa.nulls(n, pa.string())

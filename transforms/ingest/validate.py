@@ -139,7 +139,8 @@ class NumberField:
         number = pc.if_else(
             _kind_in(s, KIND_FLOAT),
             s.float,
-            pc.if_else(_kind_in(s, KIND_INT), s.int.cast(pa.float64()), from_str),
+            # Integers beyond 64 bits keep only their float value.
+            pc.if_else(_kind_in(s, KIND_INT), pc.coalesce(s.int.cast(pa.float64()), s.float), from_str),
         )
         ok = _mask(pc.is_finite(number))
         if self.minimum is not None:
