@@ -12,6 +12,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.records import typed
+
 __all__ = ["Cleanse", "CountryCode", "Email"]
 
 
@@ -88,4 +90,4 @@ class Cleanse(beam.PTransform):
         out = tables | "Cleanse" >> beam.ParDo(_CleanseFn(self._rules)).with_outputs(
             "stats", main="cleaned"
         ).with_input_types(pa.Table)
-        return {"cleaned": out.cleaned, "stats": out.stats}
+        return {"cleaned": typed(out.cleaned), "stats": typed(out.stats, dict)}

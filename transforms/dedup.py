@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.records import hash_partition
+from transforms.records import hash_partition, typed
 
 __all__ = ["Deduplicate"]
 
@@ -93,9 +93,9 @@ class Deduplicate(beam.PTransform):
             _PartitionFn(self._key, self._order_by, self._partitions)
         ).with_outputs("stats", main="parts").with_input_types(pa.Table)
         merged = (
-            parts.parts
+            typed(parts.parts, beam.typehints.KV[int, pa.Table])
             | "GroupPartitions" >> beam.GroupByKey().with_input_types(beam.typehints.KV[int, pa.Table])
             | "Merge" >> beam.ParDo(_MergeFn(self._key, self._order_by)).with_outputs("stats", main="unique")
         )
-        stats = (parts.stats, merged.stats) | "Stats" >> beam.Flatten()
-        return {"unique": merged.unique, "stats": stats}
+        stats = (typed(parts.stats, dict), typed(merged.stats, dict)) | "Stats" >> beam.Flatten()
+        return {"unique": typed(merged.unique), "stats": stats}

@@ -20,6 +20,7 @@ __all__ = [
     "hash_partition",
     "json_quote",
     "json_text",
+    "typed",
 ]
 
 DEAD_LETTER_SCHEMA = pa.schema(
@@ -58,6 +59,16 @@ def dead_letters(
         [col(stage), col(reason), col(field), col(error), col(raw), col(source)],
         schema=DEAD_LETTER_SCHEMA,
     )
+
+
+def typed(pcoll, hint=pa.Table):
+    """Declares a PCollection's element type so the runner encodes it with its coder.
+
+    Tagged outputs of a multi-output ParDo are otherwise typed Any and pickled, and a pickled
+    table slice carries its parent's whole buffers.
+    """
+    pcoll.element_type = hint
+    return pcoll
 
 
 class ArrowTableCoder(beam.coders.Coder):

@@ -25,7 +25,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     slot_schema,
 )
-from transforms.records import dead_letters, json_text
+from transforms.records import dead_letters, json_text, typed
 
 __all__ = ["FORMATS", "ParseRecords"]
 
@@ -339,4 +339,4 @@ class ParseRecords(beam.PTransform):
         out = batches | "Parse" >> beam.ParDo(_ParseFn(self._fmt, self._fields)).with_outputs(
             "dead_letters", "stats", main="parsed"
         ).with_input_types(pa.Table)
-        return {"parsed": out.parsed, "dead_letters": out.dead_letters, "stats": out.stats}
+        return {"parsed": typed(out.parsed), "dead_letters": typed(out.dead_letters), "stats": typed(out.stats, dict)}

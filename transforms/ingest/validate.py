@@ -24,7 +24,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     Slots,
 )
-from transforms.records import dead_letters
+from transforms.records import dead_letters, typed
 
 __all__ = [
     "CodeField",
@@ -364,4 +364,4 @@ class ValidateSchema(beam.PTransform):
         out = parsed | "Validate" >> beam.ParDo(_ValidateFn(self._rules, self._policy)).with_outputs(
             "dead_letters", main="valid"
         ).with_input_types(pa.Table)
-        return {"valid": out.valid, "dead_letters": out.dead_letters}
+        return {"valid": typed(out.valid), "dead_letters": typed(out.dead_letters)}
