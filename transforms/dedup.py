@@ -11,6 +11,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
 from transforms.records import hash_partition, typed
 
@@ -94,7 +95,12 @@ class Deduplicate(beam.PTransform):
         ).with_outputs("stats", main="parts").with_input_types(pa.Table)
         merged = (
             typed(parts.parts, beam.typehints.KV[int, pa.Table])
+            # Grouped rows keep their earliest timestamp, not the global window's end: otherwise
+            # any event-time window downstream is already expired, and Prism drops its data.
+            | "KeepTimestamps"
+            >> beam.WindowInto(GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
             | "GroupPartitions" >> beam.GroupByKey().with_input_types(beam.typehints.KV[int, pa.Table])
+            | "Rewindow" >> beam.WindowInto(GlobalWindows())  # back to the default, so outputs flatten with others
             | "Merge" >> beam.ParDo(_MergeFn(self._key, self._order_by)).with_outputs("stats", main="unique")
         )
         stats = (typed(parts.stats, dict), typed(merged.stats, dict)) | "Stats" >> beam.Flatten()

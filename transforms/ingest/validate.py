@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -67,24 +68,25 @@ def _shown(text: pa.Array) -> pa.Array:
 
 
 class Outcome:
-    """A rule's result: the typed column, and per row the reason and error (null if fine)."""
+    """A rule's result: the typed column, and which rows are missing or invalid.
 
-    __slots__ = ("value", "reason", "error")
+    ``text`` and ``what`` make the error message; it is built only for failing rows.
+    """
 
-    def __init__(self, value: pa.Array, reason: pa.Array, error: pa.Array):
-        self.value, self.reason, self.error = value, reason, error
+    __slots__ = ("value", "missing", "invalid", "text", "what")
+
+    def __init__(self, value: pa.Array, missing: pa.Array | None, invalid: pa.Array | None, text, what: str):
+        self.value, self.missing, self.invalid, self.text, self.what = value, missing, invalid, text, what
 
 
-def _outcome(name: str, value: pa.Array, missing: pa.Array, invalid: pa.Array, text, what: str):
-    """Combines missing/invalid masks into reasons and messages (missing wins)."""
-    missing, invalid = _mask(missing), _mask(invalid)
-    reason = pc.if_else(missing, MISSING_FIELD, pc.if_else(invalid, INVALID_VALUE, pa.scalar(None, pa.string())))
-    bad_msg = pc.binary_join_element_wise(f"{name} {what}, got ", _shown(text), "")
-    error = pc.if_else(
-        missing, f"{name} is missing or null", pc.if_else(invalid, bad_msg, pa.scalar(None, pa.string()))
-    )
-    value = pc.if_else(pc.or_(missing, invalid), pa.scalar(None, value.type), value)
-    return Outcome(value, reason, error)
+def _outcome(name: str, value: pa.Array, missing, invalid, text, what: str) -> Outcome:
+    """Nulls the value where the row failed (missing wins over invalid)."""
+    missing = _mask(missing) if missing is not None else None
+    invalid = _mask(invalid) if invalid is not None else None
+    failed = missing if invalid is None else invalid if missing is None else pc.or_(missing, invalid)
+    if failed is not None:
+        value = pc.if_else(failed, pa.scalar(None, value.type), value)
+    return Outcome(value, missing, invalid, text, what)
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class NumberField:
             other, values = self.required_if
             missing = _mask(pc.and_(absent, pc.is_in(done[other], pa.array(values))))
         else:
-            missing = pa.array([False] * len(number))
+            missing = None
         invalid = pc.invert(pc.or_(absent, ok))
         value = pc.round(number, self.decimals, round_mode="half_towards_infinity")
         what = "must be a finite number" + ("" if self.minimum is None else f" >= {self.minimum:g}")
@@ -171,8 +173,7 @@ class CodeField:
         absent = _kind_in(s, KIND_MISSING, KIND_NULL)
         value = pc.if_else(absent, pa.scalar(self.default, pa.string()), pc.utf8_upper(trimmed))
         invalid = pc.invert(pc.or_(absent, ok))
-        none = pa.array([False] * len(value))
-        return _outcome(self.name, value, none, invalid, s.text, f"must match {self.pattern}")
+        return _outcome(self.name, value, None, invalid, s.text, f"must match {self.pattern}")
 
 
 def _parse_iso(text: pa.Array) -> pa.Array:
@@ -262,7 +263,13 @@ class TimestampField:
         missing = _kind_in(s, KIND_MISSING, KIND_NULL)
         invalid = pc.invert(pc.or_(missing, in_range))
         what = "must be ISO-8601 or epoch seconds/milliseconds within [2000-01-01, 2100-01-01)"
-        return _outcome(self.name, value, missing, invalid, s.text, what)
+
+        def shown(rows: pa.Array) -> pa.Array:
+            # Typed timestamps carry no text slot; format just the failing ones.
+            as_ts = s.int.take(rows).cast(_US).cast(pa.string())
+            return pc.if_else(pc.equal(s.kind.take(rows), KIND_TIMESTAMP), as_ts, s.text.take(rows))
+
+        return _outcome(self.name, value, missing, invalid, shown, what)
 
 
 @dataclass(frozen=True)
@@ -272,46 +279,72 @@ class TextField:
     name: str
 
     def apply(self, s: Slots, done: dict) -> Outcome:
-        none = pa.array([False] * len(s.kind))
-        return _outcome(self.name, s.text, none, none, s.text, "")
+        return Outcome(s.text, None, None, s.text, "")
+
+
+_OK, _MISSING, _INVALID, _UNKNOWN = 0, 1, 2, 3
+_REASONS = {_MISSING: MISSING_FIELD, _INVALID: INVALID_VALUE, _UNKNOWN: UNKNOWN_FIELD}
 
 
 def validate_table(parsed: pa.Table, rules: tuple, policy: str) -> tuple[pa.Table, pa.Table]:
     """Applies the rules to one parsed slot table: (valid rows, dead letters)."""
     n = parsed.num_rows
     done: dict[str, pa.Array] = {}
-    reason = pa.nulls(n, pa.string())
-    fld = pa.nulls(n, pa.string())
-    error = pa.nulls(n, pa.string())
-    for rule in rules:
+    outcomes: list[Outcome] = []
+    # Per row: the first failure's kind and the index of the rule that failed.
+    code = np.zeros(n, dtype=np.int8)
+    which = np.full(n, -1, dtype=np.int16)
+    for i, rule in enumerate(rules):
         out = rule.apply(Slots(parsed, rule.name), done)
         done[rule.name] = out.value
-        first = _mask(pc.and_(pc.is_null(reason), pc.is_valid(out.reason)))
-        reason = pc.if_else(first, out.reason, reason)
-        fld = pc.if_else(first, rule.name, fld)
-        error = pc.if_else(first, out.error, error)
+        outcomes.append(out)
+        for kind, mask in ((_MISSING, out.missing), (_INVALID, out.invalid)):
+            if mask is None:
+                continue
+            hit = mask.to_numpy(zero_copy_only=False) & (code == _OK)
+            code[hit] = kind
+            which[hit] = i
+    unknown = parsed.column("_unknown").combine_chunks()
     if policy == "strict":
-        unknown = parsed.column("_unknown").combine_chunks()
-        first = _mask(pc.and_(pc.is_null(reason), pc.is_valid(unknown)))
-        reason = pc.if_else(first, UNKNOWN_FIELD, reason)
-        fld = pc.if_else(first, unknown, fld)
-        msg = pc.binary_join_element_wise("field ", unknown, " is not declared (policy strict)", "")
-        error = pc.if_else(first, msg, error)
-    ok = pc.is_null(reason)
-    columns = {name: arr for name, arr in done.items()}
+        hit = pc.is_valid(unknown).to_numpy(zero_copy_only=False) & (code == _OK)
+        code[hit] = _UNKNOWN
+    columns = dict(done)
     columns["extras"] = parsed.column("_extras").combine_chunks()
     columns["_raw"] = parsed.column("_raw").combine_chunks()
-    columns["_source"] = parsed.column("_source").combine_chunks()
     table = pa.table(columns)
-    valid = table.filter(ok)
-    bad = pc.invert(ok)
+    ok = code == _OK
+    valid = table.filter(pa.array(ok)) if not ok.all() else table
+    bad_idx = np.flatnonzero(~ok)
+    if len(bad_idx) == 0:
+        return valid, dead_letters(STAGE, pa.array([], pa.string()), None, "", pa.array([], pa.string()),
+                                   pa.array([], pa.string()))  # fmt: skip
+    take = pa.array(bad_idx)
+    codes, rules_hit = code[bad_idx], which[bad_idx]
+    names = [r.name for r in rules]
+    reason, fld, error = [], [], []
+    unknown_bad = unknown.take(take).to_pylist()
+    texts: dict[int, list] = {}
+    for j, (c, r) in enumerate(zip(codes.tolist(), rules_hit.tolist())):
+        reason.append(_REASONS[c])
+        if c == _UNKNOWN:
+            fld.append(unknown_bad[j])
+            error.append(f"field {unknown_bad[j]} is not declared (policy strict)")
+            continue
+        fld.append(names[r])
+        if c == _MISSING:
+            error.append(f"{names[r]} is missing or null")
+            continue
+        if r not in texts:
+            text = outcomes[r].text
+            texts[r] = _shown(text(take) if callable(text) else text.take(take)).to_pylist()
+        error.append(f"{names[r]} {outcomes[r].what}, got {texts[r][j]}")
     dead = dead_letters(
         STAGE,
-        reason.filter(bad),
-        fld.filter(bad),
-        error.filter(bad),
-        columns["_raw"].filter(bad),
-        columns["_source"].filter(bad),
+        pa.array(reason, pa.string()),
+        pa.array(fld, pa.string()),
+        pa.array(error, pa.string()),
+        columns["_raw"].take(take),
+        parsed.column("_source").combine_chunks().take(take),
     )
     return valid, dead
 
@@ -343,8 +376,7 @@ class ValidateSchema(beam.PTransform):
         policy: Schema-evolution policy for undeclared fields: ``additive`` keeps them as a
             JSON string in ``extras``; ``strict`` dead-letters the record (``unknown_field``).
 
-    Returns a dict: ``valid`` (tables with one column per rule, then ``extras``, ``_raw``,
-    ``_source``) and ``dead_letters`` (DeadLetter tables, stage ``validate``).
+    Returns a dict: ``valid`` (tables with one column per rule, then ``extras`` and ``_raw``) and ``dead_letters`` (DeadLetter tables, stage ``validate``).
     """
 
     def __init__(self, rules, policy: str = "additive", label: str | None = None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -11,6 +13,9 @@ from transforms.records import hash_partition
 from transforms.sinks.files import WriteKeyedTables, write_parquet
 
 __all__ = ["WriteLake"]
+
+_DAY_US = 86_400_000_000
+_EPOCH_DAY = datetime(1970, 1, 1)
 
 
 class _RouteFn(beam.DoFn):
@@ -23,22 +28,23 @@ class _RouteFn(beam.DoFn):
             return
         if self._columns:
             table = table.select(list(self._columns))
+        n = table.num_rows
         if self._date_field:
-            dt = pc.strftime(table.column(self._date_field), format="%Y-%m-%d").combine_chunks()
-            labels = pc.binary_join_element_wise("dt=", dt, "/", "")
+            # UTC day numbers, formatted once per distinct day rather than once per row.
+            micros = pc.cast(table.column(self._date_field), pa.int64()).to_numpy(zero_copy_only=False)
+            days = np.floor_divide(micros, _DAY_US)
         else:
-            labels = pa.array([""] * table.num_rows)
-        if self._buckets > 1:
-            bucket = hash_partition(table.column(self._bucket_key), self._buckets)
-        else:
-            bucket = np.zeros(table.num_rows, dtype=np.int64)
-        names = pc.binary_join_element_wise(
-            labels, "part-", pa.array(np.char.zfill(bucket.astype(str), 5)), ".parquet", ""
-        )
-        encoded = names.dictionary_encode()
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        for code, name in enumerate(encoded.dictionary.to_pylist()):
-            yield name, table.filter(pa.array(codes == code))
+            days = np.zeros(n, dtype=np.int64)
+        bucket = hash_partition(table.column(self._bucket_key), self._buckets) if self._buckets > 1 else 0
+        group = days * self._buckets + bucket
+        order = np.argsort(group, kind="stable")
+        group = group[order]
+        table = table.take(pa.array(order))
+        bounds = np.flatnonzero(np.diff(group)) + 1
+        for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [n]])):
+            day, part = divmod(int(group[a]), self._buckets)
+            label = f"dt={(_EPOCH_DAY + timedelta(days=day)):%Y-%m-%d}/" if self._date_field else ""
+            yield f"{label}part-{part:05d}.parquet", table.slice(int(a), int(b - a))
 
 
 class WriteLake(beam.PTransform):

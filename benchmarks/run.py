@@ -1,0 +1,266 @@
+"""Runs the `events` workload on every system, on the same files, and compares them.
+
+    python -m benchmarks.run --rows 1000000,5000000 --format parquet,jsonl --json results.json
+
+Each system runs as its own process (see benchmarks/README.md); wall time and the peak RSS of
+its whole process tree are measured from outside, the median of ``--repeat`` runs is kept, and
+each system's aggregates and curated row count are checked against the others'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = ("beam_pipelines", "beam_pipelines_prism", "beam_per_record", "duckdb", "polars", "pyspark")
+DEFAULT_SYSTEMS = ("beam_pipelines", "beam_per_record", "duckdb", "polars", "pyspark")
+AGG_COLUMNS = ("window_start", "window_end", "event_type", "country", "events", "users", "amount_sum")
+_US = pa.timestamp("us", tz="UTC")
+
+
+def command(system: str, pattern: str, fmt: str, out: Path) -> list[str]:
+    py = sys.executable
+    if system == "beam_pipelines":
+        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
+                f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
+    if system == "beam_pipelines_prism":
+        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=PrismRunner",
+                f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
+    return [py, "-m", f"benchmarks.systems.{system}", "--input", pattern, "--format", fmt, "--output", str(out)]
+
+
+def measure(cmd: list[str], timeout: float) -> dict:
+    """Runs one command; wall time and peak RSS (MB) summed over its process tree."""
+    import psutil
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = ROOT / ".cache" / "bench" / "last-run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log, "wb") as fh:
+        proc = psutil.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        peak = 0
+        while proc.poll() is None:
+            rss = 0
+            try:
+                for p in [proc] + proc.children(recursive=True):
+                    try:
+                        rss += p.memory_info().rss
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        pass
+            except psutil.NoSuchProcess:
+                pass
+            peak = max(peak, rss)
+            if time.monotonic() - started > timeout:
+                for p in proc.children(recursive=True) + [proc]:
+                    p.kill()
+                return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+            time.sleep(0.05)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        return {"ok": False, "error": f"exit {proc.returncode}: {tail[0][:300]}"}
+    return {"ok": True, "wall_s": wall, "peak_rss_mb": peak / 2**20}
+
+
+def canonical_aggregates(out: Path) -> pa.Table:
+    files = sorted((out / "aggregates").rglob("*.parquet"))
+    if not files:
+        return pa.table({c: [] for c in AGG_COLUMNS})
+    table = pa.concat_tables([pq.read_table(f, partitioning=None).select(list(AGG_COLUMNS)) for f in files],
+                             promote_options="permissive")  # fmt: skip
+    casts = {"window_start": _US, "window_end": _US, "event_type": pa.string(), "country": pa.string(),
+             "events": pa.int64(), "users": pa.int64(), "amount_sum": pa.float64()}  # fmt: skip
+    table = pa.table({c: pc.cast(table.column(c), casts[c]) for c in AGG_COLUMNS})
+    return table.sort_by([("window_start", "ascending"), ("event_type", "ascending"), ("country", "ascending")])
+
+
+def curated_rows(out: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in (out / "curated").rglob("*.parquet"))
+
+
+def ensure_data(data_dir: Path, fmt: str, rows: int, dirty: float, seed: int) -> str:
+    target = data_dir / f"{fmt}-{rows}-dirty{dirty}-seed{seed}"
+    if not (target / ".complete").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "beam_pipelines.datagen",
+                f"--rows={rows}",
+                f"--format={fmt}",
+                f"--dirty-fraction={dirty}",
+                f"--seed={seed}",
+                f"--out={target}",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            check=True,
+        )
+        (target / ".complete").write_text("ok")
+    return str(target / f"*.{fmt}")
+
+
+def machine() -> dict:
+    import apache_beam
+
+    info = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "beam": apache_beam.__version__,
+        "pyarrow": pa.__version__,
+    }
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| system | format | rows | wall s | rows/s | peak RSS MB | output matches |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results["runs"]:
+        if r.get("error"):
+            lines.append(f"| {r['system']} | {r['format']} | {r['rows']:,} | — | — | — | error: {r['error'][:80]} |")
+            continue
+        lines.append(
+            f"| {r['system']} | {r['format']} | {r['rows']:,} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | "
+            f"{r['peak_rss_mb']:,.0f} | {'yes' if r['output_matches'] else 'NO'} |"
+        )
+    m = results["machine"]
+    lines.append("")
+    lines.append(f"Machine: {m.get('cpu', '?')}, {m['cpus']} cores, {m.get('memory_gb', '?')} GB; "
+                 f"Python {m['python']}, Beam {m['beam']}, pyarrow {m['pyarrow']}. Median of "
+                 f"{results['repeat']} runs.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results["runs"] if not r.get("error")]
+    groups = sorted({(r["format"], r["rows"]) for r in runs})
+    systems = [s for s in SYSTEMS if any(r["system"] == s for r in runs)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) * max(1, len(systems)) / 3), 4.5))
+    width = 0.8 / max(1, len(systems))
+    for i, system in enumerate(systems):
+        xs, ys = [], []
+        for g, (fmt, rows) in enumerate(groups):
+            for r in runs:
+                if r["system"] == system and r["format"] == fmt and r["rows"] == rows:
+                    xs.append(g + i * width)
+                    ys.append(r["rows_per_s"])
+        ax.bar(xs, ys, width, label=system)
+    ax.set_yscale("log")
+    ax.set_ylabel("rows/s (log scale)")
+    ax.set_xticks([g + width * (len(systems) - 1) / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{fmt}\n{rows:,}" for fmt, rows in groups])
+    ax.set_title("events pipeline: throughput by system, format and rows")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="1000000", help="Comma-separated data sizes. Default: 1000000.")
+    parser.add_argument("--format", default="parquet,jsonl", help="Comma-separated formats. Default: parquet,jsonl.")
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                        help=f"Comma-separated systems from {', '.join(SYSTEMS)}.")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=3, help="Runs per system and data set (median kept).")
+    parser.add_argument("--dirty-fraction", type=float, default=0.05, help="Dirty records in the data. Default 0.05.")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data-dir", default=str(ROOT / ".cache" / "bench" / "data"))
+    parser.add_argument("--work-dir", default=str(ROOT / ".cache" / "bench" / "out"))
+    parser.add_argument("--timeout", type=float, default=3600, help="Seconds per run before it is killed.")
+    parser.add_argument("--json", default="results.json", help="Where results go (.md and .png beside it).")
+    args = parser.parse_args(argv)
+    sizes = [int(x) for x in args.rows.split(",") if x]
+    formats = [x for x in args.format.split(",") if x]
+    systems = [x for x in args.systems.split(",") if x]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    results = {"machine": machine(), "repeat": args.repeat, "runs": []}
+    out_json = Path(args.json)
+    for fmt in formats:
+        for rows in sizes:
+            pattern = ensure_data(Path(args.data_dir), fmt, rows, args.dirty_fraction, args.seed)
+            reference = None
+            for system in systems:
+                out = Path(args.work_dir) / f"{system}-{fmt}-{rows}"
+                walls, peaks, error, outputs = [], [], None, None
+                for rep in range(args.repeat):
+                    shutil.rmtree(out, ignore_errors=True)
+                    m = measure(command(system, pattern, fmt, out), args.timeout)
+                    if not m["ok"]:
+                        error = m["error"]
+                        break
+                    walls.append(m["wall_s"])
+                    peaks.append(m["peak_rss_mb"])
+                    if rep == 0:
+                        outputs = (canonical_aggregates(out), curated_rows(out))
+                    print(f"{system:<22} {fmt:<8} {rows:>10,}  run {rep + 1}: {m['wall_s']:7.2f} s "
+                          f"{m['peak_rss_mb']:7.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
+                run = {"system": system, "rows": rows, "format": fmt}
+                if error:
+                    run.update(error=error, output_matches=False)
+                    print(f"{system:<22} {fmt:<8} {rows:>10,}  FAILED: {error}", file=sys.stderr)
+                else:
+                    if reference is None:
+                        reference = outputs
+                    matches = outputs[1] == reference[1] and outputs[0].equals(reference[0])
+                    wall = statistics.median(walls)
+                    run.update(
+                        wall_s=round(wall, 3),
+                        rows_per_s=round(rows / wall),
+                        peak_rss_mb=round(statistics.median(peaks), 1),
+                        max_rss_mb=round(max(peaks), 1),
+                        curated_rows=outputs[1],
+                        aggregate_rows=outputs[0].num_rows,
+                        output_matches=bool(matches),
+                        walls=[round(w, 3) for w in walls],
+                    )
+                results["runs"].append(run)
+                out_json.write_text(json.dumps(results, indent=2) + "\n")
+    out_json.write_text(json.dumps(results, indent=2) + "\n")
+    out_json.with_suffix(".md").write_text(markdown(results))
+    chart(results, out_json.with_suffix(".png"))
+    print(markdown(results))
+    return 0 if all(r.get("output_matches") for r in results["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
