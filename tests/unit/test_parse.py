@@ -5,8 +5,19 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import rows
-from transforms.ingest.parse import ParseRecords, _parse_arrow_records, _parse_csv_records, _parse_json_records
-from transforms.ingest.slots import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_MISSING, KIND_NULL, KIND_OTHER, KIND_STR
+from transforms.ingest.parse import ParseRecords, _parse_arrow_records
+from transforms.ingest.parse import _parse_csv_records as _csv
+from transforms.ingest.parse import _parse_json_records as _json
+from transforms.ingest.slots import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NULL, KIND_OTHER, KIND_STR
+
+
+def _parse_json_records(lines, sources, fields):
+    return _json(pa.array(lines, pa.binary()), pa.array(sources, pa.string()), fields)
+
+
+def _parse_csv_records(rows_, sources, header, fields):
+    return _csv(pa.array(rows_, pa.binary()), pa.array(sources, pa.string()), header, fields)
+
 
 FIELDS = ("a", "b")
 
@@ -30,7 +41,7 @@ def test_json_homogeneous_and_mixed_types():
         (KIND_STR, "x", None, None),
         (KIND_INT, "2", 2, None),
         (KIND_NULL, None, None, None),
-        (KIND_MISSING, None, None, None),
+        (KIND_NULL, None, None, None),  # absent and null mean the same to every rule
     ]
     kinds_b = [k for k, *_ in slots(parsed, "b")]
     assert kinds_b == [KIND_INT, KIND_FLOAT, KIND_BOOL, KIND_OTHER]

@@ -7,8 +7,14 @@ import pyarrow as pa
 import pytest
 
 from beam_pipelines.pipelines.events import FIELDS, RULES
-from transforms.ingest.parse import _parse_arrow_records, _parse_json_records
+from transforms.ingest.parse import _parse_arrow_records
+from transforms.ingest.parse import _parse_json_records as _json
 from transforms.ingest.validate import NumberField, ValidateSchema, validate_table
+
+
+def _parse_json_records(lines, sources, fields):
+    return _json(pa.array(lines, pa.binary()), pa.array(sources, pa.string()), fields)
+
 
 BASE = {"event_id": "e1", "user_id": "u1", "event_type": "view", "ts": "2024-01-01T00:00:00Z"}
 

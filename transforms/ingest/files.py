@@ -66,6 +66,37 @@ def _iter_lines(fh, chunk_bytes: int):
         yield [tail.rstrip(b"\r")]
 
 
+def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int):
+    """Yields lists of non-blank lines of the byte range [start, end): the lines that *start*
+    in it, so ranges that tile a file read every line exactly once."""
+    if start > 0:
+        fh.seek(start - 1)
+        pos = start - 1 + len(fh.readline())  # the line under way belongs to the range before
+    else:
+        pos = 0
+    tail = b""
+    while pos < end:
+        block = fh.read(chunk_bytes)
+        if not block:
+            if tail.strip():
+                yield [tail.rstrip(b"\r")]
+            return
+        data = tail + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            tail = data
+            continue
+        if pos + cut >= end:
+            # The range ends in this block: keep the lines that start before `end`.
+            data = data[: data.find(b"\n", end - pos - 1)]
+            yield [ln.rstrip(b"\r") for ln in data.split(b"\n") if ln.strip()]
+            return
+        lines = data[:cut].split(b"\n")
+        tail = data[cut + 1 :]
+        pos += cut + 1
+        yield [ln.rstrip(b"\r") for ln in lines if ln.strip()]
+
+
 def _iter_csv_rows(fh, chunk_bytes: int):
     """Yields (header, rows): CSV records joined across lines while a quote is open."""
     header = None
@@ -96,10 +127,15 @@ class _ReadFileFn(beam.DoFn):
     def setup(self):
         self._files = beam.metrics.Metrics.counter("read", "files")
 
-    def process(self, path: str):
+    def process(self, split: tuple[str, int, int]):
+        path, start, end = split
         self._files.inc()
         with FileSystems.open(path) as fh:
-            if self._fmt in ("jsonl",):
+            if self._fmt == "jsonl" and end >= 0:
+                for lines in _iter_range_lines(fh, start, end, self._chunk_bytes):
+                    if lines:
+                        yield _line_batch(lines, path)
+            elif self._fmt == "jsonl":
                 for lines in _iter_lines(fh, self._chunk_bytes):
                     if lines:
                         yield _line_batch(lines, path)
@@ -111,7 +147,7 @@ class _ReadFileFn(beam.DoFn):
             elif self._fmt == "avro":
                 yield from self._read_avro(fh, path)
             else:
-                yield from self._read_parquet(fh, path)
+                yield from self._read_parquet(fh, path, start, end)
 
     def _read_avro(self, fh, path: str):
         import fastavro
@@ -128,17 +164,51 @@ class _ReadFileFn(beam.DoFn):
         if batch:
             yield _line_batch(batch, path)
 
-    def _read_parquet(self, fh, path: str):
+    def _read_parquet(self, fh, path: str, first_group: int, end_group: int):
         # Random access is needed for the footer; remote streams are buffered first.
         source = fh if fh.seekable() else io.BytesIO(fh.read())
         pf = pq.ParquetFile(source)
         rows = max(1024, self._chunk_bytes // 100)
-        for batch in pf.iter_batches(batch_size=rows):
+        groups = range(first_group, end_group if end_group >= 0 else pf.num_row_groups)
+        if not groups:
+            return
+        for batch in pf.iter_batches(batch_size=rows, row_groups=list(groups)):
             table = pa.Table.from_batches([batch])
             raw = json_text(table)
             table = table.append_column("_raw", raw)
             table = table.append_column("_source", pa.array([path] * table.num_rows, pa.string()))
             yield table
+
+
+class _SplitFn(beam.DoFn):
+    """File -> (path, start, end) work items: byte ranges of uncompressed jsonl, row-group
+    ranges of parquet, whole files (end -1) otherwise; spread over workers, they let one big
+    file use every core."""
+
+    def __init__(self, fmt: str, split_bytes: int):
+        self._fmt, self._split_bytes = fmt, split_bytes
+
+    def process(self, meta):
+        path, size = meta.path, meta.size_in_bytes
+        compressed = path.lower().endswith(_COMPRESSED)
+        if self._fmt == "jsonl" and not compressed and size > self._split_bytes:
+            for start in range(0, size, self._split_bytes):
+                yield path, start, min(size, start + self._split_bytes)
+        elif self._fmt == "parquet":
+            with FileSystems.open(path) as fh:
+                source = fh if fh.seekable() else io.BytesIO(fh.read())
+                meta_pq = pq.ParquetFile(source).metadata
+            group_bytes = [meta_pq.row_group(g).total_byte_size for g in range(meta_pq.num_row_groups)]
+            start, acc = 0, 0
+            for g, b in enumerate(group_bytes):
+                acc += b
+                if acc >= self._split_bytes:
+                    yield path, start, g + 1
+                    start, acc = g + 1, 0
+            if start < len(group_bytes) or not group_bytes:
+                yield path, start, len(group_bytes)
+        else:
+            yield path, 0, -1
 
 
 def _avro_default(value):
@@ -157,10 +227,17 @@ class ReadFiles(beam.PTransform):
         fmt: ``jsonl``, ``csv``, ``avro`` or ``parquet``.
         chunk_bytes: Target bytes per batch for text formats (parquet batches hold about
             ``chunk_bytes / 100`` rows).
+        split_bytes: Work-item size: uncompressed jsonl files are read as byte ranges of this
+            size and parquet files as runs of row groups, so one large file is read in parallel.
     """
 
-    def __init__(self, pattern: str, fmt: str, chunk_bytes: int = 8 << 20, label: str | None = None):
+    def __init__(
+        self, pattern: str, fmt: str, chunk_bytes: int = 8 << 20, split_bytes: int = 32 << 20, label: str | None = None
+    ):
         super().__init__(label)
+        if split_bytes < 1024:
+            raise ValueError("split_bytes must be at least 1024")
+        self._split_bytes = split_bytes
         if fmt not in ("jsonl", "csv", "avro", "parquet"):
             raise ValueError(f"unknown input format {fmt!r}")
         if chunk_bytes < 1024:
@@ -173,7 +250,8 @@ class ReadFiles(beam.PTransform):
         return (
             pbegin
             | "Match" >> fileio.MatchFiles(self._pattern)
-            | "Paths" >> beam.Map(lambda m: m.path).with_output_types(str)
+            | "Split"
+            >> beam.ParDo(_SplitFn(self._fmt, self._split_bytes)).with_output_types(beam.typehints.Tuple[str, int, int])
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(_ReadFileFn(self._fmt, self._chunk_bytes)).with_output_types(pa.Table)
         )

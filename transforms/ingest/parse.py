@@ -57,68 +57,67 @@ def _dumps(value) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _classify(values: list) -> tuple[list, list, list, list]:
-    """Per-element slots for a field whose values mix types (the slow path)."""
-    kinds, texts, ints, floats = [], [], [], []
-    for v in values:
-        t = type(v)
-        if v is _MISSING:
-            kinds.append(KIND_MISSING), texts.append(None), ints.append(None), floats.append(None)
-        elif v is None:
-            kinds.append(KIND_NULL), texts.append(None), ints.append(None), floats.append(None)
-        elif t is str:
-            kinds.append(KIND_STR), texts.append(v), ints.append(None), floats.append(None)
-        elif t is bool:
-            kinds.append(KIND_BOOL), texts.append("true" if v else "false"), ints.append(None)
-            floats.append(None)
-        elif t is int:
-            in_range = -(2**63) <= v < 2**63
-            kinds.append(KIND_INT), texts.append(str(v))
-            ints.append(v if in_range else None), floats.append(None if in_range else float(v))
-        elif t is float:
-            kinds.append(KIND_FLOAT), texts.append(repr(v)), ints.append(None), floats.append(v)
-        else:
-            kinds.append(KIND_OTHER), texts.append(_dumps(v))
-            ints.append(None), floats.append(None)
-    return kinds, texts, ints, floats
+_KIND_OF = {type(None): KIND_NULL, str: KIND_STR, int: KIND_INT, float: KIND_FLOAT, bool: KIND_BOOL}
+
+
+def _text_of(v) -> str:
+    if v is True or v is False:
+        return "true" if v else "false"
+    if type(v) is int or type(v) is float:
+        return repr(v)
+    return _dumps(v)
+
+
+def _mixed_slots(values: list) -> list[pa.Array]:
+    """Slots for a field whose values mix types: one pass per slot, rare kinds fixed up."""
+    n = len(values)
+    kinds = np.fromiter((_KIND_OF.get(type(v), KIND_OTHER) for v in values), dtype=np.int8, count=n)
+    strs = pa.array([v if type(v) is str else None for v in values], pa.string())
+    ints = [v if type(v) is int and -(2**63) <= v < 2**63 else None for v in values]
+    floats = [v if type(v) is float else None for v in values]
+    text = pc.coalesce(
+        strs, pa.array(ints, pa.int64()).cast(pa.string()), pa.array(floats, pa.float64()).cast(pa.string())
+    )
+    # Booleans, objects and integers beyond 64 bits: few, and done one by one.
+    rare = np.flatnonzero(
+        (kinds == KIND_BOOL)
+        | (kinds == KIND_OTHER)
+        | ((kinds == KIND_INT) & pc.is_null(pa.array(ints, pa.int64())).to_numpy(zero_copy_only=False))
+    )
+    if len(rare):
+        texts = text.to_pylist()
+        for i in rare.tolist():
+            v = values[i]
+            texts[i] = _text_of(v)
+            if type(v) is int:
+                floats[i] = float(v)
+        text = pa.array(texts, pa.string())
+    return [pa.array(kinds), text, pa.array(ints, pa.int64()), pa.array(floats, pa.float64())]
 
 
 def _slots_from_values(values: list) -> list[pa.Array]:
-    """Slots for one field from Python values; the common homogeneous case stays in C."""
+    """Slots for one field from Python values (None for null or absent); the common,
+    homogeneous case is converted by Arrow in one call."""
     n = len(values)
-    plain = [None if v is _MISSING else v for v in values]
     try:
-        arr = pa.array(plain)
+        arr = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        arr = None
-    null_i = pa.nulls(n, pa.int64())
-    null_f = pa.nulls(n, pa.float64())
-    null_s = pa.nulls(n, pa.string())
-    if arr is not None:
-        t = arr.type
-        missing = pa.array([v is _MISSING for v in values]) if arr.null_count else None
+        return _mixed_slots(values)
+    t = arr.type
 
-        def kinds(present: int) -> pa.Array:
-            k = pc.if_else(pc.is_null(arr), KIND_NULL, present)
-            if missing is not None:
-                k = pc.if_else(missing, KIND_MISSING, k)
-            return k.cast(pa.int8())
+    def kinds(present: int) -> pa.Array:
+        return pc.if_else(pc.is_null(arr), KIND_NULL, present).cast(pa.int8())
 
-        if pa.types.is_string(t):
-            return [kinds(KIND_STR), arr, null_i, null_f]
-        if pa.types.is_int64(t):
-            return [kinds(KIND_INT), arr.cast(pa.string()), arr, null_f]
-        if pa.types.is_null(t):
-            return [kinds(KIND_NULL), null_s, null_i, null_f]
-        if pa.types.is_boolean(t):
-            return [kinds(KIND_BOOL), pc.if_else(arr, "true", "false"), null_i, null_f]
-    kinds_, texts, ints, floats = _classify(values)
-    return [
-        pa.array(kinds_, pa.int8()),
-        pa.array(texts, pa.string()),
-        pa.array(ints, pa.int64()),
-        pa.array(floats, pa.float64()),
-    ]
+    null_i, null_f = pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
+    if pa.types.is_string(t):
+        return [kinds(KIND_STR), arr, null_i, null_f]
+    if pa.types.is_int64(t):
+        return [kinds(KIND_INT), arr.cast(pa.string()), arr, null_f]
+    if pa.types.is_null(t):
+        return [kinds(KIND_NULL), pa.nulls(n, pa.string()), null_i, null_f]
+    if pa.types.is_boolean(t):
+        return [kinds(KIND_BOOL), pc.if_else(arr, "true", "false"), null_i, null_f]
+    return _mixed_slots(values)
 
 
 def _slot_table(
@@ -136,63 +135,71 @@ def _slot_table(
     return pa.Table.from_arrays(arrays, schema=slot_schema(fields))
 
 
-def _malformed(raw: list[str], sources: list[str], errors: list[str]) -> pa.Table:
-    return dead_letters(
-        STAGE,
-        "malformed",
-        None,
-        pa.array(errors, pa.string()),
-        pa.array(raw, pa.string()),
-        pa.array(sources, pa.string()),
-    )
+def _malformed(raw: list[str], sources: pa.Array, errors: list[str]) -> pa.Table:
+    return dead_letters(STAGE, "malformed", None, pa.array(errors, pa.string()), pa.array(raw, pa.string()), sources)
 
 
-def _parse_json_records(lines: list[bytes], sources: list[str], fields: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
+def _parse_json_records(raw: pa.Array, sources: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
+    """JSON lines (a binary array) -> (slot table, malformed dead letters)."""
+    lines = raw.to_pylist()
     records: list[dict] = []
     good: list[int] = []
-    bad_raw, bad_src, bad_err = [], [], []
+    bad: list[int] = []
+    bad_err: list[str] = []
+    loads = orjson.loads
     for i, line in enumerate(lines):
         try:
-            rec = orjson.loads(line)
+            rec = loads(line)
         except orjson.JSONDecodeError as e:
-            bad_raw.append(_decode_raw(line)), bad_src.append(sources[i])
+            bad.append(i)
             bad_err.append(f"not valid JSON: {e}")
             continue
         if type(rec) is not dict:
-            bad_raw.append(_decode_raw(line)), bad_src.append(sources[i])
+            bad.append(i)
             bad_err.append(f"expected a JSON object, got {type(rec).__name__}")
             continue
         records.append(rec)
         good.append(i)
-    raw = pa.array([lines[i] for i in good], pa.binary()).cast(pa.string())
+    good_idx = pa.array(good, pa.int64())
+    text = raw.take(good_idx).cast(pa.string())
     if records:
-        for j in np.flatnonzero(pc.match_substring_regex(raw, _BIG_INT).to_numpy(zero_copy_only=False)):
+        for j in np.flatnonzero(pc.match_substring_regex(text, _BIG_INT).to_numpy(zero_copy_only=False)):
             records[j] = _exact_loads(lines[good[j]])
-    columns = {f: _slots_from_values([r.pop(f, _MISSING) for r in records]) for f in fields}
-    extras = pa.array([_dumps(r) if r else None for r in records], pa.string())
-    unknown = pa.array([next(iter(r)) if r else None for r in records], pa.string())
-    src = pa.array([sources[i] for i in good], pa.string())
-    parsed = _slot_table(fields, columns, raw, src, extras, unknown)
-    return parsed, _malformed(bad_raw, bad_src, bad_err)
+    columns = {f: _slots_from_values([r.get(f) for r in records]) for f in fields}
+    known = frozenset(fields)
+    extras, unknown = [], []
+    for r in records:
+        if r.keys() <= known:
+            extras.append(None), unknown.append(None)
+        else:
+            rest = {k: v for k, v in r.items() if k not in known}
+            extras.append(_dumps(rest)), unknown.append(next(iter(rest)))
+    parsed = _slot_table(
+        fields, columns, text, sources.take(good_idx), pa.array(extras, pa.string()), pa.array(unknown, pa.string())
+    )
+    return parsed, _malformed([_decode_raw(lines[i]) for i in bad], sources.take(pa.array(bad, pa.int64())), bad_err)
 
 
 def _parse_csv_records(
-    rows: list[bytes], sources: list[str], header: list[str], fields: tuple[str, ...]
+    raw: pa.Array, sources: pa.Array, header: list[str], fields: tuple[str, ...]
 ) -> tuple[pa.Table, pa.Table]:
+    """CSV rows (a binary array, one record each) -> (slot table, malformed dead letters)."""
+    rows = raw.to_pylist()
     good_values: list[list[str]] = []
     good: list[int] = []
-    bad_raw, bad_src, bad_err = [], [], []
+    bad: list[int] = []
+    bad_err: list[str] = []
     width = len(header)
     for i, row in enumerate(rows):
         try:
             text = row.decode("utf-8")
             values = next(csv.reader([text], strict=True))
         except (UnicodeDecodeError, csv.Error, StopIteration) as e:
-            bad_raw.append(_decode_raw(row)), bad_src.append(sources[i])
+            bad.append(i)
             bad_err.append(f"not a valid CSV row: {e}")
             continue
         if len(values) != width:
-            bad_raw.append(_decode_raw(row)), bad_src.append(sources[i])
+            bad.append(i)
             bad_err.append(f"expected {width} columns, got {len(values)}")
             continue
         good_values.append(values)
@@ -219,10 +226,10 @@ def _parse_csv_records(
     else:
         extras = pa.nulls(n, pa.string())
         unknown = pa.nulls(n, pa.string())
-    raw = pa.array([rows[i] for i in good], pa.binary()).cast(pa.string())
-    src = pa.array([sources[i] for i in good], pa.string())
-    parsed = _slot_table(fields, columns, raw, src, extras.cast(pa.string()), unknown)
-    return parsed, _malformed(bad_raw, bad_src, bad_err)
+    good_idx = pa.array(good, pa.int64())
+    text = raw.take(good_idx).cast(pa.string())
+    parsed = _slot_table(fields, columns, text, sources.take(good_idx), extras.cast(pa.string()), unknown)
+    return parsed, _malformed([_decode_raw(rows[i]) for i in bad], sources.take(pa.array(bad, pa.int64())), bad_err)
 
 
 def _typed_slots(col: pa.Array, n: int) -> list[pa.Array]:
@@ -295,13 +302,13 @@ class _ParseFn(beam.DoFn):
         if self._fmt == "parquet":
             parsed, bad = _parse_arrow_records(batch, self._fields), None
         else:
-            lines = batch.column("raw").to_pylist()
-            sources = batch.column("source").to_pylist()
+            raw = batch.column("raw").combine_chunks()
+            sources = batch.column("source").combine_chunks().cast(pa.string())
             if self._fmt == "csv":
                 header = orjson.loads(batch.schema.metadata[b"csv_header"])
-                parsed, bad = _parse_csv_records(lines, sources, header, self._fields)
+                parsed, bad = _parse_csv_records(raw, sources, header, self._fields)
             else:
-                parsed, bad = _parse_json_records(lines, sources, self._fields)
+                parsed, bad = _parse_json_records(raw, sources, self._fields)
         n_bad = bad.num_rows if bad is not None else 0
         self._read.inc(batch.num_rows)
         self._malformed.inc(n_bad)

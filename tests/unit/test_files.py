@@ -1,0 +1,58 @@
+import io
+import random
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.ingest.files import ReadFiles, _iter_range_lines, format_from_path
+
+
+def _lines_of(data: bytes, bounds: list[int], chunk: int) -> list[bytes]:
+    out = []
+    for start, end in zip(bounds, bounds[1:]):
+        for lines in _iter_range_lines(io.BytesIO(data), start, end, chunk):
+            out.extend(lines)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_byte_ranges_read_every_line_exactly_once(seed):
+    rng = random.Random(seed)
+    lines = [("x" * rng.randint(0, 40)).encode() + str(i).encode() for i in range(rng.randint(1, 60))]
+    data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 8))))
+    bounds = [0] + cuts + [len(data)]
+    assert _lines_of(data, bounds, chunk=rng.choice([1, 3, 7, 64, 4096])) == lines
+
+
+def test_ranges_skip_blank_lines_and_strip_crlf():
+    data = b"a\r\n\r\n  \nb\n"
+    assert _lines_of(data, [0, 2, 5, len(data)], chunk=2) == [b"a", b"b"]
+
+
+def test_format_from_path():
+    assert format_from_path("s3://b/x/events.JSONL.gz") == "jsonl"
+    assert format_from_path("a.parquet") == "parquet"
+    assert format_from_path("a.txt") is None
+
+
+def test_read_files_splits_jsonl_and_parquet(tmp_path, pipeline):
+    lines = [f'{{"n": {i}}}'.encode() for i in range(5000)]
+    (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    table = pa.table({"n": list(range(5000))})
+    pq.write_table(table, tmp_path / "b.parquet", row_group_size=700)
+    with pipeline() as p:
+        j = p | "J" >> ReadFiles(str(tmp_path / "*.jsonl"), "jsonl", chunk_bytes=4096, split_bytes=5000)
+        assert_that(j | "jr" >> beam.FlatMap(lambda t: t.column("raw").to_pylist()), equal_to(lines), label="jsonl")
+        q = p | "Q" >> ReadFiles(str(tmp_path / "*.parquet"), "parquet", split_bytes=2048)
+        assert_that(q | "qr" >> beam.FlatMap(lambda t: t.column("n").to_pylist()), equal_to(list(range(5000))), "pq")
+        n = q | "count" >> beam.combiners.Count.Globally()
+        assert_that(n, _more_than_one, label="parquet split into several work items")
+
+
+def _more_than_one(counts):
+    if counts != [8]:  # 5000 rows in row groups of 700: 8 groups, each its own work item
+        raise AssertionError(f"expected 8 batches, got {counts}")
