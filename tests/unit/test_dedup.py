@@ -22,8 +22,10 @@ def t(rows):
 
 def test_keep_first_earliest_then_smallest_raw():
     table = t([("a", 5, "z"), ("a", 3, "y"), ("b", 1, "b2"), ("b", 1, "b1"), ("c", 2, "c")])
-    out = keep_first(table, "event_id", ("ts", "_raw"))
+    out = keep_first(table, "event_id", ("ts", "_raw")).sort_by("event_id")
     assert out.column("_raw").to_pylist() == ["y", "b1", "c"]
+    unique = t([("a", 1, "a"), ("b", 1, "b")])
+    assert keep_first(unique, "event_id", ("ts", "_raw")).equals(unique)
 
 
 def test_deduplicate_across_batches_and_partitions(pipeline):

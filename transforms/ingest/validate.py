@@ -25,7 +25,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     Slots,
 )
-from transforms.records import dead_letters, typed
+from transforms.records import dead_letters, iso_text, typed
 
 __all__ = [
     "CodeField",
@@ -266,7 +266,7 @@ class TimestampField:
 
         def shown(rows: pa.Array) -> pa.Array:
             # Typed timestamps carry no text slot; format just the failing ones.
-            as_ts = s.int.take(rows).cast(_US).cast(pa.string())
+            as_ts = iso_text(s.int.take(rows).cast(_US))
             return pc.if_else(pc.equal(s.kind.take(rows), KIND_TIMESTAMP), as_ts, s.text.take(rows))
 
         return _outcome(self.name, value, missing, invalid, shown, what)

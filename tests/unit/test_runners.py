@@ -1,0 +1,127 @@
+"""Runner profiles: names, the defaults each fills in, and what each refuses."""
+
+from __future__ import annotations
+
+import pytest
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+    SetupOptions,
+    SparkRunnerOptions,
+)
+
+from beam_pipelines import artifacts
+from beam_pipelines.options import RunOptions
+from beam_pipelines.runners import RunnerError, RunnerUnavailable, make_runner, profile_name
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BEAM_PIPELINES_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize(
+    "name, profile",
+    [
+        (None, "direct"),
+        ("DirectRunner", "direct"),
+        ("directrunner", "direct"),
+        ("PRISM", "prism"),
+        ("PrismRunner", "prism"),
+        ("FlinkRunner", "flink"),
+        ("sparkrunner", "spark"),
+        ("DataflowRunner", "dataflow"),
+        ("dataflow", "dataflow"),
+    ],
+)
+def test_profile_names(name, profile):
+    assert profile_name(name) == profile
+
+
+def test_unknown_runner():
+    with pytest.raises(RunnerError, match="unknown or unsupported runner 'Samza'"):
+        profile_name("Samza")
+
+
+def test_prism_defaults_use_the_cache_never_a_download(empty_cache):
+    opts = PipelineOptions(["--runner=PrismRunner"])
+    with pytest.raises(RunnerUnavailable, match="prism binary not found .*make runners"):
+        make_runner(opts)
+    make_runner(opts, check_artifacts=False)
+    assert opts.view_as(PrismRunnerOptions).prism_location == str(artifacts.prism_path())
+    assert str(artifacts.prism_path()).startswith(str(empty_cache))
+    assert opts.view_as(PortableOptions).environment_type == "LOOPBACK"
+    with pytest.raises(RunnerError, match="must be a local file"):
+        make_runner(PipelineOptions(["--runner=prism", "--prism_location=https://example.invalid/prism.zip"]))
+    binary = empty_cache / "prism"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"")
+    runner = make_runner(PipelineOptions(["--runner=prism", f"--prism_location={binary}"]))
+    assert type(runner).__name__ == "PrismRunner"
+
+
+def test_flink_defaults(empty_cache):
+    opts = PipelineOptions(["--runner=flink"])
+    with pytest.raises(RunnerUnavailable, match="beam-runners-flink-1.20-job-server"):
+        make_runner(opts)
+    make_runner(opts, check_artifacts=False)
+    flink = opts.view_as(FlinkRunnerOptions)
+    assert flink.flink_master == "[local]" and flink.flink_version == "1.20" and flink.parallelism >= 1
+    assert flink.flink_job_server_jar == str(artifacts.flink_job_server("1.20")[1])
+    explicit = PipelineOptions(["--runner=flink", "--flink_version=2.2", "--parallelism=3"])
+    make_runner(explicit, check_artifacts=False)
+    assert explicit.view_as(FlinkRunnerOptions).flink_version == "2.2"
+    assert explicit.view_as(FlinkRunnerOptions).parallelism == 3
+    assert "beam-runners-flink-2.2-job-server" in explicit.view_as(FlinkRunnerOptions).flink_job_server_jar
+    with pytest.raises(RunnerError, match="flink_master"):
+        make_runner(PipelineOptions(["--runner=flink", "--flink_master=not a host"]), check_artifacts=False)
+    with pytest.raises(RunnerError, match="environment_config"):
+        make_runner(PipelineOptions(["--runner=flink", "--environment_type=PROCESS"]), check_artifacts=False)
+
+
+def test_spark_defaults():
+    opts = PipelineOptions(["--runner=SparkRunner"])
+    with pytest.raises(RunnerUnavailable, match="beam-runners-spark-3-job-server"):
+        make_runner(opts)
+    make_runner(opts, check_artifacts=False)
+    assert opts.view_as(SparkRunnerOptions).spark_job_server_jar == str(artifacts.spark_job_server()[1])
+    assert opts.view_as(PortableOptions).environment_type == "LOOPBACK"
+    with pytest.raises(RunnerError, match="spark_master_url"):
+        make_runner(PipelineOptions(["--runner=spark", "--spark_master_url=yarn"]), check_artifacts=False)
+
+
+DATAFLOW_OK = [
+    "--runner=DataflowRunner",
+    "--project=my-project",
+    "--region=europe-west1",
+    "--temp_location=gs://my-bucket/tmp",
+    "--output=gs://my-bucket/out",
+]
+
+
+def test_dataflow_validation_and_defaults():
+    opts = PipelineOptions(DATAFLOW_OK)
+    runner = make_runner(opts)
+    assert type(runner).__name__ == "DataflowRunner"
+    assert opts.view_as(SetupOptions).setup_file.endswith("setup.py")  # workers get this project
+    assert opts.view_as(RunOptions).output == "gs://my-bucket/out"
+    for drop, message in (
+        ("--project=my-project", "Dataflow needs --project"),
+        ("--region=europe-west1", "Dataflow needs --region"),
+        ("--temp_location=gs://my-bucket/tmp", "Dataflow needs --temp_location=gs://"),
+    ):
+        with pytest.raises(RunnerError, match=message):
+            make_runner(PipelineOptions([a for a in DATAFLOW_OK if a != drop]))
+    with pytest.raises(RunnerError, match="Invalid GCS bucket"):
+        make_runner(PipelineOptions([*DATAFLOW_OK, "--temp_location=gs://b/tmp"]))
+    with pytest.raises(RunnerError, match="Invalid Project ID"):
+        make_runner(PipelineOptions([*DATAFLOW_OK, "--project=Not_A_Project"]))
+
+
+def test_dry_run_flag_is_a_boolean():
+    assert PipelineOptions(["--dry_run"]).view_as(RunOptions).dry_run is True
+    assert PipelineOptions(["--dry_run=false"]).view_as(RunOptions).dry_run is False
+    assert PipelineOptions([]).view_as(RunOptions).dry_run is False
