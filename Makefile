@@ -51,3 +51,18 @@ e2e: venv
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache .ruff_cache
+
+# Runner artifacts (prism built with Go; Flink/Spark job-server jars from Maven Central) into
+# .cache/runners/. `make runners RUNNERS=--prism` fetches only prism.
+RUNNERS ?=
+
+.PHONY: runners flex-template
+
+runners: venv
+	$(BIN)/python -m beam_pipelines.artifacts fetch $(RUNNERS)
+
+# Regenerates templates/flex/events/metadata.json and prints the docker/gcloud commands that
+# build and run the Dataflow Flex Template (they need GCP, so nothing here runs them).
+flex-template: venv
+	$(BIN)/python -m beam_pipelines.flex metadata
+	$(BIN)/python -m beam_pipelines.flex commands

@@ -12,6 +12,7 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -20,10 +21,18 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
+from google.protobuf import json_format
 
 from beam_pipelines import pipelines, publish, summary
 from beam_pipelines.options import EventsOptions, RunOptions
-from beam_pipelines.runners import RunnerError, make_runner, profile_name
+from beam_pipelines.runners import (
+    RunnerError,
+    RunnerUnavailable,
+    check_worker_paths,
+    graph_environment,
+    make_runner,
+    profile_name,
+)
 from beam_pipelines.spec import ConfigError, EventsConfig
 from transforms.ingest.files import format_from_path
 from transforms.sinks.files import join_path
@@ -33,8 +42,9 @@ USAGE = """usage: python -m beam_pipelines.main --pipeline=events --input=PATTER
 Runs a beam-pipelines pipeline. Pipelines: {pipelines}.
 
 {groups}
-Any standard Apache Beam pipeline option (--runner, --direct_num_workers, ...) is accepted
-too. Runners: direct (DirectRunner, the default).
+Any standard Apache Beam pipeline option (--runner, --project, --flink_master, ...) is accepted
+too. Runners: direct (DirectRunner, the default), prism (PrismRunner), flink (FlinkRunner),
+spark (SparkRunner), dataflow (DataflowRunner); see the README's Runners section.
 """
 
 
@@ -131,24 +141,58 @@ def preflight(cfg: EventsConfig) -> int:
     return sum(m.size_in_bytes for m in matched)
 
 
+def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging: str, out=sys.stdout) -> dict:
+    """Builds the pipeline and writes its Runner API graph as JSON; runs and submits nothing."""
+    p = beam.Pipeline(runner=runner, options=options)
+    module.build(p, cfg, module.file_io(cfg, staging))
+    graph = p.to_runner_api(default_environment=graph_environment(runner, options))
+    path = options.view_as(RunOptions).dry_run_out or join_path(cfg.output, "_run", "pipeline.json")
+    try:
+        if publish.is_local(path):
+            os.makedirs(os.path.dirname(os.path.abspath(path.removeprefix("file://"))), exist_ok=True)
+        with FileSystems.create(path, mime_type="application/json") as fh:
+            fh.write(json_format.MessageToJson(graph, sort_keys=True).encode() + b"\n")
+    except Exception as e:  # each filesystem raises its own error type
+        raise RunError(f"cannot write the dry-run graph to {path}: {e}") from e
+    runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
+    transforms = len(graph.components.transforms)
+    out.write(f"dry run: {cfg.input_format} events pipeline for {runner_name}, {transforms} transforms, "
+              f"graph written to {path}; nothing was run or submitted\n")  # fmt: skip
+    return {"dry_run": True, "runner": runner_name, "graph": path, "transforms": transforms}
+
+
+def _normalize_flags(argv: list[str]) -> list[str]:
+    # Beam re-parses the flags with its own TestOptions, where --dry_run takes a value.
+    return ["--dry_run=true" if a == "--dry_run" else a for a in argv]
+
+
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> dict:
     """Runs one pipeline from CLI flags; returns the run summary dict."""
     check_flags(argv)
-    options = PipelineOptions(argv)
+    options = PipelineOptions(_normalize_flags(argv))
+    # Preflight and publish use FileSystems before (and after) the Pipeline sets these; without
+    # them s3:// ignores --s3_endpoint_url and the credential flags.
+    FileSystems.set_options(options)
     run_opts = options.view_as(RunOptions)
     try:
         module = pipelines.load(run_opts.pipeline)
-        profile_name(options.view_as(StandardOptions).runner)
+        profile = profile_name(options.view_as(StandardOptions).runner)
     except (ValueError, RunnerError) as e:
         raise UsageError(str(e)) from e
     cfg = events_config(options)
-    input_bytes = preflight(cfg)
-    run_id = publish.new_run_id(clock)
-    staging = publish.staging_dir(cfg.output, run_id)
     try:
-        runner = make_runner(options)
+        # Before anything is written: a misconfigured runner leaves no trace.
+        runner = make_runner(options, check_artifacts=not run_opts.dry_run)
+        check_worker_paths(profile, {"--input": cfg.input})
+    except RunnerUnavailable as e:
+        raise RunError(str(e)) from e
     except RunnerError as e:
         raise UsageError(str(e)) from e
+    run_id = publish.new_run_id(clock)
+    staging = publish.staging_dir(cfg.output, run_id)
+    if run_opts.dry_run:
+        return dry_run(module, cfg, options, runner, staging, out)
+    input_bytes = preflight(cfg)
     started = time.monotonic()
     try:
         with beam.Pipeline(runner=runner, options=options) as p:
@@ -188,7 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     if level.upper() not in ("DEBUG", "INFO"):
         # A failing step is reported once, as the one-line error below; Beam would also log
         # it with a traceback from the runner and worker.
-        for name in ("apache_beam.runners.common", "apache_beam.runners.worker", "apache_beam.runners.portability"):
+        for name in (
+            "apache_beam.runners.common",
+            "apache_beam.runners.worker",
+            "apache_beam.runners.portability",
+            "apache_beam.utils.subprocess_server",  # "Really starting service" for each job server
+        ):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(argv)

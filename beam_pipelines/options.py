@@ -8,6 +8,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 __all__ = ["EventsOptions", "RunOptions"]
 
 
+def _true(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)
+
+
 class RunOptions(PipelineOptions):
     """Flags of the launch layer, for every pipeline.
 
@@ -15,6 +23,8 @@ class RunOptions(PipelineOptions):
         pipeline: Name of the pipeline to run (see ``--help``).
         output: Output root directory on any Beam filesystem.
         log_level: Logging level; DEBUG also prints tracebacks on errors.
+        dry_run: Build the pipeline for the chosen runner and write its graph, without running it.
+        dry_run_out: Where ``--dry_run`` writes the graph (Runner API proto as JSON).
     """
 
     @classmethod
@@ -30,6 +40,25 @@ class RunOptions(PipelineOptions):
             default="WARNING",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
             help="Logging level. DEBUG also prints tracebacks on errors. Default: WARNING.",
+        )
+        # Beam's TestOptions declares --dry_run too (a string, for its runner tests); this boolean
+        # replaces it wherever both are parsed, so that `--dry_run` alone works.
+        beams = parser._option_string_actions.get("--dry_run")
+        if beams is not None:
+            parser._handle_conflict_resolve(None, [("--dry_run", beams)])
+        parser.add_argument(
+            "--dry_run",
+            nargs="?",
+            const=True,
+            default=False,
+            type=_true,
+            help="Build the pipeline for the chosen runner's options, write its graph (Runner API proto as "
+            "JSON) and exit without running or submitting anything; needs no runner artifact or cloud credentials.",
+        )
+        parser.add_argument(
+            "--dry_run_out",
+            default=None,
+            help="File the --dry_run graph is written to (any Beam filesystem). Default: <output>/_run/pipeline.json.",
         )
 
 

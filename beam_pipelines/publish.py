@@ -88,6 +88,7 @@ def publish(staging: str, output: str) -> None:
         if sources:
             targets = [dst + s[len(src_root) :] for s in sources]
             FileSystems.rename(sources, targets)
+    discard(staging)  # what is left: scratch files of the shuffle
 
 
 def discard(staging: str) -> None:

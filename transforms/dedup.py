@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
 from transforms.records import hash_partition, typed
+from transforms.sinks.files import join_path, spill, unspill
 
 __all__ = ["Deduplicate"]
 
@@ -39,8 +40,9 @@ def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table
 
 
 class _PartitionFn(beam.DoFn):
-    def __init__(self, key: str, order_by: tuple[str, ...], partitions: int):
+    def __init__(self, key: str, order_by: tuple[str, ...], partitions: int, spill_dir: str | None):
         self._key, self._order_by, self._partitions = key, order_by, partitions
+        self._spill_dir = spill_dir
 
     def process(self, table: pa.Table):
         deduped = keep_first(table, self._key, self._order_by)
@@ -56,7 +58,11 @@ class _PartitionFn(beam.DoFn):
         ends = np.concatenate([bounds, [len(pids)]])
         for s, e in zip(starts, ends):
             if e > s:
-                yield int(pids[s]), deduped.slice(int(s), int(e - s))
+                pid, part = int(pids[s]), deduped.slice(int(s), int(e - s))
+                if self._spill_dir is None:
+                    yield pid, part
+                else:
+                    yield pid, spill(part, join_path(self._spill_dir, f"p={pid:05d}"))
 
 
 class _MergeFn(beam.DoFn):
@@ -67,8 +73,10 @@ class _MergeFn(beam.DoFn):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
 
     def process(self, element):
-        _, tables = element
-        table = pa.concat_tables(list(tables)).combine_chunks()
+        _, parts = element
+        parts = list(parts)
+        tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
+        table = pa.concat_tables(tables).combine_chunks()
         deduped = keep_first(table, self._key, self._order_by)
         removed = table.num_rows - deduped.num_rows
         self._dups.inc(removed)
@@ -85,13 +93,26 @@ class Deduplicate(beam.PTransform):
         order_by: Columns that choose the survivor, smallest first (e.g. ``("ts", "_raw")``:
             the earliest, ties broken by the smallest raw text).
         partitions: How many hash partitions the shuffle uses (parallelism of the merge).
+            Partition ``p`` holds the keys with ``hash_partition(key, partitions) == p``.
+        spill_dir: If set, partitions are written there as Arrow files and only their paths
+            go through Beam's shuffle, so a runner that holds shuffled data in memory (the
+            direct runner) holds paths, not rows: memory stays flat as input grows. Must be
+            visible to every worker (the run's staging directory is).
 
     Returns a dict: ``unique`` (tables, in no particular row order) and ``stats`` (dicts with
     ``duplicates``).
     """
 
-    def __init__(self, key: str, order_by: tuple[str, ...] = (), partitions: int = 8, label: str | None = None):
+    def __init__(
+        self,
+        key: str,
+        order_by: tuple[str, ...] = (),
+        partitions: int = 8,
+        spill_dir: str | None = None,
+        label: str | None = None,
+    ):
         super().__init__(label)
+        self._spill_dir = spill_dir
         if not key:
             raise ValueError("key is required")
         if partitions < 1:
@@ -100,15 +121,16 @@ class Deduplicate(beam.PTransform):
 
     def expand(self, tables):
         parts = tables | "Partition" >> beam.ParDo(
-            _PartitionFn(self._key, self._order_by, self._partitions)
+            _PartitionFn(self._key, self._order_by, self._partitions, self._spill_dir)
         ).with_outputs("stats", main="parts").with_input_types(pa.Table)
+        part_type = beam.typehints.KV[int, pa.Table if self._spill_dir is None else str]
         merged = (
-            typed(parts.parts, beam.typehints.KV[int, pa.Table])
+            typed(parts.parts, part_type)
             # Grouped rows keep their earliest timestamp, not the global window's end: otherwise
             # any event-time window downstream is already expired, and Prism drops its data.
             | "KeepTimestamps"
             >> beam.WindowInto(GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
-            | "GroupPartitions" >> beam.GroupByKey().with_input_types(beam.typehints.KV[int, pa.Table])
+            | "GroupPartitions" >> beam.GroupByKey().with_input_types(part_type)
             | "Rewindow" >> beam.WindowInto(GlobalWindows())  # back to the default, so outputs flatten with others
             | "Merge" >> beam.ParDo(_MergeFn(self._key, self._order_by)).with_outputs("stats", main="unique")
         )

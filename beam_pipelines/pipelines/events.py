@@ -51,6 +51,7 @@ CURATED_COLUMNS = (
     "country", "hour_of_day", "day_of_week", "is_weekend", "extras",
 )  # fmt: skip
 AGGREGATE_KEYS = ("window_start", "event_type", "country")
+SCRATCH = "_scratch"
 REPORT_COUNTS = ("read", "curated", "dead_lettered", "duplicates", "late", "aggregates")
 
 
@@ -64,6 +65,8 @@ class EventsIO:
         aggregates: Sink for aggregate tables (one per window).
         dead_letters: Sink for DeadLetter tables.
         report: Sink for the one report dict.
+        scratch: A directory every worker can reach; when set, the dedup shuffle goes
+            through files there instead of through the runner's memory.
     """
 
     source: beam.PTransform
@@ -71,6 +74,7 @@ class EventsIO:
     aggregates: beam.PTransform | None = None
     dead_letters: beam.PTransform | None = None
     report: beam.PTransform | None = None
+    scratch: str | None = None
 
 
 def make_report(counts: dict) -> dict:
@@ -100,7 +104,10 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
     validated = parsed["parsed"] | "ValidateSchema" >> ValidateSchema(RULES, cfg.schema_policy)
     cleansed = validated["valid"] | "Cleanse" >> Cleanse((Email("email"), CountryCode("country")))
     unique = cleansed["cleaned"] | "Deduplicate" >> Deduplicate(
-        "event_id", order_by=("ts", "_raw"), partitions=cfg.shuffle_partitions
+        "event_id",
+        order_by=("ts", "_raw"),
+        partitions=cfg.shuffle_partitions,
+        spill_dir=join_path(io.scratch, "dedup") if io.scratch else None,
     )
     curated = (
         unique["unique"]
@@ -160,7 +167,9 @@ class WriteJson(beam.PTransform):
 
 def file_io(cfg: EventsConfig, root: str) -> EventsIO:
     """File sources and sinks under ``root`` (the run's staging directory)."""
+    scratch = join_path(root, SCRATCH)
     return EventsIO(
+        scratch=scratch,
         source=ReadFiles(cfg.input, cfg.input_format, chunk_bytes=cfg.chunk_bytes),
         curated=WriteLake(
             join_path(root, "curated"),
@@ -169,6 +178,7 @@ def file_io(cfg: EventsConfig, root: str) -> EventsIO:
             date_field="ts",
             buckets=cfg.curated_buckets,
             bucket_key="event_id",
+            spill_dir=join_path(scratch, "curated"),
         ),
         aggregates=WriteLake(join_path(root, "aggregates"), sort_by=AGGREGATE_KEYS),
         dead_letters=WriteDeadLetters(join_path(root, "dlq"), shards=cfg.dlq_shards),

@@ -28,18 +28,23 @@ def test_keep_first_earliest_then_smallest_raw():
     assert keep_first(unique, "event_id", ("ts", "_raw")).equals(unique)
 
 
-def test_deduplicate_across_batches_and_partitions(pipeline):
+@pytest.mark.parametrize("spill", [False, True])
+def test_deduplicate_across_batches_and_partitions(pipeline, tmp_path, spill):
     batches = [
         t([("a", 5, "a-late"), ("b", 1, "b"), ("a", 5, "a-late")]),
         t([("a", 2, "a-early"), ("c", 1, "c")]),
         t([("c", 1, "c"), ("d", 0, "d")]),
     ]
     with pipeline() as p:
-        out = p | beam.Create(batches) | Deduplicate("event_id", ("ts", "_raw"), partitions=3)
+        spill_dir = str(tmp_path / "scratch") if spill else None
+        out = p | beam.Create(batches) | Deduplicate("event_id", ("ts", "_raw"), partitions=3, spill_dir=spill_dir)
         kept = out["unique"] | "rows" >> beam.FlatMap(lambda tb: tb.column("_raw").to_pylist())
         assert_that(kept, equal_to(["a-early", "b", "c", "d"]), label="kept")
         total = out["stats"] | beam.Map(lambda d: d["duplicates"]) | beam.CombineGlobally(sum)
         assert_that(total, equal_to([3]), label="dups")
+    if spill:
+        # Rows went through files, one per (batch, partition) slice.
+        assert len(list((tmp_path / "scratch").rglob("*.arrows"))) >= 3
 
 
 def test_deduplicate_config_errors():

@@ -7,13 +7,14 @@ and rows are sorted before writing, so the same input writes the same bytes.
 from __future__ import annotations
 
 import posixpath
+import uuid
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["WriteKeyedTables", "join_path"]
+__all__ = ["WriteKeyedTables", "join_path", "spill", "unspill"]
 
 
 def join_path(root: str, *parts: str) -> str:
@@ -28,13 +29,46 @@ def write_parquet(table: pa.Table, path: str) -> None:
         pq.write_table(table, fh, compression="zstd")
 
 
+_SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+def spill(table: pa.Table, directory: str) -> str:
+    """Writes a table to a new LZ4 Arrow stream file under ``directory``; returns its path."""
+    path = join_path(directory, uuid.uuid4().hex + ".arrows")
+    with FileSystems.create(path) as fh:
+        with pa.ipc.new_stream(fh, table.schema, options=_SPILL_OPTIONS) as writer:
+            writer.write_table(table)
+    return path
+
+
+def unspill(paths: list[str]) -> list[pa.Table]:
+    """Reads spilled tables back. Files stay until the run's scratch directory is removed, so
+    a retried bundle finds them again."""
+    tables = []
+    for path in paths:
+        with FileSystems.open(path) as fh:
+            tables.append(pa.ipc.open_stream(fh).read_all())
+    return tables
+
+
+class _SpillFn(beam.DoFn):
+    def __init__(self, spill_dir: str):
+        self._spill_dir = spill_dir
+
+    def process(self, element):
+        relpath, table = element
+        yield relpath, spill(table, self._spill_dir)
+
+
 class _WriteFn(beam.DoFn):
     def __init__(self, root: str, sort_by: tuple[str, ...], encode):
         self._root, self._sort_by, self._encode = root, sort_by, encode
 
     def process(self, element):
-        relpath, tables = element
-        table = pa.concat_tables(list(tables), promote_options="permissive").combine_chunks()
+        relpath, parts = element
+        parts = list(parts)
+        tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
+        table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
         if self._sort_by:
             table = table.sort_by([(c, "ascending") for c in self._sort_by])
         path = join_path(self._root, relpath)
@@ -50,20 +84,36 @@ class WriteKeyedTables(beam.PTransform):
         root: Directory (any Beam filesystem) the relative paths are under.
         sort_by: Columns that order the rows of each file (makes output deterministic).
         encode: ``encode(table, path)`` writes one file (e.g. :func:`write_parquet`).
+        spill_dir: If set, tables are written there and only their paths are shuffled (see
+            ``Deduplicate``): memory stays flat on runners that hold shuffles in memory.
 
     Returns a PCollection of ``{"path", "rows"}`` dicts, one per file written.
     """
 
-    def __init__(self, root: str, sort_by: tuple[str, ...], encode=write_parquet, label: str | None = None):
+    def __init__(
+        self,
+        root: str,
+        sort_by: tuple[str, ...],
+        encode=write_parquet,
+        spill_dir: str | None = None,
+        label: str | None = None,
+    ):
         super().__init__(label)
         if not root:
             raise ValueError("root is required")
         self._root, self._sort_by, self._encode = root, tuple(sort_by), encode
+        self._spill_dir = spill_dir
 
     def expand(self, keyed):
+        keyed = keyed | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        value_type = pa.Table
+        if self._spill_dir is not None:
+            keyed = keyed | "Spill" >> beam.ParDo(_SpillFn(self._spill_dir)).with_output_types(
+                beam.typehints.KV[str, str]
+            )
+            value_type = str
         return (
             keyed
-            | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-            | "GroupByFile" >> beam.GroupByKey().with_input_types(beam.typehints.KV[str, pa.Table])
+            | "GroupByFile" >> beam.GroupByKey().with_input_types(beam.typehints.KV[str, value_type])
             | "WriteFiles" >> beam.ParDo(_WriteFn(self._root, self._sort_by, self._encode))
         )

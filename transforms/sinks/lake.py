@@ -58,12 +58,15 @@ class WriteLake(beam.PTransform):
             None writes unpartitioned files.
         buckets: Files per partition, split by a stable hash of ``bucket_key``.
         bucket_key: Column hashed into buckets (required when ``buckets > 1``).
+        spill_dir: Scratch directory: rows go through it, not through Beam's shuffle (see
+            ``WriteKeyedTables``).
 
     Returns a PCollection of ``{"path", "rows"}`` dicts, one per file written.
     """
 
     def __init__(self, root: str, columns=None, sort_by=(), date_field: str | None = None,
-                 buckets: int = 1, bucket_key: str | None = None, label: str | None = None):  # fmt: skip
+                 buckets: int = 1, bucket_key: str | None = None, spill_dir: str | None = None,
+                 label: str | None = None):  # fmt: skip
         super().__init__(label)
         if buckets < 1:
             raise ValueError("buckets must be >= 1")
@@ -72,11 +75,12 @@ class WriteLake(beam.PTransform):
         self._root = root
         self._route = _RouteFn(tuple(columns) if columns else None, date_field, bucket_key, buckets)
         self._sort_by = tuple(sort_by)
+        self._spill_dir = spill_dir
 
     def expand(self, tables):
         return (
             tables
             | "Route"
             >> beam.ParDo(self._route).with_input_types(pa.Table).with_output_types(beam.typehints.KV[str, pa.Table])
-            | "Files" >> WriteKeyedTables(self._root, self._sort_by, write_parquet)
+            | "Files" >> WriteKeyedTables(self._root, self._sort_by, write_parquet, self._spill_dir)
         )

@@ -1,0 +1,132 @@
+"""Dataflow Flex Template files, generated from the options classes so nothing is written twice.
+
+    python -m beam_pipelines.flex metadata          # (re)writes templates/flex/events/metadata.json
+    python -m beam_pipelines.flex metadata --check  # exit 1 when the committed file is stale
+    python -m beam_pipelines.flex commands          # the docker/gcloud commands to build and run it
+
+Each parameter's help text is the flag's ``--help`` text; choices and integer flags become
+validation regexes; only ``input`` and ``output`` are required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from beam_pipelines.options import EventsOptions, RunOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = {
+    "events": {
+        "dir": ROOT / "templates" / "flex" / "events",
+        "name": "beam-pipelines events",
+        "description": "Parses, validates, cleanses and deduplicates event files into a curated parquet lake, "
+        "hourly aggregates and a dead-letter output; every record read is accounted for in _run/report.json.",
+        "options": (EventsOptions, RunOptions),
+        "required": ("input", "output"),
+    }
+}
+# Launch-layer flags that make no sense for a template job (it must run the one pipeline, for real).
+EXCLUDED = ("pipeline", "dry_run", "dry_run_out")
+
+
+def parameters(options_classes, required: tuple[str, ...]) -> list[dict]:
+    params = []
+    for cls in options_classes:
+        parser = argparse.ArgumentParser(add_help=False)
+        cls._add_argparse_args(parser)
+        for action in parser._actions:
+            name = action.dest
+            if name in EXCLUDED:
+                continue
+            param = {
+                "name": name,
+                "label": name.replace("_", " ").capitalize(),
+                "helpText": action.help,
+                "isOptional": name not in required,
+            }
+            if action.choices:
+                param["regexes"] = ["^(" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"]
+            elif action.type is int:
+                param["regexes"] = ["^[0-9]+$"]
+            params.append(param)
+    return params
+
+
+def metadata(template: str = "events") -> dict:
+    t = TEMPLATES[template]
+    return {
+        "name": t["name"],
+        "description": t["description"],
+        "parameters": parameters(t["options"], t["required"]),
+    }
+
+
+def metadata_text(template: str = "events") -> str:
+    return json.dumps(metadata(template), indent=2) + "\n"
+
+
+def metadata_path(template: str = "events") -> Path:
+    return TEMPLATES[template]["dir"] / "metadata.json"
+
+
+COMMANDS = """\
+# Dataflow Flex Template for the {template} pipeline: build the launcher image, publish the
+# template spec, run a job. Needs docker, gcloud, a GCP project with Dataflow and Artifact
+# Registry enabled, and a bucket; not run by this project's tests (no GCP here).
+PROJECT=my-project REGION=europe-west1 BUCKET=my-bucket REPO=beam-pipelines
+IMAGE=$REGION-docker.pkg.dev/$PROJECT/$REPO/{template}:$(python -c 'import beam_pipelines; print(beam_pipelines.__version__)')
+
+python -m beam_pipelines.flex metadata --check
+docker build -f {dockerfile} -t $IMAGE .
+docker push $IMAGE
+gcloud dataflow flex-template build gs://$BUCKET/templates/{template}.json \\
+    --image $IMAGE --sdk-language PYTHON --metadata-file {metadata}
+gcloud dataflow flex-template run "{template}-$(date -u +%Y%m%d-%H%M%S)" \\
+    --project $PROJECT --region $REGION \\
+    --template-file-gcs-location gs://$BUCKET/templates/{template}.json \\
+    --temp-location gs://$BUCKET/tmp \\
+    --parameters "input=gs://$BUCKET/in/*.jsonl,output=gs://$BUCKET/out"
+
+# Check the job graph first, without GCP credentials (writes it as JSON, submits nothing):
+python -m beam_pipelines.main --runner=DataflowRunner --project $PROJECT --region $REGION \\
+    --temp_location gs://$BUCKET/tmp --input "gs://$BUCKET/in/*.jsonl" --output gs://$BUCKET/out \\
+    --dry_run --dry_run_out {template}-pipeline.json
+"""
+
+
+def commands(template: str = "events") -> str:
+    d = TEMPLATES[template]["dir"].relative_to(ROOT)
+    return COMMANDS.format(template=template, dockerfile=d / "Dockerfile", metadata=d / "metadata.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m beam_pipelines.flex", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("metadata", help="write the template's metadata.json from the options classes")
+    m.add_argument("--check", action="store_true", help="do not write; exit 1 when the file is stale")
+    sub.add_parser("commands", help="print the docker and gcloud commands that build and run the template")
+    for p in sub.choices.values():
+        p.add_argument("--template", default="events", choices=sorted(TEMPLATES))
+    args = parser.parse_args(argv)
+    if args.command == "commands":
+        print(commands(args.template), end="")
+        return 0
+    path, text = metadata_path(args.template), metadata_text(args.template)
+    if args.check:
+        if not path.exists() or path.read_text() != text:
+            print(f"error: {path} is stale; run `python -m beam_pipelines.flex metadata`", file=sys.stderr)
+            return 1
+        print(f"{path} is current")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path} ({len(metadata(args.template)['parameters'])} parameters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
