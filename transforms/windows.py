@@ -16,6 +16,8 @@ import pyarrow.compute as pc
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Timestamp
 
+from transforms.records import ArrowTableCoder
+
 __all__ = ["WindowedAggregate"]
 
 _US = pa.timestamp("us", tz="UTC")
@@ -65,9 +67,29 @@ class _SplitByWindowFn(beam.DoFn):
             yield beam_window.TimestampedValue(part, Timestamp(micros=int(starts[a])))
 
 
+class _PartialsCoder(beam.coders.Coder):
+    """Accumulators (lists of partial tables) as one LZ4 Arrow stream: they hold every distinct
+    value per group, and pickling them would cost several times the bytes."""
+
+    def __init__(self):
+        self._tables = ArrowTableCoder()
+
+    def encode(self, acc: list) -> bytes:
+        return self._tables.encode(pa.concat_tables(acc)) if acc else b""
+
+    def decode(self, encoded: bytes) -> list:
+        return [self._tables.decode(encoded)] if encoded else []
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
 class _MergePartialsFn(beam.CombineFn):
     def __init__(self, keys: tuple[str, ...], distinct: str):
         self._keys, self._distinct = keys, distinct
+
+    def get_accumulator_coder(self):
+        return _PartialsCoder()
 
     def create_accumulator(self):
         return []
