@@ -16,13 +16,17 @@ from transforms.records import typed
 
 __all__ = ["Cleanse", "CountryCode", "Email"]
 
+# What Python's \s matches in str patterns, spelled for RE2.
+_UNICODE_SPACE = r"\s\p{Z}\x{0b}\x{1c}-\x{1f}\x{85}"
+
 
 @dataclass(frozen=True)
 class Email:
     """Trimmed, lower case; null unless it looks like ``local@domain.tld``."""
 
     field: str = "email"
-    pattern: str = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    # The spec's ^[^@\s]+@[^@\s]+\.[^@\s]+$ with Python's Unicode \s (RE2's \s is ASCII only).
+    pattern: str = r"^[^@{ws}]+@[^@{ws}]+\.[^@{ws}]+$".replace("{ws}", _UNICODE_SPACE)
     quality: str = "invalid_email"
 
     def apply(self, col: pa.Array) -> tuple[pa.Array, int]:

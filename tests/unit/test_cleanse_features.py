@@ -12,7 +12,7 @@ from transforms.features import AddFeatures, add_features
 def test_email_and_country_rules_null_and_count():
     table = pa.table(
         {
-            "email": [" A.B@Example.COM ", "not-an-email", None, "a@b", "x y@z.io", "12"],
+            "email": [" A.B@Example.COM ", "not-an-email", None, "a@b", "x\u00a0y@z.io", "12"],
             "country": ["us", " de ", "USA", None, "U1", ""],
         }
     )

@@ -56,3 +56,18 @@ def test_read_files_splits_jsonl_and_parquet(tmp_path, pipeline):
 def _more_than_one(counts):
     if counts != [8]:  # 5000 rows in row groups of 700: 8 groups, each its own work item
         raise AssertionError(f"expected 8 batches, got {counts}")
+
+
+def test_csv_records_follow_rfc4180_quotes():
+    from transforms.ingest.files import _iter_csv_rows
+
+    data = (
+        b"id,note\n"
+        b'1,ab"c@d.ee\n'  # a quote inside an unquoted field is a literal
+        b'2,"multi\n\nline, with ""quotes"""\n'  # a blank line inside a quoted field is data
+        b"\n"
+        b'3,"x"y\n'  # malformed, but only this record
+        b"4,ok\n"
+    )
+    rows = [r for _, batch in _iter_csv_rows(io.BytesIO(data), 7) for r in batch]
+    assert rows == [b'1,ab"c@d.ee', b'2,"multi\n\nline, with ""quotes"""', b'3,"x"y', b"4,ok"]

@@ -47,8 +47,9 @@ def _line_batch(lines: list[bytes], path: str, metadata: dict | None = None) -> 
     )
 
 
-def _iter_lines(fh, chunk_bytes: int):
-    """Yields lists of non-blank lines (without line endings) from a binary stream."""
+def _iter_lines(fh, chunk_bytes: int, keep_blank: bool = False):
+    """Yields lists of lines (without line endings) from a binary stream; blank lines are
+    dropped unless ``keep_blank``."""
     tail = b""
     while True:
         block = fh.read(chunk_bytes)
@@ -61,7 +62,7 @@ def _iter_lines(fh, chunk_bytes: int):
             continue
         tail = block[cut + 1 :]
         lines = block[:cut].split(b"\n")
-        yield [ln.rstrip(b"\r") for ln in lines if ln.strip()]
+        yield [ln.rstrip(b"\r") for ln in lines if keep_blank or ln.strip()]
     if tail.strip():
         yield [tail.rstrip(b"\r")]
 
@@ -97,22 +98,46 @@ def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int):
         yield [ln.rstrip(b"\r") for ln in lines if ln.strip()]
 
 
+def _in_quotes_after(line: bytes, in_quotes: bool) -> bool:
+    """Whether a quoted CSV field is still open at the end of ``line`` (RFC 4180: a quote opens
+    a field only at its start, and ``""`` inside one is a literal quote)."""
+    at_field_start = not in_quotes
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if in_quotes:
+            if c == 0x22:
+                if i + 1 < n and line[i + 1] == 0x22:
+                    i += 2
+                    continue
+                in_quotes = False
+        elif c == 0x22 and at_field_start:
+            in_quotes = True
+        at_field_start = c == 0x2C and not in_quotes
+        i += 1
+    return in_quotes
+
+
 def _iter_csv_rows(fh, chunk_bytes: int):
-    """Yields (header, rows): CSV records joined across lines while a quote is open."""
+    """Yields (header, rows): CSV records, joined across lines while a quoted field is open.
+    Blank lines between records are skipped; inside a quoted field they are data."""
     header = None
     pending: list[bytes] = []
-    quotes = 0
-    for lines in _iter_lines(fh, chunk_bytes):
+    in_quotes = False
+    for lines in _iter_lines(fh, chunk_bytes, keep_blank=True):
         rows = []
         for line in lines:
+            if not in_quotes and not line.strip():
+                continue
             if header is None:
                 header = line
                 continue
             pending.append(line)
-            quotes += line.count(b'"')
-            if quotes % 2 == 0:
+            if b'"' in line or in_quotes:
+                in_quotes = _in_quotes_after(line, in_quotes)
+            if not in_quotes:
                 rows.append(b"\n".join(pending))
-                pending, quotes = [], 0
+                pending = []
         if rows:
             yield header, rows
     if pending:

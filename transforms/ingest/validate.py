@@ -44,7 +44,8 @@ UNKNOWN_FIELD = "unknown_field"
 POLICIES = ("additive", "strict")
 
 _NUMERIC = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
-_INTEGER = r"^[+-]?\d+$"
+# At most 18 digits: always fits int64 (longer integers take the float path and fail the range).
+_INTEGER = r"^[+-]?\d{1,18}$"
 _ISO = (
     r"(?i)^\d{4}-\d{2}-\d{2}"
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
@@ -227,7 +228,8 @@ class TimestampField:
         as_int = pc.if_else(
             _kind_in(s, KIND_INT),
             s.int,
-            pc.if_else(int_str, trimmed, null_str).cast(pa.int64(), safe=False),
+            # Arrow's integer parser refuses a leading "+".
+            pc.replace_substring_regex(pc.if_else(int_str, trimmed, null_str), r"^\+", "").cast(pa.int64()),
         )
         int_is_ms = _mask(pc.greater_equal(as_int, self.millis_from))
         int_scale = pc.if_else(int_is_ms, 1e3, 1e6)
