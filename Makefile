@@ -7,19 +7,20 @@ BIN := $(VENV)/bin
 DEMO_ROWS ?= 200000
 DEMO_FORMAT ?= jsonl
 
-.PHONY: help venv demo test unit e2e lint format clean
+.PHONY: help venv demo test unit e2e lint format clean bench
 
 help:
 	@echo "make demo    - set up, generate $(DEMO_ROWS) sample events, run the events pipeline, print a summary"
 	@echo "make test    - set up, lint, run all tests"
 	@echo "make lint    - ruff check and format check"
+	@echo "make bench   - the events workload on this project and its peers (benchmarks/README.md)"
 	@echo "make format  - ruff format and autofix"
 	@echo "make clean   - remove venv, sample data and outputs"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-bench.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
@@ -66,3 +67,11 @@ runners: venv
 flex-template: venv
 	$(BIN)/python -m beam_pipelines.flex metadata
 	$(BIN)/python -m beam_pipelines.flex commands
+
+BENCH_ROWS ?= 1000000,5000000
+BENCH_FORMATS ?= parquet,jsonl
+BENCH_REPEAT ?= 3
+
+bench: venv
+	$(BIN)/python -m benchmarks.run --rows $(BENCH_ROWS) --format $(BENCH_FORMATS) \
+		--repeat $(BENCH_REPEAT) --json benchmarks/results/results.json

@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be >= 1")
     results = {"machine": machine(), "repeat": args.repeat, "runs": []}
     out_json = Path(args.json)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     for fmt in formats:
         for rows in sizes:
             pattern = ensure_data(Path(args.data_dir), fmt, rows, args.dirty_fraction, args.seed)
