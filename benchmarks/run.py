@@ -158,7 +158,8 @@ def markdown(results: dict) -> str:
     lines.append("")
     lines.append(f"Machine: {m.get('cpu', '?')}, {m['cpus']} cores, {m.get('memory_gb', '?')} GB; "
                  f"Python {m['python']}, Beam {m['beam']}, pyarrow {m['pyarrow']}. Median of "
-                 f"{results['repeat']} runs.")  # fmt: skip
+                 f"{results['repeat']} runs (fewer where one system's runs on one data set would exceed "
+                 f"{results['repeat_budget']:.0f} s; `walls` in the JSON lists every run).")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=str(ROOT / ".cache" / "bench" / "data"))
     parser.add_argument("--work-dir", default=str(ROOT / ".cache" / "bench" / "out"))
     parser.add_argument("--timeout", type=float, default=3600, help="Seconds per run before it is killed.")
+    parser.add_argument("--repeat-budget", type=float, default=900,
+                        help="Seconds one system may spend on one data set; past it, fewer repeats.")  # fmt: skip
     parser.add_argument("--json", default="results.json", help="Where results go (.md and .png beside it).")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.rows.split(",") if x]
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
-    results = {"machine": machine(), "repeat": args.repeat, "runs": []}
+    results = {"machine": machine(), "repeat": args.repeat, "repeat_budget": args.repeat_budget, "runs": []}
     out_json = Path(args.json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     for fmt in formats:
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(args.work_dir) / f"{system}-{fmt}-{rows}"
                 walls, peaks, error, outputs = [], [], None, None
                 for rep in range(args.repeat):
+                    if rep and sum(walls) * args.repeat / rep > args.repeat_budget:
+                        break  # a slow system at a large size: fewer runs, recorded in `walls`
                     shutil.rmtree(out, ignore_errors=True)
                     m = measure(command(system, pattern, fmt, out), args.timeout)
                     if not m["ok"]:
