@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 
 import apache_beam as beam
 import orjson
@@ -48,26 +49,12 @@ def _line_batch(lines: list[bytes], path: str, metadata: dict | None = None) -> 
 
 
 def _iter_lines(fh, chunk_bytes: int, keep_blank: bool = False):
-    """Yields lists of lines (without line endings) from a binary stream; blank lines are
+    """Yields lists of lines (without line endings) of a whole binary stream; blank lines are
     dropped unless ``keep_blank``."""
-    tail = b""
-    while True:
-        block = fh.read(chunk_bytes)
-        if not block:
-            break
-        block = tail + block
-        cut = block.rfind(b"\n")
-        if cut < 0:
-            tail = block
-            continue
-        tail = block[cut + 1 :]
-        lines = block[:cut].split(b"\n")
-        yield [ln.rstrip(b"\r") for ln in lines if keep_blank or ln.strip()]
-    if tail.strip():
-        yield [tail.rstrip(b"\r")]
+    return _iter_range_lines(fh, 0, sys.maxsize, chunk_bytes, keep_blank)
 
 
-def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int):
+def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int, keep_blank: bool = False):
     """Yields lists of non-blank lines of the byte range [start, end): the lines that *start*
     in it, so ranges that tile a file read every line exactly once."""
     if start > 0:
@@ -90,12 +77,12 @@ def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int):
         if pos + cut >= end:
             # The range ends in this block: keep the lines that start before `end`.
             data = data[: data.find(b"\n", end - pos - 1)]
-            yield [ln.rstrip(b"\r") for ln in data.split(b"\n") if ln.strip()]
+            yield [ln.rstrip(b"\r") for ln in data.split(b"\n") if keep_blank or ln.strip()]
             return
         lines = data[:cut].split(b"\n")
         tail = data[cut + 1 :]
         pos += cut + 1
-        yield [ln.rstrip(b"\r") for ln in lines if ln.strip()]
+        yield [ln.rstrip(b"\r") for ln in lines if keep_blank or ln.strip()]
 
 
 def _in_quotes_after(line: bytes, in_quotes: bool) -> bool:
