@@ -23,7 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import pipelines, publish, summary
+from beam_pipelines import pipelines, publish, streaming, summary
+from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.options import EventsOptions, RunOptions
 from beam_pipelines.runners import (
     RunnerError,
@@ -46,14 +47,6 @@ Any standard Apache Beam pipeline option (--runner, --project, --flink_master, .
 too. Runners: direct (DirectRunner, the default), prism (PrismRunner), flink (FlinkRunner),
 spark (SparkRunner), dataflow (DataflowRunner); see the README's Runners section.
 """
-
-
-class UsageError(ValueError):
-    """Bad flags: exit status 2."""
-
-
-class RunError(RuntimeError):
-    """The run could not complete: exit status 1."""
 
 
 def _option_classes():
@@ -104,6 +97,28 @@ def _resolve_format(pattern: str, given: str | None) -> str:
 
 def events_config(options: PipelineOptions) -> EventsConfig:
     run, ev = options.view_as(RunOptions), options.view_as(EventsOptions)
+    if options.view_as(StandardOptions).streaming:
+        if not run.output:
+            raise UsageError("--output is required (the output root directory)")
+        try:
+            return EventsConfig(
+                input=None,
+                input_format=ev.input_format or "jsonl",
+                output=run.output,
+                schema_policy=ev.schema_policy,
+                window_seconds=ev.window_seconds,
+                allowed_lateness_seconds=ev.allowed_lateness,
+                shuffle_partitions=ev.shuffle_partitions,
+                streaming=True,
+                kafka_bootstrap=ev.kafka_bootstrap,
+                kafka_topic=ev.kafka_topic,
+                kafka_stop_at_end=ev.kafka_stop_at_end,
+                pg_dsn=ev.pg_dsn,
+                pg_table=ev.pg_table,
+                early_firing_seconds=ev.early_firing_seconds,
+            )
+        except ConfigError as e:
+            raise UsageError(str(e)) from e
     if not ev.input:
         raise UsageError("--input is required (a file pattern, e.g. 'data/in/*.jsonl')")
     if not run.output:
@@ -141,10 +156,11 @@ def preflight(cfg: EventsConfig) -> int:
     return sum(m.size_in_bytes for m in matched)
 
 
-def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging: str, out=sys.stdout) -> dict:
+def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging: str, out=sys.stdout,
+            io=None) -> dict:  # fmt: skip
     """Builds the pipeline and writes its Runner API graph as JSON; runs and submits nothing."""
     p = beam.Pipeline(runner=runner, options=options)
-    module.build(p, cfg, module.file_io(cfg, staging))
+    module.build(p, cfg, io or module.file_io(cfg, staging))
     graph = p.to_runner_api(default_environment=graph_environment(runner, options))
     path = options.view_as(RunOptions).dry_run_out or join_path(cfg.output, "_run", "pipeline.json")
     try:
@@ -156,7 +172,8 @@ def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging
         raise RunError(f"cannot write the dry-run graph to {path}: {e}") from e
     runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
     transforms = len(graph.components.transforms)
-    out.write(f"dry run: {cfg.input_format} events pipeline for {runner_name}, {transforms} transforms, "
+    what = f"kafka topic {cfg.kafka_topic}" if cfg.streaming else cfg.input_format
+    out.write(f"dry run: {what} events pipeline for {runner_name}, {transforms} transforms, "
               f"graph written to {path}; nothing was run or submitted\n")  # fmt: skip
     return {"dry_run": True, "runner": runner_name, "graph": path, "transforms": transforms}
 
@@ -189,6 +206,12 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     except RunnerError as e:
         raise UsageError(str(e)) from e
     run_id = publish.new_run_id(clock)
+    if cfg.streaming:
+        if profile == "direct":
+            raise UsageError("--streaming needs a streaming runner: --runner=PrismRunner (or FlinkRunner)")
+        if run_opts.dry_run:
+            return dry_run(module, cfg, options, runner, cfg.output, out, module.stream_io(cfg, cfg.output))
+        return streaming.run(module, cfg, options, runner, run_id, out)
     staging = publish.staging_dir(cfg.output, run_id)
     if run_opts.dry_run:
         return dry_run(module, cfg, options, runner, staging, out)

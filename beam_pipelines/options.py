@@ -75,6 +75,12 @@ class EventsOptions(PipelineOptions):
         curated_buckets: Files per curated date partition.
         dlq_shards: Dead-letter files.
         read_chunk_kb: Read batch size for text inputs.
+        kafka_bootstrap: Kafka bootstrap servers (streaming).
+        kafka_topic: Kafka topic to read (streaming).
+        kafka_stop_at_end: Stop at the topic's end offsets as of the start (a bounded stream).
+        pg_dsn: PostgreSQL DSN the streaming aggregates are upserted into.
+        pg_table: PostgreSQL table of the streaming aggregates.
+        early_firing_seconds: Early aggregate firings every N seconds of processing time.
     """
 
     @classmethod
@@ -122,4 +128,37 @@ class EventsOptions(PipelineOptions):
             type=int,
             default=8192,
             help="Kilobytes read per batch from text inputs (jsonl, csv, avro). Default: 8192.",
+        )
+        parser.add_argument(
+            "--kafka_bootstrap",
+            default=None,
+            help="With --streaming: Kafka bootstrap servers (host:port[,host:port]) to read events from.",
+        )
+        parser.add_argument("--kafka_topic", default=None, help="With --streaming: the Kafka topic of the events.")
+        parser.add_argument(
+            "--kafka_stop_at_end",
+            nargs="?",
+            const=True,
+            default=False,
+            type=_true,
+            help="With --streaming: stop at the end offsets the topic has when the job starts (a bounded stream: "
+            "every window fires and the job ends). Default: read forever.",
+        )
+        parser.add_argument(
+            "--pg_dsn",
+            default=None,
+            help="With --streaming: PostgreSQL DSN (postgresql://user@host:port/db) the hourly aggregates are "
+            "upserted into, keyed by (window_start, event_type, country).",
+        )
+        parser.add_argument(
+            "--pg_table",
+            default="events_aggregates",
+            help="With --streaming: the aggregates table (created when missing). Default: events_aggregates.",
+        )
+        parser.add_argument(
+            "--early_firing_seconds",
+            type=int,
+            default=None,
+            help="With --streaming: also fire aggregates every N seconds of processing time before the "
+            "watermark closes a window. Default: no early firings.",
         )

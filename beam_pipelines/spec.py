@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 from transforms.ingest.parse import FORMATS
@@ -27,6 +28,13 @@ class EventsConfig:
         curated_buckets: Parquet files per date partition of the curated output.
         dlq_shards: Dead-letter JSON-lines files.
         chunk_bytes: Bytes read per batch from text inputs.
+        streaming: Read Kafka instead of files, write as data arrives.
+        kafka_bootstrap: Kafka bootstrap servers (streaming).
+        kafka_topic: Kafka topic (streaming).
+        kafka_stop_at_end: Stop at the end offsets seen at start (streaming, bounded).
+        pg_dsn: PostgreSQL DSN for the aggregates (streaming).
+        pg_table: PostgreSQL table of the aggregates (streaming).
+        early_firing_seconds: Early firings every N seconds of processing time (streaming).
     """
 
     input: str | None
@@ -39,6 +47,13 @@ class EventsConfig:
     curated_buckets: int = 1
     dlq_shards: int = 1
     chunk_bytes: int = 8 << 20
+    streaming: bool = False
+    kafka_bootstrap: str | None = None
+    kafka_topic: str | None = None
+    kafka_stop_at_end: bool = False
+    pg_dsn: str | None = None
+    pg_table: str = "events_aggregates"
+    early_firing_seconds: int | None = None
 
     def __post_init__(self):
         if self.input_format not in FORMATS:
@@ -54,6 +69,18 @@ class EventsConfig:
             raise ConfigError("--allowed_lateness must be >= 0 seconds")
         if self.chunk_bytes < 1024:
             raise ConfigError("--read_chunk_kb must be >= 1")
+        if self.streaming:
+            for flag in ("kafka_bootstrap", "kafka_topic", "pg_dsn"):
+                if not getattr(self, flag):
+                    raise ConfigError(f"--streaming needs --{flag}")
+            if self.input_format != "jsonl":
+                raise ConfigError("--streaming reads JSON messages: --input_format must be jsonl")
+            if 86_400 % self.window_seconds:
+                raise ConfigError("--window_seconds must divide a day when --streaming (windowed file names)")
+            if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
+                raise ConfigError(f"--pg_table must be a plain lower-case SQL name, got {self.pg_table!r}")
+        if self.early_firing_seconds is not None and self.early_firing_seconds < 1:
+            raise ConfigError("--early_firing_seconds must be >= 1")
 
     @classmethod
     def from_dict(cls, values: dict) -> EventsConfig:

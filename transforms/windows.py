@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms import window as beam_window
+from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterProcessingTime, AfterWatermark
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ArrowTableCoder
@@ -154,6 +155,11 @@ class WindowedAggregate(beam.PTransform):
         decimals: The sum is computed exactly in units of ``10**-decimals`` and rounded to it.
         allowed_lateness_seconds: How late (behind the watermark) a row may still update its
             window; only meaningful for unbounded input.
+        early_firing_seconds: If set, also fire every that many seconds of processing time
+            before the watermark closes the window (streaming: results visible early).
+        late_firings: Fire again for every late table within the allowed lateness. With either
+            of these, panes accumulate: every firing carries the window's complete value so far,
+            so a sink that upserts by (window_start, keys) always holds the latest total.
 
     Yields one table per window with ``window_start``, ``window_end``, the group keys,
     ``events``, ``users`` and ``<sum_field>_sum``.
@@ -168,6 +174,8 @@ class WindowedAggregate(beam.PTransform):
         sum_field: str = "amount",
         decimals: int = 2,
         allowed_lateness_seconds: int = 0,
+        early_firing_seconds: int | None = None,
+        late_firings: bool = False,
         label: str | None = None,
     ):
         super().__init__(label)
@@ -175,12 +183,15 @@ class WindowedAggregate(beam.PTransform):
             raise ValueError("window_seconds must be positive")
         if allowed_lateness_seconds < 0:
             raise ValueError("allowed_lateness_seconds must be >= 0")
+        if early_firing_seconds is not None and early_firing_seconds <= 0:
+            raise ValueError("early_firing_seconds must be positive (or None for no early firings)")
         if not group_by:
             raise ValueError("group_by needs at least one column")
         if not 0 <= decimals <= 6:
             raise ValueError("decimals must be between 0 and 6")
         self._window_seconds = window_seconds
         self._lateness = allowed_lateness_seconds
+        self._early, self._late = early_firing_seconds, late_firings
         self._spec = {
             "time": time_field,
             "size_us": window_seconds * 1_000_000,
@@ -192,13 +203,24 @@ class WindowedAggregate(beam.PTransform):
             "decimals": decimals,
         }
 
+    def _window_into(self) -> beam.WindowInto:
+        windows = beam_window.FixedWindows(self._window_seconds)
+        if self._early is None and not self._late:
+            return beam.WindowInto(windows, allowed_lateness=self._lateness)
+        trigger = AfterWatermark(
+            early=AfterProcessingTime(self._early) if self._early else None,
+            late=AfterCount(1) if self._late else None,
+        )
+        return beam.WindowInto(
+            windows, trigger=trigger, accumulation_mode=AccumulationMode.ACCUMULATING, allowed_lateness=self._lateness
+        )
+
     def expand(self, tables):
         s = self._spec
         return (
             tables
             | "SplitWindows" >> beam.ParDo(_SplitByWindowFn(s)).with_input_types(pa.Table).with_output_types(pa.Table)
-            | "Window"
-            >> beam.WindowInto(beam_window.FixedWindows(self._window_seconds), allowed_lateness=self._lateness)
+            | "Window" >> self._window_into()
             | "Combine"
             >> beam.CombineGlobally(_MergePartialsFn(s["keys"], s["distinct"]))
             .without_defaults()

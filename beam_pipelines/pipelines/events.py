@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.spec import EventsConfig
 from transforms.cleanse import Cleanse, CountryCode, Email
 from transforms.dedup import Deduplicate
+from transforms.dedup_stream import DeduplicateStream
 from transforms.features import AddFeatures
 from transforms.ingest.files import ReadFiles
 from transforms.ingest.parse import ParseRecords
@@ -29,9 +30,11 @@ from transforms.ingest.validate import (
     ValidateSchema,
 )
 from transforms.quality.counts import CountRows, MergeCounts
-from transforms.sinks.deadletters import WriteDeadLetters
-from transforms.sinks.files import join_path
+from transforms.sinks.deadletters import WriteDeadLetters, write_jsonl
+from transforms.sinks.files import join_path, write_parquet
 from transforms.sinks.lake import WriteLake
+from transforms.sinks.postgres import UpsertPostgres
+from transforms.sinks.stream_files import WriteTableFiles
 from transforms.windows import WindowedAggregate
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "refund")
@@ -52,6 +55,7 @@ CURATED_COLUMNS = (
 )  # fmt: skip
 AGGREGATE_KEYS = ("window_start", "event_type", "country")
 SCRATCH = "_scratch"
+REPORT_FIRING_SECONDS = 10  # streaming: how often _run/report.json is rewritten with the counts so far
 REPORT_COUNTS = ("read", "curated", "dead_lettered", "duplicates", "late", "aggregates")
 
 
@@ -60,7 +64,9 @@ class EventsIO:
     """Where the pipeline reads from and writes to.
 
     Args:
-        source: PBegin -> PCollection of raw batches (see ``ParseRecords``).
+        source: PBegin -> PCollection of raw batches (see ``ParseRecords``), or a dict with
+            ``records`` (those batches) and ``late`` (DeadLetter tables of records that came
+            after their window closed: a streaming source judges lateness, see ReadKafka).
         curated: Sink for curated tables (or None to leave them unconsumed by IO).
         aggregates: Sink for aggregate tables (one per window).
         dead_letters: Sink for DeadLetter tables.
@@ -94,21 +100,45 @@ class _SelectFn(beam.DoFn):
         yield table.select(self._columns)
 
 
-def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
-    """Composes the events pipeline; returns its PCollections by name.
+class _LateCountFn(beam.DoFn):
+    # A late record was read and ends in the late count (and the dead-letter output).
+    def process(self, table: pa.Table):
+        if table.num_rows:
+            yield {"read": table.num_rows, "late": table.num_rows}
 
-    Returns ``curated``, ``aggregates``, ``dead_letters`` (tables) and ``report`` (one dict).
-    """
-    raw = p | "Read" >> io.source
-    parsed = raw | "ParseRecords" >> ParseRecords(cfg.input_format, FIELDS)
-    validated = parsed["parsed"] | "ValidateSchema" >> ValidateSchema(RULES, cfg.schema_policy)
-    cleansed = validated["valid"] | "Cleanse" >> Cleanse((Email("email"), CountryCode("country")))
-    unique = cleansed["cleaned"] | "Deduplicate" >> Deduplicate(
+
+def _deduplicate(cfg: EventsConfig, io: EventsIO, cleaned):
+    if cfg.streaming:
+        return cleaned | "Deduplicate" >> DeduplicateStream(
+            "event_id",
+            time_field="ts",
+            horizon_seconds=cfg.window_seconds + cfg.allowed_lateness_seconds,
+            order_by=("ts", "_raw"),
+            partitions=cfg.shuffle_partitions,
+        )
+    return cleaned | "Deduplicate" >> Deduplicate(
         "event_id",
         order_by=("ts", "_raw"),
         partitions=cfg.shuffle_partitions,
         spill_dir=join_path(io.scratch, "dedup") if io.scratch else None,
     )
+
+
+def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
+    """Composes the events pipeline; returns its PCollections by name.
+
+    Returns ``curated``, ``aggregates``, ``dead_letters`` (tables) and ``report`` (one dict;
+    in streaming, one per firing of the report trigger, each with the counts so far).
+    """
+    source = p | "Read" >> io.source
+    if isinstance(source, dict):
+        raw, late = source["records"], source["late"]
+    else:
+        raw, late = source, None
+    parsed = raw | "ParseRecords" >> ParseRecords(cfg.input_format, FIELDS)
+    validated = parsed["parsed"] | "ValidateSchema" >> ValidateSchema(RULES, cfg.schema_policy)
+    cleansed = validated["valid"] | "Cleanse" >> Cleanse((Email("email"), CountryCode("country")))
+    unique = _deduplicate(cfg, io, cleansed["cleaned"])
     curated = (
         unique["unique"]
         | "AddFeatures" >> AddFeatures("ts", "email")
@@ -121,26 +151,37 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         count_distinct="user_id",
         sum_field="amount",
         allowed_lateness_seconds=cfg.allowed_lateness_seconds,
+        early_firing_seconds=cfg.early_firing_seconds if cfg.streaming else None,
+        late_firings=cfg.streaming,
     )
     dead = (parsed["dead_letters"], validated["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
-    counts = (
+    count_parts = [
         parsed["stats"],
         cleansed["stats"],
         unique["stats"],
         curated | "CountCurated" >> CountRows("curated"),
         dead | "CountDeadLetters" >> CountRows("dead_lettered", by="reason"),
         aggregates | "CountAggregates" >> CountRows("aggregates"),
-    ) | "AllCounts" >> beam.Flatten()
-    report = counts | "MergeCounts" >> MergeCounts() | "MakeReport" >> beam.Map(make_report).with_output_types(dict)
+    ]
+    if late is not None:
+        count_parts.append(
+            late
+            | "CountLate" >> beam.ParDo(_LateCountFn()).with_input_types(pa.Table).with_output_types(dict)
+            | "LateGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        )
+    counts = tuple(count_parts) | "AllCounts" >> beam.Flatten()
+    merge = MergeCounts(early_firing_seconds=REPORT_FIRING_SECONDS if cfg.streaming else None)
+    report = counts | "MergeCounts" >> merge | "MakeReport" >> beam.Map(make_report).with_output_types(dict)
     if io.curated is not None:
         curated | "WriteCurated" >> io.curated
     if io.aggregates is not None:
         aggregates | "WriteAggregates" >> io.aggregates
+    all_dead = dead if late is None else (dead, late) | "DeadAndLate" >> beam.Flatten()
     if io.dead_letters is not None:
-        dead | "WriteDeadLetters" >> io.dead_letters
+        all_dead | "WriteDeadLetters" >> io.dead_letters
     if io.report is not None:
         report | "WriteReport" >> io.report
-    return {"curated": curated, "aggregates": aggregates, "dead_letters": dead, "report": report}
+    return {"curated": curated, "aggregates": aggregates, "dead_letters": all_dead, "report": report}
 
 
 class _WriteJsonFn(beam.DoFn):
@@ -182,5 +223,48 @@ def file_io(cfg: EventsConfig, root: str) -> EventsIO:
         ),
         aggregates=WriteLake(join_path(root, "aggregates"), sort_by=AGGREGATE_KEYS),
         dead_letters=WriteDeadLetters(join_path(root, "dlq"), shards=cfg.dlq_shards),
+        report=WriteJson(join_path(root, "_run", "report.json")),
+    )
+
+
+AGGREGATE_SCHEMA = pa.schema(
+    [
+        ("window_start", pa.timestamp("us", tz="UTC")),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("event_type", pa.string()),
+        ("country", pa.string()),
+        ("events", pa.int64()),
+        ("users", pa.int64()),
+        ("amount_sum", pa.float64()),
+    ]
+)
+
+
+def stream_io(cfg: EventsConfig, root: str) -> EventsIO:
+    """Kafka in; curated and dead letters to files as they come, aggregates upserted into
+    PostgreSQL, the report rewritten under ``root`` as counts come in."""
+    from transforms.ingest.kafka import ReadKafka  # imported here: batch runs need no Kafka client
+
+    return EventsIO(
+        source=ReadKafka(
+            cfg.kafka_bootstrap,
+            cfg.kafka_topic,
+            window_seconds=cfg.window_seconds,
+            allowed_lateness_seconds=cfg.allowed_lateness_seconds,
+            stop_at_end=cfg.kafka_stop_at_end,
+        ),
+        curated=WriteTableFiles(
+            join_path(root, "curated"),
+            write_parquet,
+            ".parquet",
+            id_column="event_id",
+            sort_by=("event_id",),
+            date_field="ts",
+            window_seconds=cfg.window_seconds,
+        ),
+        aggregates=UpsertPostgres(cfg.pg_dsn, cfg.pg_table, AGGREGATE_KEYS, AGGREGATE_SCHEMA),
+        dead_letters=WriteTableFiles(
+            join_path(root, "dlq"), write_jsonl, ".jsonl", id_column="source", sort_by=("source", "raw")
+        ),
         report=WriteJson(join_path(root, "_run", "report.json")),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.transforms.trigger import AccumulationMode, AfterProcessingTime, AfterWatermark
 
 __all__ = ["CountRows", "MergeCounts"]
 
@@ -55,11 +56,34 @@ def _sum_dicts(dicts) -> dict:
 
 
 class MergeCounts(beam.PTransform):
-    """Sums count dicts from every stage into one dict (per window)."""
+    """Sums count dicts from every stage into one dict for the run.
+
+    Args:
+        early_firing_seconds: For unbounded input: also emit the sums so far every that many
+            seconds of processing time (each emission holds all counts since the start); the
+            last emission comes when the input ends. None: one dict when the input ends.
+    """
+
+    def __init__(self, early_firing_seconds: int | None = None, label: str | None = None):
+        super().__init__(label)
+        if early_firing_seconds is not None and early_firing_seconds <= 0:
+            raise ValueError("early_firing_seconds must be positive")
+        self._early = early_firing_seconds
 
     def expand(self, counts):
+        if self._early is None:
+            return (
+                counts
+                | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                | "Sum" >> beam.CombineGlobally(_sum_dicts)
+            )
         return (
             counts
-            | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-            | "Sum" >> beam.CombineGlobally(_sum_dicts)
+            | "GlobalWindow"
+            >> beam.WindowInto(
+                beam.window.GlobalWindows(),
+                trigger=AfterWatermark(early=AfterProcessingTime(self._early)),
+                accumulation_mode=AccumulationMode.ACCUMULATING,
+            )
+            | "Sum" >> beam.CombineGlobally(_sum_dicts).without_defaults()
         )

@@ -1,0 +1,117 @@
+"""The streaming launch: check Kafka and PostgreSQL, run until the stream ends, summarise.
+
+A streaming run writes straight into ``--output`` (curated and dead-letter files appear as
+data arrives, ``_run/report.json`` is rewritten with the counts so far) and upserts the
+aggregates into PostgreSQL; there is no staging directory to publish, because a stream has no
+end to wait for. With ``--kafka_stop_at_end`` the stream ends at the topic's end offsets as of
+the start, and the run ends with a summary like a batch run's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_pipelines.errors import RunError
+from beam_pipelines.spec import EventsConfig
+from transforms.sinks.files import join_path
+
+__all__ = ["preflight", "run"]
+
+CONNECT_TIMEOUT_S = 15
+
+
+def preflight(cfg: EventsConfig) -> None:
+    """Fails with one line when the broker, the topic or the database cannot be reached."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap, "socket.timeout.ms": CONNECT_TIMEOUT_S * 1000})
+    try:
+        meta = admin.list_topics(timeout=CONNECT_TIMEOUT_S)
+    except KafkaException as e:
+        raise RunError(f"cannot reach Kafka at --kafka_bootstrap={cfg.kafka_bootstrap}: {e.args[0]}") from e
+    if cfg.kafka_topic not in meta.topics:
+        raise RunError(f"Kafka topic {cfg.kafka_topic!r} does not exist on {cfg.kafka_bootstrap}")
+    import psycopg
+
+    try:
+        psycopg.connect(cfg.pg_dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg.Error as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunError(f"cannot reach PostgreSQL at --pg_dsn: {first}") from e
+
+
+def _aggregate_rows(cfg: EventsConfig) -> int:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(cfg.pg_dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(cfg.pg_table))
+        return conn.execute(query).fetchone()[0]
+
+
+def render(s: dict) -> str:
+    c = s["counts"]
+    lines = [
+        f"events (streaming) on {s['runner']}: {c['read']:,} records from Kafka topic {s['topic']} "
+        f"in {s['elapsed_s']:.1f} s",
+        "",
+    ]
+    lines += [f"  {name:<14}{c[name]:>12,}" for name in ("read", "curated", "dead_lettered", "duplicates", "late")]
+    lines.append(f"  {'aggregate rows':<14}{s['aggregate_rows']:>12,}  in PostgreSQL table {s['pg_table']}")
+    if s["dead_letter_reasons"]:
+        lines += [
+            "",
+            "  dead letters by reason: " + ", ".join(f"{k} {v:,}" for k, v in s["dead_letter_reasons"].items()),
+        ]
+    check = "OK" if s["conservation_ok"] else "FAILED"
+    lines += [
+        "",
+        f"  conservation {check}: read {c['read']:,} = curated {c['curated']:,} + dead_lettered "
+        f"{c['dead_lettered']:,} + duplicates {c['duplicates']:,} + late {c['late']:,}",
+        f"  outputs: {join_path(s['output'], 'curated')}, {join_path(s['output'], 'dlq')} (late records too), "
+        f"{join_path(s['output'], '_run', 'report.json')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
+    """Runs the streaming pipeline until its source ends (or the process is stopped)."""
+    preflight(cfg)
+    started = time.monotonic()
+    try:
+        with beam.Pipeline(runner=runner, options=options) as p:
+            module.build(p, cfg, module.stream_io(cfg, cfg.output))
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise RunError(f"streaming pipeline failed: {first}") from e
+    elapsed = time.monotonic() - started
+    with FileSystems.open(join_path(cfg.output, "_run", "report.json")) as fh:
+        report = json.loads(fh.read())
+    result = {
+        "run_id": run_id,
+        "pipeline": "events",
+        "streaming": True,
+        "runner": options.view_as(StandardOptions).runner,
+        "topic": cfg.kafka_topic,
+        "output": cfg.output,
+        "pg_table": cfg.pg_table,
+        "elapsed_s": round(elapsed, 3),
+        "counts": report["counts"],
+        "dead_letter_reasons": report["dead_letter_reasons"],
+        "quality": report["quality"],
+        "conservation_ok": report["conservation_ok"],
+        "aggregate_rows": _aggregate_rows(cfg),
+    }
+    with FileSystems.create(join_path(cfg.output, "_run", "summary.json")) as fh:
+        fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+    out.write(render(result))
+    out.flush()
+    if not result["conservation_ok"]:
+        raise RunError("conservation check failed: read != curated + dead_lettered + duplicates + late")
+    return result

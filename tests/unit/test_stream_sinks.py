@@ -1,0 +1,91 @@
+"""Streaming dedup (keyed state) and the per-element file sink."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from tests.conftest import rows
+from transforms.dedup_stream import DeduplicateStream
+from transforms.sinks.files import write_parquet
+from transforms.sinks.stream_files import WriteTableFiles, content_name
+
+UTC = timezone.utc
+BASE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def batch(ids, minutes) -> pa.Table:
+    return pa.table(
+        {
+            "event_id": pa.array(ids, pa.string()),
+            "ts": pa.array([BASE + timedelta(minutes=m) for m in minutes], pa.timestamp("us", tz="UTC")),
+            "_raw": pa.array([f"raw-{i}-{m}" for i, m in zip(ids, minutes)], pa.string()),
+        }
+    )
+
+
+def test_stream_dedup_keeps_first_copy_across_tables_and_counts_the_rest(pipeline):
+    tables = [batch(["a", "b", "a"], [0, 1, 2]), batch(["b", "c"], [3, 4]), batch(["c", "d", "a"], [5, 6, 7])]
+    p = pipeline()
+    out = p | beam.Create(tables) | DeduplicateStream("event_id", "ts", horizon_seconds=3600, partitions=2)
+    kept = out["unique"] | "Ids" >> beam.FlatMap(lambda t: t.column("event_id").to_pylist())
+    dups = out["stats"] | "Dups" >> beam.Map(lambda d: d["duplicates"]) | beam.CombineGlobally(sum)
+    assert_that(kept, equal_to(["a", "b", "c", "d"]), label="Kept")
+    assert_that(dups, equal_to([4]), label="Dups")
+    p.run().wait_until_finish()
+
+
+def test_stream_dedup_forgets_keys_after_the_horizon(pipeline):
+    # The second "a" comes 2 hours of event time after the first: past a 1-hour horizon it is
+    # no longer known (it would be late for any window anyway), so it passes.
+    tables = [batch(["a"], [0]), batch(["z"], [150]), batch(["a"], [121])]
+    p = pipeline()
+    out = p | beam.Create(tables) | DeduplicateStream("event_id", "ts", horizon_seconds=3600, partitions=1)
+    kept = out["unique"] | "Ids" >> beam.FlatMap(lambda t: t.column("event_id").to_pylist())
+    assert_that(kept, equal_to(["a", "z", "a"]))
+    p.run().wait_until_finish()
+
+
+def test_bad_stream_dedup_config():
+    with pytest.raises(ValueError, match="horizon"):
+        DeduplicateStream("event_id", "ts", horizon_seconds=0)
+    with pytest.raises(ValueError, match="partitions"):
+        DeduplicateStream("event_id", "ts", horizon_seconds=10, partitions=0)
+
+
+def test_content_name_depends_on_the_set_of_ids_only():
+    assert content_name(pa.array(["b", "a", "c"])) == content_name(pa.array(["c", "b", "a"]))
+    assert content_name(pa.array(["a", "b"])) != content_name(pa.array(["ab"]))
+    assert content_name(pa.array(["a", None])) != content_name(pa.array(["a"]))
+
+
+def test_stream_files_split_by_window_and_rewrite_the_same_rows_to_the_same_file(pipeline, tmp_path):
+    table = batch(["x", "y", "z"], [5, 70, 10])  # two hourly windows on one day
+    for attempt in range(2):  # a replayed element overwrites its own file
+        p = pipeline()
+        written = (
+            p
+            | f"Create{attempt}" >> beam.Create([table])
+            | WriteTableFiles(
+                str(tmp_path), write_parquet, ".parquet", id_column="event_id", sort_by=("event_id",), date_field="ts"
+            )
+        )
+        assert_that(written | beam.Map(lambda d: d["rows"]), equal_to([2, 1]))
+        p.run().wait_until_finish()
+    files = sorted(tmp_path.rglob("*.parquet"))
+    assert [f.parent.name for f in files] == ["dt=2024-01-01", "dt=2024-01-01"]
+    assert sorted(f.name.split("-")[1] for f in files) == ["w0000", "w0100"]
+    assert sorted(r["event_id"] for r in rows([pq.read_table(f) for f in files])) == ["x", "y", "z"]
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_stream_files_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="divide a day"):
+        WriteTableFiles(str(tmp_path), write_parquet, ".parquet", id_column="event_id", window_seconds=7 * 3600)
+    with pytest.raises(ValueError, match="required"):
+        WriteTableFiles(str(tmp_path), write_parquet, ".parquet", id_column="")

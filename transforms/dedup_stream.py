@@ -1,0 +1,118 @@
+"""DeduplicateStream: one row per key over an unbounded input, with keyed state.
+
+Batch deduplication (``transforms.dedup``) groups the whole input once. A stream never ends,
+so here each hash partition of the key keeps, in Beam state, the keys it has already let
+through; a later row with a seen key is counted as a duplicate and dropped. Keys are
+forgotten ``horizon_seconds`` of event time after their row's time, measured against the
+newest event time the partition has seen: a copy arriving later than that would belong to a
+window already closed (use window size + allowed lateness), so it could not change a result.
+
+The survivor is the first copy to arrive, not the earliest by ``order_by`` as in batch: a
+stream cannot wait for copies that may never come. Within one table, ``order_by`` still
+chooses.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from transforms.dedup import keep_first
+from transforms.records import ArrowTableCoder, hash_partition, typed
+
+__all__ = ["DeduplicateStream"]
+
+_SEEN = pa.schema([("key", pa.string()), ("until_us", pa.int64())])
+
+
+class _PartitionFn(beam.DoFn):
+    def __init__(self, key: str, order_by: tuple[str, ...], partitions: int):
+        self._key, self._order_by, self._partitions = key, order_by, partitions
+
+    def process(self, table: pa.Table):
+        deduped = keep_first(table, self._key, self._order_by)
+        removed = table.num_rows - deduped.num_rows
+        if removed:
+            yield beam.pvalue.TaggedOutput("stats", {"duplicates": removed})
+        pids = hash_partition(deduped.column(self._key), self._partitions)
+        for pid in np.unique(pids):
+            yield int(pid), deduped.filter(pa.array(pids == pid))
+
+
+class _SeenFn(beam.DoFn):
+    SEEN = ReadModifyWriteStateSpec("seen", ArrowTableCoder())
+
+    def __init__(self, key: str, time_field: str, horizon_us: int):
+        self._key, self._time, self._horizon_us = key, time_field, horizon_us
+
+    def setup(self):
+        self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
+
+    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
+        _, table = element
+        seen = seen_state.read()
+        keys = table.column(self._key)
+        if seen is not None and seen.num_rows:
+            repeated = pc.is_in(keys, value_set=seen.column("key").combine_chunks())
+            dropped = pc.sum(repeated).as_py() or 0
+            if dropped:
+                table = table.filter(pc.invert(repeated))
+                self._dups.inc(dropped)
+                yield beam.pvalue.TaggedOutput("stats", {"duplicates": dropped})
+        times = table.column(self._time).cast(pa.int64())
+        fresh = pa.table(
+            {"key": table.column(self._key).cast(pa.string()), "until_us": pc.add(times, self._horizon_us)}
+        )
+        merged = fresh if seen is None else pa.concat_tables([seen, fresh])
+        if merged.num_rows:
+            newest = pc.max(pc.subtract(merged.column("until_us"), self._horizon_us)).as_py()
+            merged = merged.filter(pc.greater(merged.column("until_us"), newest))
+        seen_state.write(merged.combine_chunks())
+        if table.num_rows:
+            yield table
+
+
+class DeduplicateStream(beam.PTransform):
+    """Keeps the first row per key in a stream; counts the others as duplicates.
+
+    Args:
+        key: The key column (e.g. ``event_id``).
+        time_field: timestamp column giving each row's event time (for forgetting keys).
+        horizon_seconds: How long, in event time, a key is remembered after its row.
+        order_by: Chooses the survivor among copies inside one table (smallest first).
+        partitions: Hash partitions of the key, each with its own state (parallelism).
+
+    Returns a dict: ``unique`` (tables) and ``stats`` (dicts with ``duplicates``).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        time_field: str,
+        horizon_seconds: int,
+        order_by: tuple[str, ...] = (),
+        partitions: int = 8,
+        label: str | None = None,
+    ):
+        super().__init__(label)
+        if not key or not time_field:
+            raise ValueError("key and time_field are required")
+        if horizon_seconds <= 0:
+            raise ValueError("horizon_seconds must be positive")
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self._key, self._time, self._order_by = key, time_field, tuple(order_by)
+        self._horizon_us, self._partitions = horizon_seconds * 1_000_000, partitions
+
+    def expand(self, tables):
+        parts = tables | "Partition" >> beam.ParDo(
+            _PartitionFn(self._key, self._order_by, self._partitions)
+        ).with_outputs("stats", main="parts").with_input_types(pa.Table)
+        kept = typed(parts.parts, beam.typehints.KV[int, pa.Table]) | "DropSeen" >> beam.ParDo(
+            _SeenFn(self._key, self._time, self._horizon_us)
+        ).with_outputs("stats", main="unique")
+        stats = (typed(parts.stats, dict), typed(kept.stats, dict)) | "Stats" >> beam.Flatten()
+        return {"unique": typed(kept.unique), "stats": stats}
