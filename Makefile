@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 DEMO_ROWS ?= 200000
 DEMO_FORMAT ?= jsonl
 
-.PHONY: help venv demo test unit e2e lint format clean bench
+.PHONY: help venv demo demo-streaming test unit e2e lint format clean bench
 
 help:
 	@echo "make demo    - set up, generate $(DEMO_ROWS) sample events, run the events pipeline, print a summary"
 	@echo "make test    - set up, lint, run all tests"
+	@echo "make demo-streaming - Kafka + PostgreSQL + Prism: the events pipeline in streaming mode"
 	@echo "make lint    - ruff check and format check"
 	@echo "make bench   - the events workload on this project and its peers (benchmarks/README.md)"
 	@echo "make format  - ruff format and autofix"
@@ -32,6 +33,9 @@ demo: venv
 		--dirty-fraction 0.05 --out data/in --seed 7
 	$(BIN)/python -m beam_pipelines.main --pipeline=events --runner=DirectRunner \
 		--input='data/in/*.$(DEMO_FORMAT)' --input_format=$(DEMO_FORMAT) --output=out/
+
+demo-streaming: venv
+	PYTHON=$(BIN)/python scripts/demo_streaming.sh
 
 lint: venv
 	$(BIN)/ruff check .

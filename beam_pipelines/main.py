@@ -25,7 +25,9 @@ from google.protobuf import json_format
 
 from beam_pipelines import pipelines, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
+from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
+from beam_pipelines.pipelines.events import DEFAULT_EXPECTATIONS, load_checks
 from beam_pipelines.runners import (
     RunnerError,
     RunnerUnavailable,
@@ -36,6 +38,7 @@ from beam_pipelines.runners import (
 )
 from beam_pipelines.spec import ConfigError, EventsConfig
 from transforms.ingest.files import format_from_path
+from transforms.quality.expectations_spec import ExpectationError
 from transforms.sinks.files import join_path
 
 USAGE = """usage: python -m beam_pipelines.main --pipeline=events --input=PATTERN --output=DIR [options]
@@ -95,8 +98,24 @@ def _resolve_format(pattern: str, given: str | None) -> str:
     raise UsageError(f"cannot tell the input format of {pattern!r}; pass --input_format=jsonl|csv|avro|parquet")
 
 
-def events_config(options: PipelineOptions) -> EventsConfig:
+def _expectations_path(given: str | None) -> str | None:
+    if given is None:
+        return DEFAULT_EXPECTATIONS
+    return None if given.lower() == "none" else given
+
+
+def events_config(options: PipelineOptions, run_time: datetime | None = None) -> EventsConfig:
     run, ev = options.view_as(RunOptions), options.view_as(EventsOptions)
+    cfg = _events_config(options, run, ev, run_time or datetime.now(timezone.utc))
+    try:
+        load_checks(cfg)  # a bad expectations file fails here, before any data is read
+    except (ExpectationError, OSError) as e:
+        raise UsageError(f"--expectations: {e}") from e
+    return cfg
+
+
+def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: datetime) -> EventsConfig:
+    quality = {"expectations": _expectations_path(ev.expectations), "profile": ev.profile, "run_time": run_time}
     if options.view_as(StandardOptions).streaming:
         if not run.output:
             raise UsageError("--output is required (the output root directory)")
@@ -116,6 +135,7 @@ def events_config(options: PipelineOptions) -> EventsConfig:
                 pg_dsn=ev.pg_dsn,
                 pg_table=ev.pg_table,
                 early_firing_seconds=ev.early_firing_seconds,
+                **quality,
             )
         except ConfigError as e:
             raise UsageError(str(e)) from e
@@ -136,6 +156,7 @@ def events_config(options: PipelineOptions) -> EventsConfig:
             curated_buckets=ev.curated_buckets,
             dlq_shards=ev.dlq_shards,
             chunk_bytes=ev.read_chunk_kb * 1024,
+            **quality,
         )
     except ConfigError as e:
         raise UsageError(str(e)) from e
@@ -196,7 +217,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         profile = profile_name(options.view_as(StandardOptions).runner)
     except (ValueError, RunnerError) as e:
         raise UsageError(str(e)) from e
-    cfg = events_config(options)
+    cfg = events_config(options, clock())
     try:
         # Before anything is written: a misconfigured runner leaves no trace.
         runner = make_runner(options, check_artifacts=not run_opts.dry_run)
@@ -215,22 +236,56 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     staging = publish.staging_dir(cfg.output, run_id)
     if run_opts.dry_run:
         return dry_run(module, cfg, options, runner, staging, out)
+    return _run_batch(module, cfg, options, runner, run_id, staging, clock, out)
+
+
+def _observer(cfg: EventsConfig, run_opts: RunOptions) -> Observer:
+    try:
+        return Observer(output=cfg.output, input=cfg.input, history=run_opts.history,
+                        history_runs=run_opts.history_runs, alert_webhook=run_opts.alert_webhook,
+                        lineage=run_opts.lineage, pushgateway=run_opts.pushgateway)  # fmt: skip
+    except ValueError as e:  # a malformed URL or target
+        raise UsageError(str(e)) from e
+
+
+def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging: str, clock, out) -> dict:
+    """Runs into staging, audits, publishes, then records and reports (see observe.py)."""
     input_bytes = preflight(cfg)
+    observer = _observer(cfg, options.view_as(RunOptions))
+    started_at = clock()
+    observer.started(run_id, started_at)
     started = time.monotonic()
     try:
-        with beam.Pipeline(runner=runner, options=options) as p:
-            module.build(p, cfg, module.file_io(cfg, staging))
+        p = beam.Pipeline(runner=runner, options=options)
+        module.build(p, cfg, module.file_io(cfg, staging))
+        beam_result = p.run()
+        beam_result.wait_until_finish()
     except Exception as e:
         publish.discard(staging)
+        observer.failed(run_id, e, clock())
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise RunError(f"pipeline failed: {first}") from e
     elapsed = time.monotonic() - started
+    staged_run = join_path(staging, "_run")
+    reason = audit_failure(read_json(join_path(staged_run, "report.json")) or {})
+    if reason:
+        report = read_json(join_path(staged_run, "report.json"))
+        staged = summary.make_summary(run_id, cfg, options, report, publish.count_published(staging), elapsed,
+                                      input_bytes, started_at)  # fmt: skip
+        observer.audit_failed(staged, staged_run, reason)
+        observer.failed(run_id, f"audit failed: {reason}", clock())
+        observer.close()
+        raise RunError(f"audit failed, nothing published: {reason} (staged outputs and report.html kept "
+                       f"in {staging})")  # fmt: skip
     publish.publish(staging, cfg.output)
-    with FileSystems.open(join_path(cfg.output, "_run", "report.json")) as fh:
-        report = json.loads(fh.read())
+    run_dir = join_path(cfg.output, "_run")
+    report = read_json(join_path(run_dir, "report.json"))
     published = publish.count_published(cfg.output)
-    result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes)
-    with FileSystems.create(join_path(cfg.output, "_run", "summary.json")) as fh:
+    result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
+    doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
+    observer.close()
+    result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))
+    with FileSystems.create(join_path(run_dir, "summary.json")) as fh:
         fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
     out.write(summary.render(result))
     out.flush()

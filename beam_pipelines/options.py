@@ -25,6 +25,11 @@ class RunOptions(PipelineOptions):
         log_level: Logging level; DEBUG also prints tracebacks on errors.
         dry_run: Build the pipeline for the chosen runner and write its graph, without running it.
         dry_run_out: Where ``--dry_run`` writes the graph (Runner API proto as JSON).
+        history: Metrics history store (SQLite file or PostgreSQL DSN).
+        history_runs: How many earlier runs anomalies are judged against.
+        alert_webhook: Slack-compatible webhook for anomalies and failed expectations.
+        lineage: OpenLineage target (a file of JSON lines, or an http(s) URL).
+        pushgateway: Prometheus Pushgateway URL the run's metrics are pushed to.
     """
 
     @classmethod
@@ -60,6 +65,37 @@ class RunOptions(PipelineOptions):
             default=None,
             help="File the --dry_run graph is written to (any Beam filesystem). Default: <output>/_run/pipeline.json.",
         )
+        parser.add_argument(
+            "--history",
+            default=None,
+            help="Where each run's metrics are kept and compared with earlier runs' (anomaly detection): an SQLite "
+            "file path or a postgresql:// DSN; 'none' keeps no history. Default: <output>/_history/metrics.sqlite "
+            "for a local --output, none otherwise.",
+        )
+        parser.add_argument(
+            "--history_runs",
+            type=int,
+            default=20,
+            help="How many earlier runs a metric is compared with (median and MAD; needs 5). Default: 20.",
+        )
+        parser.add_argument(
+            "--alert_webhook",
+            default=None,
+            help="Slack-compatible webhook URL: anomalies and failed expectations are posted there. Default: none.",
+        )
+        parser.add_argument(
+            "--lineage",
+            default=None,
+            help="OpenLineage run events (START, COMPLETE, FAIL): a file (JSON lines, appended) or an http(s) URL "
+            "of an OpenLineage endpoint; 'none' sends nothing. Default: <output>/_lineage/events.jsonl for a local "
+            "--output, none otherwise.",
+        )
+        parser.add_argument(
+            "--pushgateway",
+            default=None,
+            help="Prometheus Pushgateway URL the run's metrics (also in <output>/_run/metrics.prom) are pushed to. "
+            "Default: none.",
+        )
 
 
 class EventsOptions(PipelineOptions):
@@ -81,6 +117,8 @@ class EventsOptions(PipelineOptions):
         pg_dsn: PostgreSQL DSN the streaming aggregates are upserted into.
         pg_table: PostgreSQL table of the streaming aggregates.
         early_firing_seconds: Early aggregate firings every N seconds of processing time.
+        expectations: Data-quality expectations YAML, or none.
+        profile: Profile the curated columns.
     """
 
     @classmethod
@@ -161,4 +199,20 @@ class EventsOptions(PipelineOptions):
             default=None,
             help="With --streaming: also fire aggregates every N seconds of processing time before the "
             "watermark closes a window. Default: no early firings.",
+        )
+        parser.add_argument(
+            "--expectations",
+            default=None,
+            help="Data-quality expectations (YAML, see README) checked on the curated records; an error-severity "
+            "failure stops the publish. 'none' checks nothing. Default: the pipeline's own "
+            "beam_pipelines/pipelines/events.expectations.yaml.",
+        )
+        parser.add_argument(
+            "--profile",
+            nargs="?",
+            const=True,
+            default=True,
+            type=_true,
+            help="Profile every curated column (counts, nulls, distinct, quantiles, top values) into "
+            "<output>/_run/profile.json. Default: true.",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 
 from transforms.ingest.parse import FORMATS
 from transforms.ingest.validate import POLICIES
@@ -35,6 +36,9 @@ class EventsConfig:
         pg_dsn: PostgreSQL DSN for the aggregates (streaming).
         pg_table: PostgreSQL table of the aggregates (streaming).
         early_firing_seconds: Early firings every N seconds of processing time (streaming).
+        expectations: Path of the expectations YAML (None: no expectations).
+        profile: Profile the curated columns into ``_run/profile.json``.
+        run_time: When the run started (timezone-aware); ``freshness`` is measured against it.
     """
 
     input: str | None
@@ -54,6 +58,9 @@ class EventsConfig:
     pg_dsn: str | None = None
     pg_table: str = "events_aggregates"
     early_firing_seconds: int | None = None
+    expectations: str | None = None
+    profile: bool = True
+    run_time: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
     def __post_init__(self):
         if self.input_format not in FORMATS:
@@ -79,6 +86,8 @@ class EventsConfig:
                 raise ConfigError("--window_seconds must divide a day when --streaming (windowed file names)")
             if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
                 raise ConfigError(f"--pg_table must be a plain lower-case SQL name, got {self.pg_table!r}")
+        if self.run_time.tzinfo is None:
+            raise ConfigError("run_time must be timezone-aware")
         if self.early_firing_seconds is not None and self.early_firing_seconds < 1:
             raise ConfigError("--early_firing_seconds must be >= 1")
 

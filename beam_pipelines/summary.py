@@ -8,7 +8,7 @@ from beam_pipelines import __version__
 from transforms.sinks.files import join_path
 
 
-def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes) -> dict:
+def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at) -> dict:
     counts = report["counts"]
     files_match = (
         published["curated_rows"] == counts["curated"]
@@ -24,6 +24,7 @@ def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes) 
         "input_format": cfg.input_format,
         "input_bytes": input_bytes,
         "output": cfg.output,
+        "started_at": started_at.isoformat(),
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(counts["read"] / elapsed) if elapsed > 0 else None,
         "counts": counts,
@@ -33,6 +34,43 @@ def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes) 
         "published": published,
         "files_match": files_match,
     }
+
+
+MIN_HISTORY = 5  # anomaly.detect's default min_runs
+
+
+def quality_summary(doc: dict, deliveries: dict, report_html: str) -> dict:
+    """Expectation verdicts, anomalies and deliveries of a finished run, for the summary."""
+    results = doc["report"].get("expectations") or []
+    return {
+        "expectations": {
+            "checked": len(results),
+            "failed": [r["name"] for r in results if not r["passed"]],
+        },
+        "anomalies": [a["metric"] for a in doc.get("anomalies") or []],
+        "history_runs": len(doc.get("history") or []),
+        "deliveries": deliveries,
+        "report_html": report_html,
+    }
+
+
+def _quality_lines(s: dict) -> list[str]:
+    lines = []
+    exp = s.get("expectations")
+    if exp and exp["checked"]:
+        failed = f" (failed, warn: {', '.join(exp['failed'])})" if exp["failed"] else ""
+        lines.append(f"  expectations: {exp['checked'] - len(exp['failed'])} of {exp['checked']} passed{failed}")
+    if s.get("history_runs"):
+        earlier = s["history_runs"] - 1
+        if earlier < MIN_HISTORY:
+            lines.append(f"  anomalies: judged from {MIN_HISTORY} earlier runs on (history has {earlier})")
+        else:
+            found = ", ".join(s["anomalies"]) if s["anomalies"] else "none"
+            lines.append(f"  anomalies against {earlier} earlier runs: {found}")
+    failed = {k: v for k, v in (s.get("deliveries") or {}).items() if v != "sent"}
+    if failed:
+        lines.append("  not delivered: " + "; ".join(f"{k} ({v})" for k, v in failed.items()))
+    return lines
 
 
 def render(s: dict) -> str:
@@ -59,11 +97,13 @@ def render(s: dict) -> str:
         f"{c['dead_lettered']:,} + duplicates {c['duplicates']:,} + late {c['late']:,}",
         f"  files {'match' if s['files_match'] else 'DO NOT match'} the counts "
         f"({s['published']['curated_files']} curated parquet files)",
+        *_quality_lines(s),
         "",
         "  outputs:",
     ]
     out = s["output"]
     for name, what in (("curated", "curated records, dt=YYYY-MM-DD/"), ("aggregates", "hourly aggregates"),
-                       ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report")):  # fmt: skip
+                       ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report"),
+                       ("_run/report.html", "run report page")):  # fmt: skip
         lines.append(f"    {join_path(out, name):<40} {what}")
     return "\n".join(lines) + "\n"

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
+
+pytest_plugins = ["tests.services"]
+
+
+@pytest.fixture(scope="session")
+def prism_binary():
+    """The cached prism binary, built through the artifacts script if needed (Go required)."""
+    from beam_pipelines import artifacts
+    from tests.e2e.helpers import run_module
+
+    proc = run_module("beam_pipelines.artifacts", "fetch", "--prism", timeout=1500)
+    assert proc.returncode == 0, f"prism could not be built (needs Go from the registries): {proc.stderr.strip()}"
+    path = artifacts.prism_path()
+    assert path.is_file() and os.access(path, os.X_OK), path
+    return path
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ uses, and a test passes ``Create``-based ones and reads the returned PCollection
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -30,6 +31,9 @@ from transforms.ingest.validate import (
     ValidateSchema,
 )
 from transforms.quality.counts import CountRows, MergeCounts
+from transforms.quality.expectations import CheckExpectations
+from transforms.quality.expectations_spec import load_expectations
+from transforms.quality.profile import ProfileColumns
 from transforms.sinks.deadletters import WriteDeadLetters, write_jsonl
 from transforms.sinks.files import join_path, write_parquet
 from transforms.sinks.lake import WriteLake
@@ -54,6 +58,14 @@ CURATED_COLUMNS = (
     "country", "hour_of_day", "day_of_week", "is_weekend", "extras",
 )  # fmt: skip
 AGGREGATE_KEYS = ("window_start", "event_type", "country")
+# What expectations see: the curated columns, plus the record text and source for dead letters.
+CHECKED_TYPES = {
+    "event_id": pa.string(), "user_id": pa.string(), "event_type": pa.string(), "amount": pa.float64(),
+    "currency": pa.string(), "ts": pa.timestamp("us", tz="UTC"), "email": pa.string(),
+    "email_domain": pa.string(), "country": pa.string(), "hour_of_day": pa.int32(), "day_of_week": pa.int32(),
+    "is_weekend": pa.bool_(), "extras": pa.string(), "_raw": pa.string(), "_source": pa.string(),
+}  # fmt: skip
+DEFAULT_EXPECTATIONS = os.path.join(os.path.dirname(__file__), "events.expectations.yaml")
 SCRATCH = "_scratch"
 REPORT_FIRING_SECONDS = 10  # streaming: how often _run/report.json is rewritten with the counts so far
 REPORT_COUNTS = ("read", "curated", "dead_lettered", "duplicates", "late", "aggregates")
@@ -71,6 +83,7 @@ class EventsIO:
         aggregates: Sink for aggregate tables (one per window).
         dead_letters: Sink for DeadLetter tables.
         report: Sink for the one report dict.
+        profile: Sink for the one column-profile dict of the curated output (None: not profiled).
         scratch: A directory every worker can reach; when set, the dedup shuffle goes
             through files there instead of through the runner's memory.
     """
@@ -80,16 +93,31 @@ class EventsIO:
     aggregates: beam.PTransform | None = None
     dead_letters: beam.PTransform | None = None
     report: beam.PTransform | None = None
+    profile: beam.PTransform | None = None
     scratch: str | None = None
 
 
-def make_report(counts: dict) -> dict:
-    """The run report from merged stage counts; conservation is computed, never assumed."""
+def make_report(counts: dict, expectations: dict | None = None) -> dict:
+    """The run report from merged stage counts; conservation is computed, never assumed.
+
+    ``expectations`` is CheckExpectations' result for the run; its list goes under
+    ``expectations`` (absent when no expectations are declared).
+    """
     c = {k: int(counts.get(k, 0)) for k in REPORT_COUNTS}
     reasons = {k.split(".", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("dead_lettered.")}
     quality = {k.split(".", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("quality.")}
     ok = c["read"] == c["curated"] + c["dead_lettered"] + c["duplicates"] + c["late"]
-    return {"counts": c, "dead_letter_reasons": reasons, "quality": quality, "conservation_ok": ok}
+    report = {"counts": c, "dead_letter_reasons": reasons, "quality": quality, "conservation_ok": ok}
+    if expectations is not None:
+        report["expectations"] = expectations["results"]
+    return report
+
+
+def load_checks(cfg: EventsConfig) -> tuple:
+    """The configured expectations, validated against the checked columns (ExpectationError)."""
+    if cfg.expectations is None:
+        return ()
+    return load_expectations(cfg.expectations, CHECKED_TYPES)
 
 
 class _SelectFn(beam.DoFn):
@@ -139,11 +167,19 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
     validated = parsed["parsed"] | "ValidateSchema" >> ValidateSchema(RULES, cfg.schema_policy)
     cleansed = validated["valid"] | "Cleanse" >> Cleanse((Email("email"), CountryCode("country")))
     unique = _deduplicate(cfg, io, cleansed["cleaned"])
-    curated = (
-        unique["unique"]
-        | "AddFeatures" >> AddFeatures("ts", "email")
-        | "SelectCurated" >> beam.ParDo(_SelectFn(CURATED_COLUMNS)).with_output_types(pa.Table)
-    )
+    featured = unique["unique"] | "AddFeatures" >> AddFeatures("ts", "email")
+    checks = load_checks(cfg)
+    checked = None
+    if checks:
+        checked = featured | "CheckExpectations" >> CheckExpectations(
+            checks,
+            run_time=cfg.run_time,
+            columns=CHECKED_TYPES,
+            window_seconds=cfg.window_seconds if cfg.streaming else None,
+            unique_partitions=cfg.shuffle_partitions,
+        )
+        featured = checked["passed"]
+    curated = featured | "SelectCurated" >> beam.ParDo(_SelectFn(CURATED_COLUMNS)).with_output_types(pa.Table)
     aggregates = curated | "HourlyAggregate" >> WindowedAggregate(
         time_field="ts",
         window_seconds=cfg.window_seconds,
@@ -154,11 +190,15 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         early_firing_seconds=cfg.early_firing_seconds if cfg.streaming else None,
         late_firings=cfg.streaming,
     )
-    dead = (parsed["dead_letters"], validated["dead_letters"]) | "AllDeadLetters" >> beam.Flatten()
+    dead_parts = [parsed["dead_letters"], validated["dead_letters"]]
+    if checked is not None:
+        dead_parts.append(checked["dead_letters"])
+    dead = tuple(dead_parts) | "AllDeadLetters" >> beam.Flatten()
     count_parts = [
         parsed["stats"],
         cleansed["stats"],
         unique["stats"],
+        *([checked["stats"]] if checked is not None else []),
         curated | "CountCurated" >> CountRows("curated"),
         dead | "CountDeadLetters" >> CountRows("dead_lettered", by="reason"),
         aggregates | "CountAggregates" >> CountRows("aggregates"),
@@ -171,7 +211,19 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         )
     counts = tuple(count_parts) | "AllCounts" >> beam.Flatten()
     merge = MergeCounts(early_firing_seconds=REPORT_FIRING_SECONDS if cfg.streaming else None)
-    report = counts | "MergeCounts" >> merge | "MakeReport" >> beam.Map(make_report).with_output_types(dict)
+    # In streaming, expectation results are per window and stay out of the run's report.
+    results = checked["results"] if checked is not None and not cfg.streaming else None
+    report = (
+        counts
+        | "MergeCounts" >> merge
+        | "MakeReport"
+        >> beam.Map(
+            make_report, expectations=beam.pvalue.AsSingleton(results) if results is not None else None
+        ).with_output_types(dict)
+    )
+    if io.profile is not None:
+        profile = curated | "ProfileCurated" >> ProfileColumns(CURATED_COLUMNS)
+        profile | "WriteProfile" >> io.profile
     if io.curated is not None:
         curated | "WriteCurated" >> io.curated
     if io.aggregates is not None:
@@ -224,6 +276,7 @@ def file_io(cfg: EventsConfig, root: str) -> EventsIO:
         aggregates=WriteLake(join_path(root, "aggregates"), sort_by=AGGREGATE_KEYS),
         dead_letters=WriteDeadLetters(join_path(root, "dlq"), shards=cfg.dlq_shards),
         report=WriteJson(join_path(root, "_run", "report.json")),
+        profile=WriteJson(join_path(root, "_run", "profile.json")) if cfg.profile else None,
     )
 
 

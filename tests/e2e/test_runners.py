@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from beam_pipelines import artifacts, flex
-from tests.e2e.helpers import ROOT, aggregates, cli, curated, datagen, report, run_module
+from beam_pipelines import flex
+from tests.e2e.helpers import ROOT, aggregates, cli, curated, datagen, report
 
 
 def _run(*args: str, env: dict | None = None, module: str = "beam_pipelines.main") -> subprocess.CompletedProcess:
@@ -32,16 +32,6 @@ def _one_line_error(proc, code: int) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def prism_binary():
-    """The cached prism binary, built through the artifacts script if needed (Go required)."""
-    proc = run_module("beam_pipelines.artifacts", "fetch", "--prism", timeout=1500)
-    assert proc.returncode == 0, f"prism could not be built (needs Go from the registries): {proc.stderr.strip()}"
-    path = artifacts.prism_path()
-    assert path.is_file() and os.access(path, os.X_OK), path
-    return path
 
 
 @pytest.fixture(scope="module")

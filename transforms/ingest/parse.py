@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.ingest.flatjson import flat_lines, parse_flat
 from transforms.ingest.slots import (
     KIND_BOOL,
     KIND_FLOAT,
@@ -140,7 +141,31 @@ def _malformed(raw: list[str], sources: pa.Array, errors: list[str]) -> pa.Table
 
 
 def _parse_json_records(raw: pa.Array, sources: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
-    """JSON lines (a binary array) -> (slot table, malformed dead letters)."""
+    """JSON lines (a binary array) -> (slot table, malformed dead letters).
+
+    Flat lines take the vectorised path (``transforms.ingest.flatjson``), the rest are parsed
+    one by one; rows come out grouped by path, not in input order.
+    """
+    flat = flat_lines(raw)
+    if not flat.any():
+        return _parse_json_lines(raw, sources, fields)
+    flat_idx = np.flatnonzero(flat)
+    fast, taken, rejected = parse_flat(raw.take(pa.array(flat_idx)), fields)
+    rest = np.sort(np.concatenate([np.flatnonzero(~flat), flat_idx[rejected]]))
+    parsed, bad = _parse_json_lines(
+        raw.take(pa.array(rest, pa.int64())), sources.take(pa.array(rest, pa.int64())), fields
+    )
+    if fast is None:
+        return parsed, bad
+    took = pa.array(flat_idx[taken], pa.int64())
+    fast = fast.append_column("_raw", raw.take(took).cast(pa.string()))
+    fast = fast.append_column("_source", sources.take(took))
+    fast = fast.select(slot_schema(fields).names)
+    return pa.concat_tables([fast, parsed]) if parsed.num_rows else fast, bad
+
+
+def _parse_json_lines(raw: pa.Array, sources: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
+    """JSON lines parsed one by one (any valid JSON) -> (slot table, malformed dead letters)."""
     lines = raw.to_pylist()
     records: list[dict] = []
     good: list[int] = []

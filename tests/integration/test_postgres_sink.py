@@ -1,0 +1,57 @@
+"""UpsertPostgres against a real PostgreSQL server (scripts/postgres.sh; fails if it cannot start)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import psycopg
+import pyarrow as pa
+import pytest
+
+from beam_pipelines.pipelines.events import AGGREGATE_KEYS, AGGREGATE_SCHEMA
+from transforms.sinks.postgres import UpsertPostgres
+
+W0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+W1 = datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
+
+
+def firing(rows) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            dict(zip(AGGREGATE_SCHEMA.names, (start, start.replace(hour=start.hour + 1), et, c, n, u, amt)))
+            for start, et, c, n, u, amt in rows
+        ],
+        schema=AGGREGATE_SCHEMA,
+    )
+
+
+def table_rows(dsn, table):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            f'SELECT window_start, event_type, country, events, users, amount_sum FROM "{table}" '  # noqa: S608 - fixed name
+            "ORDER BY window_start, event_type, country"
+        ).fetchall()
+
+
+def test_each_firing_replaces_the_rows_of_its_keys(pipeline, pg_dsn):
+    on_time = firing([(W0, "view", "US", 2, 2, 0.0), (W0, "view", None, 1, 1, 0.0), (W1, "click", "DE", 5, 3, 0.0)])
+    late = firing([(W0, "view", "US", 3, 3, 1.5), (W0, "view", None, 2, 1, 0.0)])  # complete values so far
+    for i, tables in enumerate(([on_time], [late], [late])):  # the last: a retried firing changes nothing
+        p = pipeline()
+        p | f"Firing{i}" >> beam.Create(tables) | UpsertPostgres(pg_dsn, "agg_test", AGGREGATE_KEYS, AGGREGATE_SCHEMA)
+        p.run().wait_until_finish()
+    assert table_rows(pg_dsn, "agg_test") == [
+        (W0, "view", "", 2, 1, 0.0),  # a null country is stored as '' (keys cannot be null)
+        (W0, "view", "US", 3, 3, 1.5),
+        (W1, "click", "DE", 5, 3, 0.0),
+    ]
+
+
+def test_identifiers_are_checked_at_build():
+    with pytest.raises(ValueError, match="table"):
+        UpsertPostgres("postgresql://x", 'agg"; DROP TABLE x; --', AGGREGATE_KEYS, AGGREGATE_SCHEMA)
+    with pytest.raises(ValueError, match="keys"):
+        UpsertPostgres("postgresql://x", "agg", ("nope",), AGGREGATE_SCHEMA)
+    with pytest.raises(ValueError, match="PostgreSQL type"):
+        UpsertPostgres("postgresql://x", "agg", ("a",), pa.schema([("a", pa.list_(pa.int64()))]))

@@ -1,0 +1,215 @@
+"""The streaming events pipeline on Prism: a real Kafka topic in, a real PostgreSQL out.
+
+A known event set is produced to a 2-partition topic — out of order, some records late within
+the allowed lateness and some beyond it, invalid and malformed messages, exact duplicates —
+and the streaming CLI runs over it. PostgreSQL must then hold exactly the aggregates a batch
+run of the same CLI gives over the records that were not late; the late and dead-letter counts
+must be exact. A second test kills the streaming job with SIGKILL mid-stream, restarts it, and
+checks that every event is counted once in PostgreSQL and in the curated files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pyarrow.compute as pc
+import pytest
+from confluent_kafka import Producer
+
+from tests.e2e.helpers import ROOT, cli, read_parquet_dir, report
+
+UTC = timezone.utc
+BASE = datetime(2024, 3, 1, tzinfo=UTC)
+WINDOW_S, LATENESS_S = 3600, 600
+TYPES = ("view", "click", "add_to_cart", "purchase", "refund")
+COUNTRIES = ("US", "DE", "FR", None)
+
+
+def _event(i: int, minute: float) -> dict:
+    et = TYPES[i % 5]
+    return {
+        "event_id": f"e{i}",
+        "user_id": f"u{i % 37}",
+        "event_type": et,
+        "amount": round((i % 50) * 1.25, 2) if et in ("purchase", "refund") else None,
+        "ts": (BASE + timedelta(minutes=minute)).isoformat().replace("+00:00", "Z"),
+        "country": COUNTRIES[i % 4],
+    }
+
+
+def event_set() -> dict[int, list[bytes]]:
+    """Messages per partition, in produce order."""
+    parts: dict[int, list[bytes]] = {0: [], 1: []}
+    i = 0
+    for p in (0, 1):
+        for k in range(240):  # four hours, about one event a minute, mostly in order
+            minute = k + (p * 0.5)
+            if k % 17 == 5:
+                minute -= 7  # out of order, within the same window or just behind it
+            parts[p].append(json.dumps(_event(i, minute)).encode())
+            i += 1
+            if k in (70, 150):  # late beyond window end + allowed lateness: 90 minutes behind
+                parts[p].append(json.dumps(_event(i, k - 90)).encode())
+                i += 1
+            if k in (65, 125):  # behind its window's end, but within the allowed lateness: a late firing
+                parts[p].append(json.dumps(_event(i, k - 9)).encode())
+                i += 1
+            if k % 40 == 9:  # an exact duplicate (redelivery)
+                parts[p].append(parts[p][-1])
+            if k % 50 == 3:
+                parts[p].append(json.dumps({**_event(i, k), "event_type": "teleport"}).encode())
+                i += 1
+            if k == 100:
+                parts[p].append(b"{not json")
+                parts[p].append(b"")  # a null-ish message: empty value
+    return parts
+
+
+def _ts_us(message: bytes) -> int | None:
+    try:
+        text = json.loads(message)["ts"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1_000_000)
+
+
+def split_late(parts: dict[int, list[bytes]]) -> tuple[list[bytes], list[bytes]]:
+    """(on-time messages, late messages) by the source's rule, computed independently:
+    late when window_end(ts) + allowed lateness <= the largest ts read before it on its partition."""
+    on_time, late = [], []
+    for messages in parts.values():
+        watermark = None
+        for m in messages:
+            ts = _ts_us(m)
+            if ts is not None:
+                end = ts - ts % (WINDOW_S * 1_000_000) + WINDOW_S * 1_000_000
+                if watermark is not None and end + LATENESS_S * 1_000_000 <= watermark:
+                    late.append(m)
+                    continue
+                watermark = ts if watermark is None else max(watermark, ts)
+            on_time.append(m)
+    return on_time, late
+
+
+def produce(bootstrap: str, topic: str, parts: dict[int, list[bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for p, messages in parts.items():
+        for m in messages:
+            producer.produce(topic, value=m, partition=p)
+    assert producer.flush(30) == 0
+
+
+def stream_args(bootstrap, topic, dsn, table, out) -> list[str]:
+    return [
+        "--pipeline=events", "--streaming", "--runner=PrismRunner", f"--kafka_bootstrap={bootstrap}",
+        f"--kafka_topic={topic}", f"--pg_dsn={dsn}", f"--pg_table={table}", f"--output={out}",
+        f"--window_seconds={WINDOW_S}", f"--allowed_lateness={LATENESS_S}", "--early_firing_seconds=1",
+    ]  # fmt: skip
+
+
+def pg_rows(dsn: str, table: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            f"SELECT window_start, event_type, country, events, users, amount_sum FROM {table} "  # noqa: S608
+            "ORDER BY window_start, event_type, country"
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory):
+    """The batch CLI's outputs over the on-time messages (what streaming must match)."""
+    parts = event_set()
+    on_time, late = split_late(parts)
+    root = tmp_path_factory.mktemp("batch")
+    (root / "in.jsonl").write_bytes(b"\n".join(m if m else b'""' for m in on_time) + b"\n")
+    out = root / "out"
+    proc = cli("--pipeline=events", f"--input={root}/in.jsonl", f"--output={out}")
+    assert proc.returncode == 0, proc.stderr
+    aggs = read_parquet_dir(out / "aggregates").sort_by([("window_start", "ascending")])
+    rows = sorted(
+        (r["window_start"], r["event_type"], r["country"] or "", r["events"], r["users"], r["amount_sum"])
+        for r in aggs.to_pylist()
+    )
+    curated = sorted(read_parquet_dir(out / "curated").column("event_id").to_pylist())
+    return {"parts": parts, "late": len(late), "rows": rows, "report": report(out), "curated": curated}
+
+
+def check_against_batch(out, dsn, table, expected) -> dict:
+    rep = report(out)
+    batch = expected["report"]
+    assert rep["conservation_ok"] is True
+    assert rep["counts"]["late"] == expected["late"] > 0
+    assert rep["counts"]["read"] == batch["counts"]["read"] + expected["late"]
+    assert rep["counts"]["curated"] == batch["counts"]["curated"]
+    assert rep["counts"]["duplicates"] == batch["counts"]["duplicates"] > 0
+    assert rep["dead_letter_reasons"] == batch["dead_letter_reasons"]
+    assert pg_rows(dsn, table) == expected["rows"]
+    curated = read_parquet_dir(out / "curated")
+    ids = sorted(curated.column("event_id").to_pylist())
+    assert ids == expected["curated"]  # every curated event exactly once
+    assert pc.count_distinct(curated.column("event_id")).as_py() == curated.num_rows
+    dlq = [json.loads(line) for f in sorted((out / "dlq").rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert sum(d["reason"] == "late" for d in dlq) == expected["late"]
+    assert all(d["source"].count("/") == 2 for d in dlq)  # topic/partition/offset
+    return rep
+
+
+@pytest.mark.timeout(900)
+def test_streaming_on_prism_matches_batch_over_on_time_records(
+    prism_binary, kafka_bootstrap, new_topic, pg_dsn, expected, tmp_path
+):
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, expected["parts"])
+    out = tmp_path / "out"
+    proc = cli(*stream_args(kafka_bootstrap, topic, pg_dsn, "agg_stream", out), "--kafka_stop_at_end")
+    assert proc.returncode == 0, proc.stderr
+    assert "conservation OK" in proc.stdout
+    check_against_batch(out, pg_dsn, "agg_stream", expected)
+
+
+@pytest.mark.timeout(1200)
+def test_kill_9_mid_stream_then_restart_counts_every_event_once(
+    prism_binary, kafka_bootstrap, new_topic, pg_dsn, expected, tmp_path
+):
+    topic = new_topic(partitions=2)
+    produce(kafka_bootstrap, topic, expected["parts"])
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # Unbounded: the job would run forever; it is killed once aggregates have reached PostgreSQL.
+    job = subprocess.Popen(
+        [sys.executable, "-m", "beam_pipelines.main", *stream_args(kafka_bootstrap, topic, pg_dsn, "agg_crash", out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: prism and the SDK worker die with it
+    )
+    try:
+        deadline = time.monotonic() + 300
+        seen = 0
+        while time.monotonic() < deadline and job.poll() is None:
+            try:
+                seen = len(pg_rows(pg_dsn, "agg_crash"))
+            except psycopg.errors.UndefinedTable:
+                seen = 0
+            if seen:
+                break
+            time.sleep(0.5)
+        assert job.poll() is None, job.stderr.read().decode()
+        assert seen > 0, "no aggregate reached PostgreSQL before the kill"
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(30)
+    assert job.returncode == -signal.SIGKILL
+    partial = pg_rows(pg_dsn, "agg_crash")
+    assert partial and partial != expected["rows"]  # killed mid-stream: not everything was there yet
+    proc = cli(*stream_args(kafka_bootstrap, topic, pg_dsn, "agg_crash", out), "--kafka_stop_at_end")
+    assert proc.returncode == 0, proc.stderr
+    check_against_batch(out, pg_dsn, "agg_crash", expected)

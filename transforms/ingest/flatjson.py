@@ -1,0 +1,192 @@
+"""Vectorised parsing of flat JSON lines: the fast path of ``ParseRecords`` for jsonl.
+
+Most lines of a jsonl file are flat objects of scalars whose strings need no unescaping. For
+those, one RE2 pass over the bytes proves that shape (and valid UTF-8), a second turns every
+non-string scalar into a string marked with ``\\x01`` (a character such strings cannot hold),
+and Arrow's JSON reader (C++, multi-threaded) builds the columns, which then become slots.
+The slots equal what the per-line parser builds for the same lines; every other line
+(escapes, nesting, big numbers, bad UTF-8, duplicate keys, ...) is left to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from transforms.ingest.slots import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NULL, KIND_STR
+
+__all__ = ["flat_lines", "parse_flat"]
+
+_WS = r"[ \t]*"  # no \r: Arrow's line reader would split there
+_UTF8 = (
+    r"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
+    r"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+    r"|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
+# Printable ASCII but '"' and '\', or a well-formed multi-byte UTF-8 character (no surrogates).
+_STR = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7f]|' + _UTF8 + r')*"'
+# At most 18 integer digits (always int64), 17 fraction digits and 2 exponent digits (always
+# finite): the per-line parser and Arrow read such numbers to the same value.
+_NUM = r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,17})?(?:[eE][+-]?[0-9]{1,2})?"
+_PAIR = _WS + _STR + _WS + ":" + _WS + "(?:" + _STR + "|" + _NUM + "|true|false|null)" + _WS
+# Matched on binary arrays, where Arrow's RE2 works on bytes (Latin-1).
+FLAT = r"^" + _WS + r"\{(?:" + _PAIR + "(?:," + _PAIR + ")*|" + _WS + r")\}" + _WS + "$"
+# In a flat line '"' then ':' only ends a key, so this finds exactly the non-string values.
+_SCALAR = '"(' + _WS + "):(" + _WS + ")(" + _NUM + "|true|false|null)"
+_MARK = "\x01"
+_MARKED = r'"\1:\2"\\u0001\3"'
+
+_NULL_STR = pa.scalar(None, pa.string())
+
+
+def flat_lines(raw: pa.Array) -> np.ndarray:
+    """Which lines (a binary array) the fast path can parse."""
+    return pc.fill_null(pc.match_substring_regex(raw, FLAT), False).to_numpy(zero_copy_only=False)
+
+
+def _joined(lines: pa.Array) -> pa.Buffer:
+    """The lines as one newline-separated buffer."""
+    joined = pc.binary_join_element_wise(lines, "\n", "")
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
+    return joined.buffers()[2][offsets[joined.offset] : offsets[joined.offset + len(joined)]]
+
+
+def _read(lines: pa.Array, fields: tuple[str, ...]) -> pa.Table:
+    """Arrow's JSON reader over marked lines; every column read as string."""
+    schema = pa.schema([(f, pa.string()) for f in fields])
+    data = _joined(lines)
+    for _ in range(2):
+        table = pj.read_json(
+            pa.BufferReader(data),
+            parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+        )
+        # The reader infers timestamps from some strings: read those columns again as text.
+        retyped = [f for f in table.schema if not pa.types.is_string(f.type)]
+        if not retyped:
+            break
+        for f in retyped:
+            schema = schema.append(pa.field(f.name, pa.string()))
+    if retyped or table.num_rows != len(lines):
+        raise pa.ArrowInvalid("JSON reader did not return one text row per line")
+    return table
+
+
+def _read_parts(lines: pa.Array, fields: tuple[str, ...], first: int, done: list, rejected: list) -> None:
+    """Reads ``lines``; a part the reader refuses (duplicate keys) is halved until the lines
+    at fault are found and rejected."""
+    try:
+        done.append((first, len(lines), _read(lines, fields)))
+    except pa.ArrowInvalid:
+        if len(lines) == 1:
+            rejected.append(first)
+            return
+        half = len(lines) // 2
+        _read_parts(lines.slice(0, half), fields, first, done, rejected)
+        _read_parts(lines.slice(half), fields, first + half, done, rejected)
+
+
+def _slots(col: pa.Array) -> list[pa.Array]:
+    """The four slots of one field from its marked string column."""
+    n = len(col)
+    marked = pc.fill_null(pc.starts_with(col, _MARK), False)
+    null_i, null_f = pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
+    if not pc.any(marked).as_py():
+        kinds = pc.if_else(pc.is_null(col), KIND_NULL, KIND_STR).cast(pa.int8())
+        return [kinds, col, null_i, null_f]
+    token = pc.if_else(marked, pc.utf8_slice_codeunits(col, 1), _NULL_STR)
+    is_bool = pc.fill_null(pc.is_in(token, pa.array(["true", "false"])), False)
+    is_float = pc.fill_null(pc.match_substring_regex(token, "[.eE]"), False)
+    is_int = pc.fill_null(pc.match_substring_regex(token, "^-?[0-9]+$"), False)
+    ints = pc.if_else(is_int, token, _NULL_STR).cast(pa.int64())
+    floats = pc.if_else(is_float, token, _NULL_STR).cast(pa.float64())
+    kinds = np.full(n, KIND_NULL, dtype=np.int8)
+    for kind, mask in (
+        (KIND_STR, pc.and_not(pc.is_valid(col), marked)),
+        (KIND_INT, is_int),
+        (KIND_FLOAT, is_float),
+        (KIND_BOOL, is_bool),
+    ):
+        kinds[mask.to_numpy(zero_copy_only=False)] = kind
+    text = pc.coalesce(
+        pc.if_else(marked, _NULL_STR, col),
+        ints.cast(pa.string()),
+        floats.cast(pa.string()),
+        pc.if_else(is_bool, token, _NULL_STR),
+    )
+    return [pa.array(kinds), text, ints, floats]
+
+
+def _dumps(value) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _extras(table: pa.Table, fields: tuple[str, ...], raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """``_extras`` (undeclared fields as a JSON object, as ``orjson`` writes it) and
+    ``_unknown`` (the first undeclared field name)."""
+    n = table.num_rows
+    names = [c for c in table.column_names if c not in fields]
+    if not names:
+        return pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
+    cols = [table.column(c).combine_chunks() for c in names]
+    present = np.zeros(n, dtype=np.int32)
+    for col in cols:
+        present += pc.is_valid(col).to_numpy(zero_copy_only=False)
+    single = pa.array(present == 1)
+    extras, unknown = [], []
+    slow = present > 1
+    for name, col in zip(names, cols):
+        alone = pc.and_(single, pc.is_valid(col))
+        marked = pc.fill_null(pc.starts_with(col, _MARK), False)
+        token = pc.utf8_slice_codeunits(col, 1)
+        # Numbers orjson would write differently (floats, -0) take the per-row path.
+        odd = pc.and_(marked, pc.fill_null(pc.match_substring_regex(token, r"[.eE]|^-0$"), False))
+        slow |= pc.and_(alone, odd).to_numpy(zero_copy_only=False)
+        value = pc.if_else(marked, token, pc.binary_join_element_wise('"', col, '"', ""))
+        key = orjson.dumps(name).decode()
+        extras.append(pc.if_else(alone, pc.binary_join_element_wise("{" + key + ":", value, "}", ""), _NULL_STR))
+        unknown.append(pc.if_else(alone, pa.scalar(name), _NULL_STR))
+    extras_col, unknown_col = pc.coalesce(*extras), pc.coalesce(*unknown)
+    rows = np.flatnonzero(slow)
+    if len(rows):
+        # Several undeclared fields keep the line's key order: taken from the line itself.
+        known = frozenset(fields)
+        texts, firsts = [], []
+        for line in raw.take(pa.array(rows)).to_pylist():
+            rest = {k: v for k, v in orjson.loads(line).items() if k not in known}
+            texts.append(_dumps(rest)), firsts.append(next(iter(rest)))
+        mask = pa.array(slow)
+        extras_col = pc.replace_with_mask(extras_col, mask, pa.array(texts, pa.string()))
+        unknown_col = pc.replace_with_mask(unknown_col, mask, pa.array(firsts, pa.string()))
+    return extras_col, unknown_col
+
+
+def parse_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Parses flat lines (a binary array of lines :func:`flat_lines` accepted).
+
+    Args:
+        raw: The lines, as binary.
+        fields: The declared field names.
+
+    Returns ``(slots, taken, rejected)``: a table of each field's four slots plus ``_extras``
+    and ``_unknown``, one row per position in ``taken``; ``rejected`` holds the positions
+    left to the per-line parser.
+    """
+    marked = pc.replace_substring_regex(raw.cast(pa.string()), _SCALAR, _MARKED)
+    done: list = []
+    rejected: list = []
+    _read_parts(marked, fields, 0, done, rejected)
+    parts = []
+    for first, count, table in done:
+        arrays, names = [], []
+        for f in fields:
+            arrays += _slots(table.column(f).combine_chunks())
+            names += [f + ".k", f + ".s", f + ".i", f + ".f"]
+        arrays += _extras(table, fields, raw.slice(first, count))
+        names += ["_extras", "_unknown"]
+        parts.append(pa.Table.from_arrays(arrays, names=names))
+    taken = np.concatenate([np.arange(first, first + count) for first, count, _ in done] or [np.zeros(0, np.int64)])
+    slots = pa.concat_tables(parts) if parts else None
+    return slots, taken, np.array(rejected, dtype=np.int64)

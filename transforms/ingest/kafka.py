@@ -1,0 +1,418 @@
+"""ReadKafka: a Kafka topic -> raw record batches, with event-time watermarks and a lateness gate.
+
+A Python-native source (a splittable DoFn on confluent-kafka) for Beam's portable runners
+(Prism) and the in-process FnApiRunner: ``Impulse`` -> list the topic's partitions -> one
+``OffsetRange`` restriction per partition, read in offset order, ``try_claim`` per message.
+
+Outputs:
+
+- ``records``: tables with ``raw`` (binary, the message value) and ``source``
+  (``"<topic>/<partition>/<offset>"``), shaped like the file reader's line batches, so
+  ``ParseRecords("jsonl", ...)`` parses them unchanged. A message with a null value is passed
+  as empty bytes: ParseRecords makes it a ``malformed`` dead letter (it does not skip empty
+  lines; only the file reader does), so it is counted, never lost.
+- ``late``: DeadLetter tables (stage ``ingest``, reason ``late``).
+
+Event time and watermark. A message's event time is its JSON field ``ts`` read exactly like
+``TimestampField`` (``kafka_time.event_times_us``); a message whose ``ts`` cannot be read
+goes to ``records`` (validation dead-letters it) and does not move the watermark. Per
+partition, the watermark W is the largest event time read so far. It is the state of the
+SDF's ``ManualWatermarkEstimator``, so it is the partition's output watermark, and it comes
+back with the estimator state when a checkpointed restriction resumes. A message is late when
+``window_end(ts) + allowed_lateness <= W_before`` (W before it, in offset order): by then a
+downstream window with that lateness has been closed by this source's watermark.
+
+Batch timestamp. Each batch is timestamped ``min(W at batch start, min ts of its on-time
+records)``. Downstream re-timestamps rows to their window start and groups them; a row is
+dropped there only if the GroupByKey's input watermark has passed its window end plus the
+allowed lateness. An element in flight holds every downstream watermark at or below its own
+timestamp, so while a batch (and the rows cut from it) travels, downstream watermarks stay at
+or below T <= ts < window_end(ts) for each on-time row: that row is not even late. Where the
+GroupByKey is fused with the read, its input watermark is at most the watermark this
+partition reported before the batch (W at batch start), and an on-time row satisfies
+``window_end + lateness > W_before >= W at batch start``: not droppable. Stamping a batch at
+the watermark after it instead would let a later message of the same batch move W past the
+window of an earlier, on-time one. Dead letters of late messages carry the same timestamp.
+
+Splitting. Restrictions are only checkpointed (``tracker.defer_remainder()``), never split
+by the runner: a split would let two bundles judge one partition's messages out of order.
+A bounded range (``stop_at_end``) finishes when its last offset is claimed; its watermark then
+goes to +infinity. Without ``stop_at_end`` the read is unbounded (streaming runners only).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from transforms.ingest.kafka_time import (
+    NO_TIME,
+    batch_timestamp_us,
+    event_times_us,
+    late_mask,
+    watermarks_before,
+    window_end_us,
+)
+from transforms.records import dead_letters, iso_text, typed
+
+__all__ = ["KafkaSourceError", "ReadKafka"]
+
+STAGE = "ingest"
+LATE = "late"
+_UNBOUNDED = sys.maxsize
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_RECORDS = pa.schema([("raw", pa.binary()), ("source", pa.string())])
+_US = pa.timestamp("us", tz="UTC")
+# How long an idle partition waits before it is polled again.
+_IDLE_RESUME_SECONDS = 0.2
+# The consumer settings this source depends on; consumer_config may not change them.
+_FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store", "allow.auto.create.topics")
+# librdkafka's own log lines (broker connection trouble) go here, to the worker's logging.
+_log = logging.getLogger(__name__)
+_log.addHandler(logging.NullHandler())
+
+
+class KafkaSourceError(RuntimeError):
+    """The broker cannot be reached, the topic does not exist, or a partition read failed."""
+
+
+def _int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _consumer_config(bootstrap: str, extra: dict | None) -> dict:
+    extra = dict(extra or {})
+    fixed = sorted(set(extra) & set(_FIXED))
+    if fixed:
+        raise ValueError(f"consumer_config may not set {', '.join(fixed)}: ReadKafka manages them")
+    for key, value in extra.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"consumer_config entries must be str -> str|int|float|bool, got {key!r}: {value!r}")
+    config = {"group.id": "beam-pipelines-read-kafka", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100}
+    config.update(extra)
+    # Offsets live in the restrictions: nothing is committed to the broker, no topic is created.
+    config.update({"bootstrap.servers": bootstrap, "enable.auto.commit": False, "enable.auto.offset.store": False,
+                   "allow.auto.create.topics": False})  # fmt: skip
+    return config
+
+
+class _ListPartitionsFn(beam.DoFn):
+    """Impulse -> (partition, start offset, stop offset or -1) per partition of the topic."""
+
+    def __init__(self, spec: dict):
+        self._s = spec
+
+    def setup(self):
+        self._consumer = Consumer(self._s["config"], logger=_log)
+
+    def teardown(self):
+        self._consumer.close()
+
+    def _fail(self, what: str, error: KafkaException) -> KafkaSourceError:
+        s = self._s
+        detail = error.args[0].str() if error.args and isinstance(error.args[0], KafkaError) else str(error)
+        return KafkaSourceError(
+            f"Kafka at {s['bootstrap']} did not answer {what} for topic {s['topic']!r} "
+            f"within {s['timeout']:g}s (is the broker running?): {detail}"
+        )
+
+    def process(self, _):
+        s = self._s
+        topic = s["topic"]
+        try:
+            meta = self._consumer.list_topics(topic, timeout=s["timeout"])
+        except KafkaException as e:
+            raise self._fail("a metadata request", e) from e
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            detail = f" ({found.error.str()})" if found is not None and found.error is not None else ""
+            raise KafkaSourceError(f"Kafka topic {topic!r} does not exist on {s['bootstrap']}{detail}")
+        partitions = sorted(found.partitions)
+        unknown = sorted(set(s["start_offsets"]) - set(partitions))
+        if unknown:
+            raise KafkaSourceError(f"start_offsets name partitions {unknown} that topic {topic!r} does not have")
+        for p in partitions:
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=s["timeout"], cached=False
+                )
+            except KafkaException as e:
+                raise self._fail(f"the offsets of partition {p}", e) from e
+            start = s["start_offsets"].get(p, low)
+            # The end is the snapshot taken now: messages produced later are not read.
+            stop = max(start, high) if s["stop_at_end"] else -1
+            yield p, start, stop
+
+
+class _PartitionTracker(OffsetRestrictionTracker):
+    """Offsets of one partition: checkpoints only, so messages are always judged in order."""
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder != 0:
+            return None
+        return super().try_split(0)
+
+    def is_bounded(self):
+        return self._range.stop != _UNBOUNDED
+
+
+class _OffsetsProvider(RestrictionProvider):
+    def initial_restriction(self, element):
+        _, start, stop = element
+        return OffsetRange(start, stop if stop >= 0 else _UNBOUNDED)
+
+    def create_tracker(self, restriction):
+        return _PartitionTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return restriction.size()
+
+
+def _late_letters(values: list[bytes], sources: pa.Array, ts: np.ndarray, before: np.ndarray, s: dict) -> pa.Table:
+    end = window_end_us(ts, s["window_seconds"])
+    closes = end + np.int64(s["lateness_seconds"]) * 1_000_000
+
+    def text(micros: np.ndarray) -> pa.Array:
+        return pc.replace_substring(iso_text(pa.array(micros, pa.int64()).cast(_US)), ".000000Z", "Z")
+
+    error = pc.binary_join_element_wise(
+        "event time ", text(ts), " is in window [", text(end - np.int64(s["window_seconds"]) * 1_000_000), ", ",
+        text(end), "), closed at ", text(closes), f" (allowed lateness {s['lateness_seconds']}s) by partition "
+        "watermark ", text(before), "",
+    )  # fmt: skip
+    raw = pa.array([v.decode("utf-8", errors="backslashreplace") for v in values], pa.string())
+    return dead_letters(STAGE, LATE, s["field"], error, raw, sources)
+
+
+class _ReadPartitionFn(beam.DoFn):
+    """(partition, start, stop) with an offset restriction -> records and late dead letters."""
+
+    def __init__(self, spec: dict):
+        self._s = spec
+
+    def setup(self):
+        self._consumer = Consumer(self._s["config"], logger=_log)
+        # (partition, next offset) the consumer stands at: resuming there keeps its prefetched messages.
+        self._at: tuple[int, int] | None = None
+        self._clock = self._s["clock"]
+        self._read = beam.metrics.Metrics.counter("kafka", "read")
+        self._late = beam.metrics.Metrics.counter("kafka", "late")
+        self._retries = beam.metrics.Metrics.counter("kafka", "retriable_errors")
+
+    def teardown(self):
+        self._consumer.close()
+
+    def process(
+        self,
+        element,
+        tracker=beam.DoFn.RestrictionParam(_OffsetsProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ):
+        return self._process(element, tracker, watermark)
+
+    def _process(self, element, tracker, watermark):
+        partition = element[0]
+        span = tracker.current_restriction()
+        if span.start >= span.stop:
+            return
+        # Forgotten until the batch is read: a failed read leaves the consumer at an unknown offset.
+        at, self._at = self._at, None
+        if at != (partition, span.start):
+            self._consumer.assign([TopicPartition(self._s["topic"], partition, span.start)])
+        values, offsets, ended, idle = self._read_batch(tracker, partition, span.stop)
+        self._at = None if ended or not offsets else (partition, offsets[-1] + 1)
+        if values:
+            yield from self._emit(partition, values, offsets, watermark)
+        if not ended:
+            # Checkpoint (the portable SDK's ProcessContinuation.resume()): this bundle's output is
+            # committed with the watermark, and the rest of the range is processed in a later bundle.
+            tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS) if idle else None)
+
+    def _read_batch(self, tracker, partition: int, stop: int):
+        """Claims and reads up to one batch: (values, offsets, range ended, partition idle)."""
+        s = self._s
+        values: list[bytes] = []
+        offsets: list[int] = []
+        deadline = self._clock() + s["max_batch_seconds"]
+        while len(values) < s["max_batch_records"]:
+            wait = deadline - self._clock()
+            if wait <= 0:
+                return values, offsets, False, False
+            want = s["max_batch_records"] - len(values)
+            if stop != _UNBOUNDED:
+                want = min(want, stop - (offsets[-1] + 1 if offsets else tracker.current_restriction().start))
+            messages = self._consumer.consume(want, timeout=wait)
+            if not messages:
+                return values, offsets, self._past_end(tracker, partition, stop, offsets), True
+            for m in messages:
+                error = m.error()
+                if error is not None:
+                    if error.retriable():
+                        self._retries.inc()
+                        return values, offsets, False, True
+                    raise KafkaSourceError(
+                        f"reading Kafka topic {s['topic']!r} partition {partition} from {s['bootstrap']}: {error.str()}"
+                    )
+                offset = m.offset()
+                if not tracker.try_claim(offset):
+                    return values, offsets, True, False
+                values.append(m.value() or b"")
+                offsets.append(offset)
+                if offset == stop - 1:
+                    return values, offsets, True, False
+        return values, offsets, False, False
+
+    def _past_end(self, tracker, partition: int, stop: int, offsets: list[int]) -> bool:
+        """Whether a bounded range has nothing left (its tail may be offsets no message holds)."""
+        if stop == _UNBOUNDED:
+            return False
+        (position,) = self._consumer.position([TopicPartition(self._s["topic"], partition)])
+        if position.offset >= stop:
+            tracker.try_claim(stop)  # fails, and so marks the range done
+            return True
+        return False
+
+    def _emit(self, partition: int, values: list[bytes], offsets: list[int], watermark):
+        s = self._s
+        self._read.inc(len(values))
+        ts = event_times_us(values, s["field"])
+        current = watermark.current_watermark()
+        start = NO_TIME if current is None else current.micros
+        before, after = watermarks_before(ts, start)
+        late = late_mask(ts, before, s["window_seconds"], s["lateness_seconds"])
+        stamp_us = batch_timestamp_us(start, ts, late)
+        stamp = MIN_TIMESTAMP if stamp_us == NO_TIME else Timestamp(micros=stamp_us)
+        prefix = pa.scalar(f"{s['topic']}/{partition}/", pa.string())
+        sources = pc.binary_join_element_wise(prefix, pa.array(offsets, pa.int64()).cast(pa.string()), "")
+        n_late = int(late.sum())
+        if n_late < len(values):
+            keep = np.flatnonzero(~late) if n_late else None
+            raw = pa.array(values, pa.binary())
+            table = pa.Table.from_arrays(
+                [raw, sources] if keep is None else [raw.take(keep), sources.take(keep)], schema=_RECORDS
+            )
+            yield TimestampedValue(table, stamp)
+        if n_late:
+            self._late.inc(n_late)
+            idx = np.flatnonzero(late)
+            letters = _late_letters([values[i] for i in idx], sources.take(idx), ts[idx], before[idx], s)
+            yield beam.pvalue.TaggedOutput(LATE, TimestampedValue(letters, stamp))
+        if after != NO_TIME and after != start:
+            watermark.set_watermark(Timestamp(micros=after))
+
+
+class _ReadUnboundedPartitionFn(_ReadPartitionFn):
+    """The same read without an end offset: an unbounded amount of work per partition."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element,
+        tracker=beam.DoFn.RestrictionParam(_OffsetsProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
+    ):
+        return self._process(element, tracker, watermark)
+
+
+class ReadKafka(beam.PTransform):
+    """Reads a Kafka topic into raw record batches, routing late messages to dead letters.
+
+    Args:
+        bootstrap: Broker list, ``host:port[,host:port...]``.
+        topic: The topic to read (every partition).
+        window_seconds: Size of the downstream fixed event-time windows (aligned to the epoch).
+        allowed_lateness_seconds: How long after a window's end its messages are still taken.
+        start_offsets: Partition -> first offset to read (the resume point of an earlier run);
+            other partitions start at their earliest offset.
+        stop_at_end: Read up to the end offsets seen when the partitions are listed, then
+            finish (a bounded read); otherwise read forever (streaming runners).
+        max_batch_records: Most messages per emitted table.
+        max_batch_seconds: Most time spent filling one table before it is emitted.
+        consumer_config: Extra librdkafka consumer settings (security, fetch sizes, ...).
+        event_time_field: The JSON field holding each message's event time.
+        connect_timeout_seconds: How long listing the partitions may wait for the broker.
+        clock: Monotonic seconds for the batch time budget (default ``time.monotonic``).
+        label: The transform's label.
+
+    Returns a dict: ``records`` (tables with ``raw`` binary and ``source`` string columns) and
+    ``late`` (DeadLetter tables, stage ``ingest``, reason ``late``).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        window_seconds: int,
+        allowed_lateness_seconds: int,
+        start_offsets: dict[int, int] | None = None,
+        stop_at_end: bool = False,
+        max_batch_records: int = 5000,
+        max_batch_seconds: float = 1.0,
+        consumer_config: dict | None = None,
+        event_time_field: str = "ts",
+        connect_timeout_seconds: float = 15.0,
+        clock: Callable[[], float] | None = None,
+        label: str | None = None,
+    ):
+        super().__init__(label)
+        if not isinstance(bootstrap, str) or not bootstrap.strip():
+            raise ValueError("bootstrap must be a non-empty host:port list")
+        if not isinstance(topic, str) or not _TOPIC.match(topic):
+            raise ValueError(f"topic must be 1-249 characters of [A-Za-z0-9._-], got {topic!r}")
+        offsets = dict(start_offsets or {})
+        for p, o in offsets.items():
+            _int("start_offsets partition", p, 0)
+            _int(f"start_offsets[{p}]", o, 0)
+        if not isinstance(max_batch_seconds, (int, float)) or not max_batch_seconds > 0:
+            raise ValueError(f"max_batch_seconds must be > 0, got {max_batch_seconds!r}")
+        if not isinstance(connect_timeout_seconds, (int, float)) or not connect_timeout_seconds > 0:
+            raise ValueError(f"connect_timeout_seconds must be > 0, got {connect_timeout_seconds!r}")
+        if not isinstance(event_time_field, str) or not event_time_field:
+            raise ValueError("event_time_field must be a non-empty string")
+        self._stop_at_end = bool(stop_at_end)
+        self._spec = {
+            "bootstrap": bootstrap,
+            "topic": topic,
+            "window_seconds": _int("window_seconds", window_seconds, 1),
+            "lateness_seconds": _int("allowed_lateness_seconds", allowed_lateness_seconds, 0),
+            "start_offsets": offsets,
+            "stop_at_end": self._stop_at_end,
+            "max_batch_records": _int("max_batch_records", max_batch_records, 1),
+            "max_batch_seconds": float(max_batch_seconds),
+            "config": _consumer_config(bootstrap, consumer_config),
+            "field": event_time_field,
+            "timeout": float(connect_timeout_seconds),
+            "clock": clock or time.monotonic,
+        }
+
+    def expand(self, pbegin):
+        read = _ReadPartitionFn if self._stop_at_end else _ReadUnboundedPartitionFn
+        partitions = (
+            pbegin
+            | "Impulse" >> beam.Impulse()
+            | "ListPartitions"
+            >> beam.ParDo(_ListPartitionsFn(self._spec))
+            .with_input_types(bytes)
+            .with_output_types(beam.typehints.Tuple[int, int, int])
+        )
+        out = partitions | "ReadPartitions" >> beam.ParDo(read(self._spec)).with_outputs(
+            LATE, main="records"
+        ).with_input_types(beam.typehints.Tuple[int, int, int])
+        return {"records": typed(out.records), "late": typed(out.late)}
