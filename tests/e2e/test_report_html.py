@@ -13,6 +13,7 @@ import re
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -391,3 +392,17 @@ def test_same_document_same_bytes_and_fast(doc):
     assert render_report(json.loads(json.dumps(big))) == first
     assert first.count('<article class="card col') == 300
     assert elapsed < 1.0, f"render_report took {elapsed:.2f} s for 300 columns and 2,001 runs"
+
+
+def test_the_clis_own_report_page_shows_its_numbers(run, open_page):
+    rep, summary, _ = run
+    html = (Path(summary["output"]) / "_run" / "report.html").read_text(encoding="utf-8")
+    page = open_page(html, "/tmp/report_html_cli.png")
+    assert page.errors == []
+    c = rep["counts"]
+    assert "PASSED" in page.text and summary["run_id"] in page.text
+    assert f"read {c['read']:,} = curated {c['curated']:,}" in page.text.replace("\n", " ")
+    for name in ("event_id_unique", "ts_range", "has_rows"):  # the default expectations, all passed
+        assert name in page.text
+    assert _card(page, "event_type").count() == 1  # a profile card per curated column
+    assert page.page.locator("#profiles article.card").count() == 13
