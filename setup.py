@@ -11,6 +11,8 @@ setup(
     description="Composite Apache Beam transforms and reference pipelines over Arrow batches",
     python_requires=">=3.10",
     packages=find_packages(include=["beam_pipelines", "beam_pipelines.*", "transforms", "transforms.*"]),
+    # Each pipeline's default expectations ship beside it (Dataflow workers and Flex Template images).
+    package_data={"beam_pipelines.pipelines": ["*.expectations.yaml"]},
     install_requires=REQUIRES,
     entry_points={"console_scripts": ["beam-pipelines=beam_pipelines.main:main"]},
 )

@@ -25,7 +25,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("beam_pipelines", "beam_pipelines_prism", "beam_per_record", "duckdb", "polars", "pyspark")
+SYSTEMS = (
+    "beam_pipelines", "beam_pipelines_bare", "beam_pipelines_prism", "beam_per_record", "duckdb", "polars", "pyspark",
+)  # fmt: skip
+# beam_pipelines_bare: the same pipeline without expectations, profiles, history and lineage, to
+# measure what the quality layer costs.
+BARE_FLAGS = ("--expectations=none", "--profile=false", "--history=none", "--lineage=none")
 DEFAULT_SYSTEMS = ("beam_pipelines", "beam_per_record", "duckdb", "polars", "pyspark")
 AGG_COLUMNS = ("window_start", "window_end", "event_type", "country", "events", "users", "amount_sum")
 _US = pa.timestamp("us", tz="UTC")
@@ -36,6 +41,9 @@ def command(system: str, pattern: str, fmt: str, out: Path) -> list[str]:
     if system == "beam_pipelines":
         return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
+    if system == "beam_pipelines_bare":
+        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
+                f"--input={pattern}", f"--input_format={fmt}", f"--output={out}", *BARE_FLAGS]  # fmt: skip
     if system == "beam_pipelines_prism":
         return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=PrismRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
