@@ -9,6 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
@@ -32,6 +35,7 @@ from transforms.quality.expectations import (
     failing_rows,
     load_expectations,
 )
+from transforms.records import ArrowTableCoder
 
 UTC = timezone.utc
 TS = pa.timestamp("us", tz="UTC")
@@ -371,6 +375,32 @@ def test_results_per_window(pipeline):
                 ]
             ),
         )
+
+
+def test_streaming_results_per_window_on_the_watermark():
+    # TestStream needs Beam's bundle-based DirectRunner in streaming mode (not the FnApiRunner).
+    t0 = day(1, 10).timestamp()
+    stream = (
+        test_stream.TestStream(coder=ArrowTableCoder())
+        .advance_watermark_to(t0)
+        .add_elements([TimestampedValue(pa.table({"event_id": ["a", "b"]}), t0 + 300)])
+        .add_elements([TimestampedValue(pa.table({"event_id": ["a"]}), t0 + 2400)])
+        .advance_watermark_to(t0 + 3600)
+        .add_elements([TimestampedValue(pa.table({"event_id": ["a", "c"]}), t0 + 4200)])
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+    exps = (Unique(name="ids", column="event_id"), RowCountBetween(name="rows", min=3))
+    out = p | stream | CheckExpectations(exps, RUN, window_seconds=3600)
+    assert_that(
+        out["results"] | beam.Map(lambda r: (r["window_start"], [(x["passed"], x["failing"]) for x in r["results"]])),
+        equal_to(
+            [("2024-01-01T10:00:00Z", [(False, 1), (True, 0)]), ("2024-01-01T11:00:00Z", [(True, 0), (False, 1)])]
+        ),
+    )
+    p.run().wait_until_finish()
 
 
 def test_empty_input_still_gives_one_result_in_batch(pipeline):

@@ -62,7 +62,11 @@ _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError
 
 
 def to_datetime(value) -> datetime:
-    """A timezone-aware UTC datetime from an ISO-8601 string, a date or a datetime (naive means UTC)."""
+    """A timezone-aware UTC datetime (naive input means UTC).
+
+    Args:
+        value: An ISO-8601 string, a date (midnight) or a datetime.
+    """
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, date):
@@ -238,7 +242,9 @@ class Expr:
         out = self._eval(self.tree.body, table)
         if isinstance(out, pa.Scalar):
             out = pa.repeat(out, table.num_rows)
-        return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+        if isinstance(out, pa.ChunkedArray):
+            return out.chunk(0) if out.num_chunks == 1 else out.combine_chunks()
+        return out
 
     def _eval(self, node: ast.AST, table: pa.Table):
         try:

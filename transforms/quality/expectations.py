@@ -28,6 +28,7 @@ from apache_beam.transforms import window as beam_window
 
 from transforms.quality.expect_expr import Expr
 from transforms.quality.expectations_spec import (
+    KINDS,
     AcceptedValues,
     Between,
     Expectation,
@@ -124,8 +125,11 @@ def _smallest_distinct(values: pa.Array | pa.Table) -> list:
         if values.num_columns == 0:
             return []
         cols = values.column_names
-        distinct = values.group_by(cols, use_threads=False).aggregate([]).select(cols)
-        return distinct.sort_by([(c, "ascending") for c in cols]).slice(0, SAMPLES).to_pylist()
+        try:
+            distinct = values.group_by(cols, use_threads=False).aggregate([]).select(cols)
+            return distinct.sort_by([(c, "ascending") for c in cols]).slice(0, SAMPLES).to_pylist()
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            return values.slice(0, SAMPLES).to_pylist()  # nested columns cannot be grouped or sorted
     distinct = pc.unique(values)
     return distinct.take(pc.sort_indices(distinct)[:SAMPLES]).to_pylist()
 
@@ -164,7 +168,9 @@ def _iso_micros(us: int) -> str:
 
 
 def _as_array(x) -> pa.Array:
-    return x.combine_chunks() if isinstance(x, pa.ChunkedArray) else x
+    if isinstance(x, pa.ChunkedArray):
+        return x.chunk(0) if x.num_chunks == 1 else x.combine_chunks()  # one chunk: no copy
+    return x
 
 
 def _expression_result(exp: Expression, table: pa.Table) -> pa.Array:
@@ -177,7 +183,12 @@ def _expression_result(exp: Expression, table: pa.Table) -> pa.Array:
 
 
 def failing_rows(exp: Expectation, table: pa.Table) -> pa.Array:
-    """A null-free boolean array: True where a row fails the row-level ``exp``."""
+    """A null-free boolean array: True where a row fails the row-level ``exp``.
+
+    Args:
+        exp: A row-level expectation.
+        table: One batch holding the columns ``exp`` reads.
+    """
     if isinstance(exp, Expression):
         return pc.invert(pc.fill_null(_expression_result(exp, table), False))
     col = _as_array(table.column(exp.column))
@@ -282,7 +293,7 @@ class _EvaluateFn(beam.DoFn):
             passed = table.filter(pc.invert(taken))
         for i, exp in enumerate(self._exps):
             if not exp.row_level:
-                states[i] = self._dataset_state(i, exp, passed)
+                states[i] = self._dataset_state(exp, passed)
         yield passed
         yield beam.pvalue.TaggedOutput("partials", states)
         if stats:
@@ -299,7 +310,7 @@ class _EvaluateFn(beam.DoFn):
         return dead_letters(self._stage, f"expectation:{exp.name}", exp.field, errors, _as_array(raw), source)
 
     @staticmethod
-    def _dataset_state(i: int, exp: Expectation, passed: pa.Table) -> list:
+    def _dataset_state(exp: Expectation, passed: pa.Table) -> list:
         max_us = None
         if isinstance(exp, Freshness) and passed.num_rows:
             max_us = _micros(pc.max(passed.column(exp.column)))
@@ -308,7 +319,7 @@ class _EvaluateFn(beam.DoFn):
     def _unique_parts(self, i: int, column: pa.Array):
         counts = pc.value_counts(column.drop_null())
         values, n = counts.field("values"), counts.field("counts")
-        pids = hash_partition(values, self._partitions)
+        pids = np.zeros(len(values), np.int64) if self._partitions == 1 else hash_partition(values, self._partitions)
         order = np.argsort(pids, kind="stable")
         pids = pids[order]
         part = pa.table({"value": values.take(pa.array(order)), "count": n.take(pa.array(order))})
@@ -361,7 +372,7 @@ def _result(exp: Expectation, state: list, run_us: int) -> dict:
         hi = "inf" if exp.max is None else f"{exp.max:,}"
         detail = f"row count {checked:,} {'in' if passed else 'not in'} [{lo}, {hi}]"
         failing = 0 if passed else 1
-    else:
+    elif isinstance(exp, Freshness):
         run = _iso_micros(run_us)
         if max_us is None:
             passed, detail = False, f"no {exp.column} values to check against run time {run}"
@@ -372,6 +383,8 @@ def _result(exp: Expectation, state: list, run_us: int) -> dict:
             detail = f"max({exp.column}) {newest} {relation} {exp.max_age} before run time {run}"
             samples = [] if passed else [_EPOCH + timedelta(microseconds=max_us)]
         failing = 0 if passed else 1
+    else:
+        raise TypeError(f"{type(exp).__name__} is not an expectation kind")
     return {
         "name": exp.name,
         "kind": exp.kind,
@@ -472,8 +485,8 @@ class CheckExpectations(beam.PTransform):
     ):
         super().__init__(label)
         exps = tuple(expectations)
-        if not exps or not all(isinstance(e, Expectation) for e in exps):
-            raise ValueError("expectations must be a non-empty sequence of Expectation objects")
+        if not exps or not all(isinstance(e, Expectation) and e.kind in KINDS for e in exps):
+            raise ValueError("expectations must be a non-empty sequence of expectations of the kinds in KINDS")
         names = [e.name for e in exps]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate expectation names: {sorted({n for n in names if names.count(n) > 1})}")
