@@ -38,6 +38,11 @@ STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m}
 PYTHON=${PYTHON:-.venv/bin/python}
 LOG4J=$ROOT/scripts/kafka/log4j2.xml
+# A class-data-sharing archive of the broker's classes, written when the first broker stops: later starts load
+# classes from it and need about a third less CPU (measured here: 7.9-8.7 -> 4.6-6.4 CPU-seconds to ready).
+# Written per port, promoted by the first stop.
+CDS=$BASE/$KAFKA_VERSION/broker.jsa
+CDS_NEW=$BASE/$KAFKA_VERSION/broker-$PORT.jsa.new
 
 die() {
     echo "kafka.sh: $*" >&2
@@ -100,7 +105,7 @@ fetch() {
     flock 9
     if [[ ! -f $LIB/.complete ]]; then
         local tmp="$BASE/$KAFKA_VERSION/lib.partial"
-        rm -rf "$tmp" "$LIB"
+        rm -rf "$tmp" "$LIB" "$CDS"
         echo "fetching Kafka $KAFKA_VERSION jars with Maven into ${LIB#"$ROOT"/}" >&2
         if ! mvn -q -B -f scripts/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" dependency:copy-dependencies \
             -DincludeScope=runtime -DoutputDirectory="$tmp" >"$BASE/$KAFKA_VERSION/fetch.log" 2>&1; then
@@ -180,26 +185,35 @@ start() {
     mkdir -p "$DATA"
     write_config
     format_storage
+    local cds_opt=-XX:SharedArchiveFile=$CDS
+    if [[ ! -f $CDS ]]; then
+        rm -f "$CDS_NEW"
+        cds_opt=-XX:ArchiveClassesAtExit=$CDS_NEW
+    fi
     # setsid + nohup, streams away from the caller's pipes: a caller that captures output (subprocess.run) is
     # not kept waiting for the broker, and the caller's Ctrl-C does not reach it.
     # shellcheck disable=SC2086 # HEAP_OPTS is a list of JVM flags
-    setsid nohup java $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    setsid nohup java $HEAP_OPTS "$cds_opt" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$LOG4J" -cp "$LIB/*" kafka.Kafka "$DATA/server.properties" \
         </dev/null >"$LOG" 2>&1 &
-    echo $! >"$PIDFILE"
+    local broker=$!
+    echo "$broker" >"$PIDFILE"
     local deadline=$((SECONDS + START_TIMEOUT))
     while ((SECONDS < deadline)); do
-        if ! alive; then
+        # kill -0, not alive(): until the child has exec'd java its command line does not name kafka.Kafka yet.
+        if ! kill -0 "$broker" 2>/dev/null; then
             rm -f "$PIDFILE"
             die "the broker exited while starting; see ${LOG#"$ROOT"/}"
         fi
-        if answers; then
+        # The listener opens once start-up is done; probing only then keeps the probe's own Python (or JVM) start
+        # from competing with the broker for CPU.
+        if listening "$PORT" && answers; then
             [[ -n ${KAFKA_OWNER_PID:-} ]] && watch_owner "$KAFKA_OWNER_PID" "$(pid)"
             echo "Kafka $KAFKA_VERSION running on $BOOTSTRAP (pid $(pid), log ${LOG#"$ROOT"/})"
             echo "$BOOTSTRAP"
             return 0
         fi
-        sleep 0.3
+        sleep 0.25
     done
     stop_pid >/dev/null
     die "the broker did not answer on $BOOTSTRAP within ${START_TIMEOUT}s; see ${LOG#"$ROOT"/}"
@@ -219,16 +233,24 @@ stop_pid() {
     p=$(pid)
     if alive; then
         kill "$p"
+        # Writing the class archive on the first exit takes a while on a busy machine.
         local deadline=$((SECONDS + STOP_TIMEOUT))
+        [[ -f $CDS ]] || deadline=$((deadline + 60))
         while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do
             sleep 0.2
         done
         if kill -0 "$p" 2>/dev/null; then
             echo "kafka.sh: the broker (pid $p) did not stop within ${STOP_TIMEOUT}s; killing it" >&2
             kill -9 "$p" 2>/dev/null || true
+            rm -f "$CDS_NEW" # possibly cut short
         fi
     fi
     rm -f "$PIDFILE"
+    # The JVM wrote its class archive on exit; the first one complete becomes the shared one.
+    if [[ -s $CDS_NEW && ! -f $CDS ]]; then
+        mv "$CDS_NEW" "$CDS"
+    fi
+    rm -f "$CDS_NEW"
 }
 
 stop() {

@@ -161,19 +161,23 @@ ensure_database() {
 
 start() {
     BIN=$(find_bin)
+    if [[ -n $BIN ]]; then
+        ensure_user
+        DATA=$(data_dir)
+        if running; then
+            ensure_database
+            echo "PostgreSQL already running on $HOST:$PORT (data $DATA)"
+            echo "$DSN"
+            return 0
+        fi
+    fi
+    listening && die "port $PORT on $HOST is taken by another process; set PG_PORT"
     if [[ -z $BIN ]]; then
         install >&2
         BIN=$(find_bin)
+        ensure_user
+        DATA=$(data_dir)
     fi
-    ensure_user
-    DATA=$(data_dir)
-    if running; then
-        ensure_database
-        echo "PostgreSQL already running on $HOST:$PORT (data $DATA)"
-        echo "$DSN"
-        return 0
-    fi
-    listening && die "port $PORT on $HOST is taken by another process; set PG_PORT"
     init_cluster
     # pg_ctl's own wait: it returns once the server accepts connections.
     if ! as_server "$BIN/pg_ctl" start -D "$DATA" -l "$DATA/server.log" -w -t "$START_TIMEOUT" >/dev/null 2>&1; then

@@ -6,11 +6,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
-from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.ingest.kafka import ReadKafka, _OffsetsProvider
+from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange
 from transforms.ingest.kafka_time import (
     NO_TIME,
     batch_timestamp_us,
@@ -168,18 +167,24 @@ def test_a_batch_stamp_never_passes_an_on_time_window_end():
         assert (window_end_us(times[on_time], HOUR) + LATE_S * 1_000_000 > before[on_time]).all()
 
 
-def test_partition_restrictions_checkpoint_but_refuse_runner_splits():
+def test_partition_restrictions_checkpoint_with_their_watermark_but_refuse_runner_splits():
     provider = _OffsetsProvider()
-    assert provider.initial_restriction((0, 5, 9)) == OffsetRange(5, 9)
+    assert provider.initial_restriction((0, 5, 9)) == _PartitionRange(5, 9, NO_TIME)
     unbounded = provider.initial_restriction((1, 5, -1))
     assert not provider.create_tracker(unbounded).is_bounded()
-    tracker = provider.create_tracker(OffsetRange(5, 9))
+    tracker = provider.create_tracker(_PartitionRange(5, 9, us("2024-03-01T09:00:00")))
     assert tracker.is_bounded()
-    assert tracker.try_claim(5) and tracker.try_claim(6)
+    assert tracker.try_claim((5, us("2024-03-01T10:00:00")))
+    assert tracker.try_claim((6, NO_TIME))  # no event time: the watermark stays
     assert tracker.try_split(0.5) is None  # two bundles would judge one partition out of order
     primary, residual = tracker.try_split(0)
-    assert (primary, residual) == (OffsetRange(5, 7), OffsetRange(7, 9))
+    assert primary == _PartitionRange(5, 7, us("2024-03-01T09:00:00"))
+    assert residual == _PartitionRange(7, 9, us("2024-03-01T10:00:00"))
+    assert not tracker.try_claim((7, us("2024-03-01T11:00:00")))
     tracker.check_done()
+    # A checkpoint before any claim hands the whole range on, watermark unchanged.
+    fresh = provider.create_tracker(_PartitionRange(7, 9, us("2024-03-01T10:00:00")))
+    assert fresh.try_split(0) == (_PartitionRange(7, 7, us("2024-03-01T10:00:00")), residual)
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,13 @@ Outputs:
 Event time and watermark. A message's event time is its JSON field ``ts`` read exactly like
 ``TimestampField`` (``kafka_time.event_times_us``); a message whose ``ts`` cannot be read
 goes to ``records`` (validation dead-letters it) and does not move the watermark. Per
-partition, the watermark W is the largest event time read so far. It is the state of the
-SDF's ``ManualWatermarkEstimator``, so it is the partition's output watermark, and it comes
-back with the estimator state when a checkpointed restriction resumes. A message is late when
-``window_end(ts) + allowed_lateness <= W_before`` (W before it, in offset order): by then a
-downstream window with that lateness has been closed by this source's watermark.
+partition, the watermark W is the largest event time read so far. The SDF's
+``ManualWatermarkEstimator`` holds it, so it is the partition's output watermark; the
+restriction carries it too (the tracker updates it with each claim), so a checkpointed range
+resumes with exactly the W after its last claimed message, whenever the checkpoint happened. A
+message is late when ``window_end(ts) + allowed_lateness <= W_before`` (W before it, in offset
+order): by then a downstream window with that lateness has been closed by this watermark. A
+read started from ``start_offsets`` starts with no watermark.
 
 Batch timestamp. Each batch is timestamped ``min(W at batch start, min ts of its on-time
 records)``. Downstream re-timestamps rows to their window start and groups them; a row is
@@ -34,10 +36,15 @@ partition reported before the batch (W at batch start), and an on-time row satis
 the watermark after it instead would let a later message of the same batch move W past the
 window of an earlier, on-time one. Dead letters of late messages carry the same timestamp.
 
-Splitting. Restrictions are only checkpointed (``tracker.defer_remainder()``), never split
-by the runner: a split would let two bundles judge one partition's messages out of order.
-A bounded range (``stop_at_end``) finishes when its last offset is claimed; its watermark then
-goes to +infinity. Without ``stop_at_end`` the read is unbounded (streaming runners only).
+Bundles. A bundle reads tables of up to ``max_batch_records`` until the partition is idle,
+the range ends or ``max_batch_seconds`` have passed, then checkpoints
+(``tracker.defer_remainder()``, the portable SDK's ``ProcessContinuation.resume()``; with a
+short delay when idle), so its output is committed with the watermark. Restrictions are never
+split by the runner: two bundles would judge one partition's messages out of order. A bounded
+range (``stop_at_end``) finishes when its last offset is claimed; its watermark then goes to
++infinity. Without ``stop_at_end`` the read is unbounded (streaming runners only). Each DoFn
+instance keeps one consumer per partition it reads (created on first use, closed in
+``teardown()``), so a range resumed where its consumer stands keeps the prefetched messages.
 """
 
 from __future__ import annotations
@@ -79,6 +86,8 @@ _RECORDS = pa.schema([("raw", pa.binary()), ("source", pa.string())])
 _US = pa.timestamp("us", tz="UTC")
 # How long an idle partition waits before it is polled again.
 _IDLE_RESUME_SECONDS = 0.2
+# Every table polls at least once, for at least this long, even when the time budget is spent.
+_MIN_POLL_SECONDS = 0.05
 # The consumer settings this source depends on; consumer_config may not change them.
 _FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store", "allow.auto.create.topics")
 # librdkafka's own log lines (broker connection trouble) go here, to the worker's logging.
@@ -104,7 +113,9 @@ def _consumer_config(bootstrap: str, extra: dict | None) -> dict:
     for key, value in extra.items():
         if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
             raise ValueError(f"consumer_config entries must be str -> str|int|float|bool, got {key!r}: {value!r}")
-    config = {"group.id": "beam-pipelines-read-kafka", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100}
+    # One consumer per partition per worker: a smaller prefetch queue than librdkafka's 64 MB each.
+    config = {"group.id": "beam-pipelines-read-kafka", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100,
+              "queued.max.messages.kbytes": 16384}  # fmt: skip
     config.update(extra)
     # Offsets live in the restrictions: nothing is committed to the broker, no topic is created.
     config.update({"bootstrap.servers": bootstrap, "enable.auto.commit": False, "enable.auto.offset.store": False,
@@ -160,13 +171,54 @@ class _ListPartitionsFn(beam.DoFn):
             yield p, start, stop
 
 
+class _PartitionRange(OffsetRange):
+    """Offsets ``[start, stop)`` of one partition, and the partition watermark before ``start``."""
+
+    def __init__(self, start: int, stop: int, watermark_us: int = int(NO_TIME)):
+        super().__init__(start, stop)
+        self.watermark_us = int(watermark_us)
+
+    def __eq__(self, other):
+        return super().__eq__(other) and self.watermark_us == getattr(other, "watermark_us", None)
+
+    def __hash__(self):
+        return hash((self.start, self.stop, self.watermark_us))
+
+    def __repr__(self):
+        return f"_PartitionRange(start={self.start}, stop={self.stop}, watermark_us={self.watermark_us})"
+
+
 class _PartitionTracker(OffsetRestrictionTracker):
-    """Offsets of one partition: checkpoints only, so messages are always judged in order."""
+    """Claims ``(offset, event time)`` in offset order and keeps the watermark with the claims.
+
+    A checkpoint hands the residual the watermark after the last claimed message, whenever it
+    happens (the SDK serialises claims and splits), so a resumed range judges its first message
+    exactly as an uninterrupted read would. Only checkpoints are accepted: a runner split would
+    let two bundles judge one partition's messages out of order.
+    """
+
+    def __init__(self, span: _PartitionRange):
+        super().__init__(span)
+        self._first = span.watermark_us
+        self._watermark_us = span.watermark_us
+
+    def try_claim(self, position):
+        offset, event_us = position
+        if not super().try_claim(offset):
+            return False
+        if event_us > self._watermark_us:
+            self._watermark_us = int(event_us)
+        return True
 
     def try_split(self, fraction_of_remainder):
         if fraction_of_remainder != 0:
             return None
-        return super().try_split(0)
+        split = super().try_split(0)
+        if split is None:
+            return None
+        primary, residual = split
+        self._range = _PartitionRange(primary.start, primary.stop, self._first)
+        return self._range, _PartitionRange(residual.start, residual.stop, self._watermark_us)
 
     def is_bounded(self):
         return self._range.stop != _UNBOUNDED
@@ -175,7 +227,7 @@ class _PartitionTracker(OffsetRestrictionTracker):
 class _OffsetsProvider(RestrictionProvider):
     def initial_restriction(self, element):
         _, start, stop = element
-        return OffsetRange(start, stop if stop >= 0 else _UNBOUNDED)
+        return _PartitionRange(start, stop if stop >= 0 else _UNBOUNDED)
 
     def create_tracker(self, restriction):
         return _PartitionTracker(restriction)
@@ -207,16 +259,19 @@ class _ReadPartitionFn(beam.DoFn):
         self._s = spec
 
     def setup(self):
-        self._consumer = Consumer(self._s["config"], logger=_log)
-        # (partition, next offset) the consumer stands at: resuming there keeps its prefetched messages.
-        self._at: tuple[int, int] | None = None
+        # One consumer per partition this instance reads, kept across bundles: a range resumed
+        # where its consumer stands keeps the messages librdkafka has already fetched.
+        self._consumers: dict[int, Consumer] = {}
+        self._at: dict[int, int] = {}  # partition -> next offset its consumer returns
         self._clock = self._s["clock"]
         self._read = beam.metrics.Metrics.counter("kafka", "read")
         self._late = beam.metrics.Metrics.counter("kafka", "late")
         self._retries = beam.metrics.Metrics.counter("kafka", "retriable_errors")
 
     def teardown(self):
-        self._consumer.close()
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
 
     def process(
         self,
@@ -226,74 +281,114 @@ class _ReadPartitionFn(beam.DoFn):
     ):
         return self._process(element, tracker, watermark)
 
+    def _consumer(self, partition: int, offset: int) -> Consumer:
+        consumer = self._consumers.get(partition)
+        if consumer is None:
+            consumer = self._consumers[partition] = Consumer(self._s["config"], logger=_log)
+        # Forgotten until the batch is read: a failed read leaves the consumer at an unknown offset.
+        if self._at.pop(partition, None) != offset:
+            consumer.assign([TopicPartition(self._s["topic"], partition, offset)])
+        return consumer
+
     def _process(self, element, tracker, watermark):
         partition = element[0]
         span = tracker.current_restriction()
         if span.start >= span.stop:
             return
-        # Forgotten until the batch is read: a failed read leaves the consumer at an unknown offset.
-        at, self._at = self._at, None
-        if at != (partition, span.start):
-            self._consumer.assign([TopicPartition(self._s["topic"], partition, span.start)])
-        values, offsets, ended, idle = self._read_batch(tracker, partition, span.stop)
-        self._at = None if ended or not offsets else (partition, offsets[-1] + 1)
-        if values:
-            yield from self._emit(partition, values, offsets, watermark)
+        # The estimator reports the watermark; the restriction carries it across checkpoints.
+        current = watermark.current_watermark()
+        if span.watermark_us != NO_TIME and (current is None or current.micros < span.watermark_us):
+            watermark.set_watermark(Timestamp(micros=span.watermark_us))
+        consumer = self._consumer(partition, span.start)
+        # Tables of up to max_batch_records until the partition is idle, the range ends, or
+        # max_batch_seconds have passed: then the bundle ends and its output is committed.
+        deadline = self._clock() + self._s["max_batch_seconds"]
+        batch_start, next_offset = span.watermark_us, span.start
+        while True:  # at least one table per bundle, however the clock runs
+            values, offsets, ts, ended, idle, in_step = self._read_batch(
+                consumer, tracker, partition, span, next_offset, deadline
+            )
+            if values:
+                yield from self._emit(partition, values, offsets, ts, batch_start, watermark)
+                batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
+            if ended or idle or self._clock() >= deadline:
+                break
         if not ended:
-            # Checkpoint (the portable SDK's ProcessContinuation.resume()): this bundle's output is
-            # committed with the watermark, and the rest of the range is processed in a later bundle.
+            if in_step:
+                self._at[partition] = next_offset
+            # Checkpoint (the portable SDK's ProcessContinuation.resume()): the rest of the range
+            # is processed in a later bundle, after this one's output is committed with the watermark.
             tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS) if idle else None)
 
-    def _read_batch(self, tracker, partition: int, stop: int):
-        """Claims and reads up to one batch: (values, offsets, range ended, partition idle)."""
+    def _read_batch(self, consumer: Consumer, tracker, partition: int, span, next_offset: int, deadline: float):
+        """Claims and reads up to one table.
+
+        Returns (values, offsets, event times, range ended, partition idle, consumer still at the
+        offset after the last claimed one).
+        """
         s = self._s
         values: list[bytes] = []
         offsets: list[int] = []
-        deadline = self._clock() + s["max_batch_seconds"]
-        while len(values) < s["max_batch_records"]:
+        times: list[np.ndarray] = []
+        ended = idle = polled = False
+        in_step = True
+        while len(values) < s["max_batch_records"] and not (ended or idle):
             wait = deadline - self._clock()
-            if wait <= 0:
-                return values, offsets, False, False
+            if wait <= 0 and polled:
+                break
+            polled = True
             want = s["max_batch_records"] - len(values)
-            if stop != _UNBOUNDED:
-                want = min(want, stop - (offsets[-1] + 1 if offsets else tracker.current_restriction().start))
-            messages = self._consumer.consume(want, timeout=wait)
+            if span.stop != _UNBOUNDED:
+                # consume() waits for as many messages as asked: never ask past the range's end.
+                want = min(want, span.stop - (offsets[-1] + 1 if offsets else next_offset))
+            messages = consumer.consume(want, timeout=max(wait, _MIN_POLL_SECONDS))
             if not messages:
-                return values, offsets, self._past_end(tracker, partition, stop, offsets), True
+                ended, idle = self._past_end(consumer, tracker, partition, span.stop), True
+                break
+            good = []
             for m in messages:
                 error = m.error()
-                if error is not None:
-                    if error.retriable():
-                        self._retries.inc()
-                        return values, offsets, False, True
+                if error is None:
+                    good.append(m)
+                    continue
+                if not error.retriable():
                     raise KafkaSourceError(
                         f"reading Kafka topic {s['topic']!r} partition {partition} from {s['bootstrap']}: {error.str()}"
                     )
+                self._retries.inc()
+                idle, in_step = True, False  # messages after the error were dropped: assign again
+                break
+            chunk = [m.value() or b"" for m in good]
+            chunk_ts = event_times_us(chunk, s["field"])
+            claimed = 0
+            for m, t in zip(good, chunk_ts.tolist()):
                 offset = m.offset()
-                if not tracker.try_claim(offset):
-                    return values, offsets, True, False
-                values.append(m.value() or b"")
+                if not tracker.try_claim((offset, t)):
+                    ended = True
+                    break
                 offsets.append(offset)
-                if offset == stop - 1:
-                    return values, offsets, True, False
-        return values, offsets, False, False
+                claimed += 1
+                if offset == span.stop - 1:
+                    ended = True
+                    break
+            values += chunk[:claimed]
+            times.append(chunk_ts[:claimed])
+        ts = np.concatenate(times) if times else np.zeros(0, np.int64)
+        return values, offsets, ts, ended, idle, in_step
 
-    def _past_end(self, tracker, partition: int, stop: int, offsets: list[int]) -> bool:
+    def _past_end(self, consumer: Consumer, tracker, partition: int, stop: int) -> bool:
         """Whether a bounded range has nothing left (its tail may be offsets no message holds)."""
         if stop == _UNBOUNDED:
             return False
-        (position,) = self._consumer.position([TopicPartition(self._s["topic"], partition)])
+        (position,) = consumer.position([TopicPartition(self._s["topic"], partition)])
         if position.offset >= stop:
-            tracker.try_claim(stop)  # fails, and so marks the range done
+            tracker.try_claim((stop, NO_TIME))  # fails, and so marks the range done
             return True
         return False
 
-    def _emit(self, partition: int, values: list[bytes], offsets: list[int], watermark):
+    def _emit(self, partition: int, values: list[bytes], offsets: list[int], ts: np.ndarray, start: int, watermark):
         s = self._s
         self._read.inc(len(values))
-        ts = event_times_us(values, s["field"])
-        current = watermark.current_watermark()
-        start = NO_TIME if current is None else current.micros
         before, after = watermarks_before(ts, start)
         late = late_mask(ts, before, s["window_seconds"], s["lateness_seconds"])
         stamp_us = batch_timestamp_us(start, ts, late)

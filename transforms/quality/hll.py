@@ -124,30 +124,45 @@ def _coupons(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
     return rank
 
 
-def _fixed_words(values: np.ndarray) -> np.ndarray:
-    """8-byte keys as the padded word matrix :func:`_murmur3` reads."""
-    words = np.zeros((len(values), 2), _U)
-    words[:, 0] = values
-    return words
+def _murmur3_8(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MurmurHash3_x64_128 of 8-byte keys (the one-word case of :func:`_murmur3`)."""
+    h1 = _mix_k1(keys.astype(_U, copy=True))
+    h1 ^= _U(_SEED ^ 8)
+    h1 += _U(_SEED ^ 8)
+    h2 = h1 + _U(_SEED ^ 8)
+    _fmix(h1)
+    _fmix(h2)
+    h1 += h2
+    h2 += h1
+    return h1, h2
 
 
 def coupons_of_ints(values: np.ndarray) -> np.ndarray:
-    """Coupons of int64 values, as ``hll_sketch.update(int)`` computes them."""
-    values = np.ascontiguousarray(values, dtype=np.int64).view(_U)
-    return _coupons(*_murmur3(_fixed_words(values), np.full(len(values), 8, np.int64)))
+    """Coupons of int64 values, as ``hll_sketch.update(int)`` computes them.
+
+    Args:
+        values: int64 values.
+    """
+    return _coupons(*_murmur3_8(np.asarray(values, dtype=np.int64).view(_U)))
 
 
 def coupons_of_floats(values: np.ndarray) -> np.ndarray:
-    """Coupons of float64 values, as ``hll_sketch.update(float)`` computes them (-0.0 is 0.0, one NaN)."""
+    """Coupons of float64 values, as ``hll_sketch.update(float)`` computes them (-0.0 is 0.0, one NaN).
+
+    Args:
+        values: float64 values.
+    """
     values = np.asarray(values, dtype=np.float64)
     bits = np.where(values == 0.0, 0.0, values).view(_U)
     bits = np.where(np.isnan(values), _CANONICAL_NAN, bits)
-    return _coupons(*_murmur3(_fixed_words(bits), np.full(len(values), 8, np.int64)))
+    return _coupons(*_murmur3_8(bits))
 
 
 def _offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and bytes of a string or large_string array, without copying."""
     n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + n + 1]
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset : arr.offset + n + 1]
     buf = arr.buffers()[2]
     data = np.frombuffer(buf, np.uint8) if buf is not None else np.zeros(0, np.uint8)
     return offsets, data[offsets[0] : offsets[-1]]
@@ -162,20 +177,28 @@ def _padded_words(arr: pa.Array, lengths: np.ndarray, width: int) -> np.ndarray:
         matrix[:, : lengths[0]] = data.reshape(n, int(lengths[0]))
     else:
         padded = pc.utf8_rpad(arr, width, "\0")
-        p_offsets, p_data = _offsets_and_data(padded)
-        if len(p_data) == n * width:  # ASCII: padding to `width` characters gave `width` bytes
-            matrix = p_data.reshape(n, width)
+        _, p_data = _offsets_and_data(padded)
+        present = n - arr.null_count
+        if len(p_data) == present * width:  # ASCII: padding to `width` characters gave `width` bytes
+            if present == n:
+                matrix = p_data.reshape(n, width)
+            else:
+                matrix[arr.is_valid().to_numpy(zero_copy_only=False)] = p_data.reshape(present, width)
         else:
-            starts = np.arange(n, dtype=np.int64) * width - (offsets[:-1] - offsets[0])
+            starts = np.arange(n, dtype=np.int64) * width - (offsets[:-1] - offsets[0]).astype(np.int64)
             matrix.ravel()[np.repeat(starts, lengths) + np.arange(len(data), dtype=np.int64)] = data
     return matrix.view("<u8")
 
 
 def coupons_of_strings(values: pa.Array) -> np.ndarray:
-    """Coupons of non-null strings, as ``hll_sketch.update(str)`` computes them."""
-    arr = values.cast(pa.large_string())
+    """Coupons of strings, as ``hll_sketch.update(str)`` computes them (0 for nulls and empty strings).
+
+    Args:
+        values: A string or large_string array.
+    """
+    arr = values if pa.types.is_large_string(values.type) else values.cast(pa.string())
     offsets, _ = _offsets_and_data(arr)
-    lengths = np.diff(offsets)
+    lengths = np.diff(offsets).astype(np.int64)
     if len(arr) == 0:
         return np.zeros(0, _U)
     width = (int(lengths.max()) // 16 + 1) * 16
@@ -186,7 +209,11 @@ def coupons_of_strings(values: pa.Array) -> np.ndarray:
         for part in (np.flatnonzero(short), np.flatnonzero(~short)):
             out[part] = coupons_of_strings(arr.take(pa.array(part)))
         return out
-    return _coupons(*_murmur3(_padded_words(arr, lengths, width), lengths))
+    coupons = _coupons(*_murmur3(_padded_words(arr, lengths, width), lengths))
+    coupons[lengths == 0] = 0  # rank 0: never chosen, and update("") is a no-op in the library
+    if arr.null_count:
+        coupons[arr.is_null().to_numpy(zero_copy_only=False)] = 0
+    return coupons
 
 
 class DistinctSketch:
@@ -214,12 +241,13 @@ class DistinctSketch:
         if len(values):
             self._feed(coupons_of_floats(values), lambda idx: values[idx].tolist())
 
-    def update_strings(self, values: pa.Array) -> None:
-        """Adds non-null strings (as ``update(str)``); empty strings are ignored, as by the library."""
-        if len(values) and pc.any(pc.equal(pc.binary_length(values), 0)).as_py():
-            values = values.filter(pc.greater(pc.binary_length(values), 0))
+    def update_strings(self, values: pa.Array) -> np.ndarray:
+        """Adds strings (as ``update(str)``; nulls and, as in the library, empty strings are left
+        out) and returns their coupons, whose low 26 bits are hash bits other steps can reuse."""
+        coupons = coupons_of_strings(values)
         if len(values):
-            self._feed(coupons_of_strings(values), lambda idx: values.take(pa.array(idx)).to_pylist())
+            self._feed(coupons, lambda idx: values.take(pa.array(idx)).to_pylist())
+        return coupons
 
     def _feed(self, coupons: np.ndarray, pick) -> None:
         k = 1 << self.lg_k
@@ -236,6 +264,7 @@ class DistinctSketch:
             self._dense = True
         else:
             _, idx = np.unique(coupons, return_index=True)
+            idx = idx[coupons[idx] != 0]  # nulls and empty strings
         np.maximum(self._fed, best, out=self._fed)
         update = self.sketch.update
         for value in pick(idx):

@@ -39,8 +39,8 @@ class _Config:
             if len(set(columns)) != len(columns):
                 raise ValueError("columns must not repeat a name")
             columns = tuple(columns)
-        if not _is_int(top_k) or not 0 < top_k <= 10_000:
-            raise ValueError(f"top_k must be an integer in [1, 10000], got {top_k!r}")
+        if not _is_int(top_k) or not 0 < top_k <= 1_000:
+            raise ValueError(f"top_k must be an integer in [1, 1000], got {top_k!r}")
         if not _is_int(histogram_bins) or not 1 <= histogram_bins <= 10_000:
             raise ValueError(f"histogram_bins must be an integer in [1, 10000], got {histogram_bins!r}")
         if not _is_int(lg_k) or not LG_K_RANGE[0] <= lg_k <= LG_K_RANGE[1]:
@@ -86,7 +86,7 @@ class _Profile:
             col = self.columns.get(name)
             if col is None:
                 col = self.columns[name] = ColumnSketch.for_type(column.type, cfg.lg_k, cfg.freq_lg_k)
-            elif ColumnSketch.for_type(column.type, cfg.lg_k, cfg.freq_lg_k).kind != col.kind:
+            elif not col.accepts(column.type):
                 raise TypeError(f"column {name!r} is {column.type} in one table and {col.type_name} in another")
             col.update(normalised(column))
 
@@ -148,13 +148,13 @@ class _ProfileFn(beam.CombineFn):
         return out
 
     def extract_output(self, acc: _Profile) -> dict:
-        return summarise(acc, self._cfg)
+        return _summarise(acc, self._cfg)
 
     def get_accumulator_coder(self) -> _ProfileCoder:
         return _ProfileCoder()
 
 
-def summarise(acc: _Profile, cfg: _Config) -> dict:
+def _summarise(acc: _Profile, cfg: _Config) -> dict:
     """The JSON-serialisable profile of an accumulator."""
     names = cfg.columns or list(acc.columns)
     return {"rows": acc.rows, "columns": {n: _column_summary(acc.columns.get(n), acc.rows, cfg) for n in names}}
@@ -221,6 +221,10 @@ def _iso(micros: list[float], tz: str | None) -> list[str]:
 
 def _top_values(col: ColumnSketch, top_k: int) -> list[dict]:
     items = col.freq.get_frequent_items(ds.frequent_items_error_type.NO_FALSE_NEGATIVES)
+    # Merged sketches over-estimate rare values (estimate = lower bound + the merge's error): an
+    # uncertain count is shown only if the value surely occurs at least twice, so a column of
+    # distinct ids has no top values instead of a list of made-up counts.
+    items = [item for item in items if item[2] >= 2 or item[1] == item[2]]
     items.sort(key=lambda item: (-item[1], item[0]))
     if col.kind == BOOLEAN:
         convert = "true".__eq__
@@ -253,7 +257,7 @@ def profile_tables(
     acc = _Profile()
     for table in tables:
         acc.add(table, cfg)
-    return summarise(acc, cfg)
+    return _summarise(acc, cfg)
 
 
 class _WithWindowFn(beam.DoFn):

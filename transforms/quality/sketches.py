@@ -12,7 +12,12 @@ object is made per row:
   with the batch's ``feed`` most frequent values. A value outside a batch's top ``feed`` loses
   that batch's count for it (at most the batch's ``feed``-th largest count), on top of the
   sketch's own error of ``epsilon * total weight``. Values frequent overall are in every batch's
-  top ``feed`` unless more than ``feed`` values per batch are at least as frequent;
+  top ``feed`` unless more than ``feed`` values per batch are at least as frequent. For string
+  columns whose batches are mostly distinct values (ids, emails) ``value_counts`` of the whole
+  batch is the largest cost, so there the rows are bucketed by the hash already computed for the
+  HLL (65536 buckets) and only rows in the ``feed`` fullest buckets are counted, exactly. A value
+  is then left out only if ``feed`` buckets hold more rows than its own, which can only happen
+  to a value with at most the batch's ``feed``-th largest count as well;
 - exact: non-null count, min/max (NaN ignored), string lengths, and mean/M2 merged with Chan's
   parallel formula, so any merge order gives the same moments up to rounding.
 """
@@ -28,15 +33,20 @@ import pyarrow.compute as pc
 
 from transforms.quality.hll import DistinctSketch
 
-__all__ = ["KLL_K", "ColumnSketch", "column_kind", "normalised"]
+__all__ = ["KLL_K", "ColumnSketch", "column_kind", "normalised", "signature"]
 
 KLL_K = 200
+_BUCKETS = 1 << 16  # hash buckets for heavy-hitter candidates in mostly-distinct string batches
 NUMERIC, TIMESTAMP, STRING, BOOLEAN, OTHER = "numeric", "timestamp", "string", "boolean", "other"
 _MICROS_PER = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 
 def column_kind(t: pa.DataType) -> str:
-    """How a column of type ``t`` is profiled: numeric, timestamp, string, boolean or other."""
+    """How a column of type ``t`` is profiled: numeric, timestamp, string, boolean or other.
+
+    Args:
+        t: The column's Arrow type.
+    """
     if pa.types.is_dictionary(t):
         return column_kind(t.value_type)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
@@ -50,9 +60,27 @@ def column_kind(t: pa.DataType) -> str:
     return OTHER
 
 
+def signature(t: pa.DataType) -> tuple[str, bool]:
+    """(kind, holds integers): columns that differ in either cannot share a profile.
+
+    Args:
+        t: The column's Arrow type.
+    """
+    value_type = t.value_type if pa.types.is_dictionary(t) else t
+    return column_kind(t), pa.types.is_integer(value_type)
+
+
 def normalised(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One contiguous array in the type its kind is computed on (dictionaries decoded, decimals as float64)."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    """One contiguous array in the type its kind is computed on (dictionaries decoded, decimals as float64).
+
+    Args:
+        column: A table column or array.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        # A slice of a table is one chunk: take it as is rather than copying it.
+        arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        arr = column
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_string_view(arr.type):
@@ -83,14 +111,14 @@ class ColumnSketch:
 
     Args:
         kind: One of the kinds :func:`column_kind` returns.
-        type_name: The Arrow type, as reported.
         integer: Whether a numeric column holds integers (it then gets top values).
+        type_name: The Arrow type, as reported.
         lg_k: log2 of the HLL registers for distinct counts.
         freq_lg_k: log2 of the frequent-strings sketch's map size.
     """
 
-    def __init__(self, kind: str, type_name: str, integer: bool, lg_k: int, freq_lg_k: int):
-        self.kind, self.type_name, self.integer = kind, type_name, integer
+    def __init__(self, kind: str, integer: bool, type_name: str, lg_k: int, freq_lg_k: int):
+        self.kind, self.integer, self.type_name = kind, integer, type_name
         self.lg_k, self.freq_lg_k = lg_k, freq_lg_k
         self.count = 0
         self.lo = self.hi = None
@@ -100,11 +128,16 @@ class ColumnSketch:
         self.distinct = DistinctSketch(lg_k) if kind != OTHER else None
         self.kll = ds.kll_doubles_sketch(KLL_K) if kind in (NUMERIC, TIMESTAMP) else None
         self.freq = ds.frequent_strings_sketch(freq_lg_k) if self.has_top_values else None
+        # Whether the last string batch was mostly distinct values (then the next skips value_counts).
+        self._mostly_distinct = False
 
     @classmethod
     def for_type(cls, t: pa.DataType, lg_k: int, freq_lg_k: int) -> ColumnSketch:
-        value_type = t.value_type if pa.types.is_dictionary(t) else t
-        return cls(column_kind(t), str(t), pa.types.is_integer(value_type), lg_k, freq_lg_k)
+        return cls(*signature(t), str(t), lg_k, freq_lg_k)
+
+    def accepts(self, t: pa.DataType) -> bool:
+        """Whether batches of type ``t`` can update this state (same kind, integers with integers)."""
+        return signature(t) == (self.kind, self.integer)
 
     @property
     def has_top_values(self) -> bool:
@@ -160,9 +193,23 @@ class ColumnSketch:
         self._update_moments(micros.astype(np.float64))
 
     def _update_string(self, arr: pa.Array) -> None:
-        values, counts = _value_counts(arr)
-        self.distinct.update_strings(values)
-        self._update_top(values, counts)
+        # Small batches: value_counts is cheaper than scanning the buckets.
+        if self._mostly_distinct and self.feed * 4 <= _BUCKETS and len(arr) - arr.null_count >= _BUCKETS // 8:
+            values = arr
+            coupons = self.distinct.update_strings(arr)  # 0 for nulls: they share a bucket, not counted
+            buckets = (coupons & np.uint64(_BUCKETS - 1)).astype(np.intp)
+            sizes = np.bincount(buckets, minlength=_BUCKETS)
+            rows = np.flatnonzero(_fullest(sizes, self.feed)[buckets])
+            self._update_top(*_value_counts(arr.take(pa.array(rows))))
+            # Distinct values from bucket occupancy (linear counting): good enough to pick a path.
+            used = int(np.count_nonzero(sizes))
+            distinct = -_BUCKETS * math.log1p(-used / _BUCKETS) if used < _BUCKETS else math.inf
+            self._mostly_distinct = distinct * 2 > len(arr) - arr.null_count
+        else:
+            values, counts = _value_counts(arr)
+            self.distinct.update_strings(values)
+            self._update_top(values, counts)
+            self._mostly_distinct = len(values) * 2 > len(arr) - arr.null_count
         lo, hi = pc.min_max(values).values()
         self._update_range(lo.as_py(), hi.as_py())
         short, long = pc.min_max(pc.utf8_length(values)).values()
@@ -195,8 +242,8 @@ class ColumnSketch:
 
     def merge(self, other: ColumnSketch) -> None:
         """Adds another state of the same column (same kind) into this one."""
-        if other.kind != self.kind:
-            raise TypeError(f"cannot merge a {other.kind} ({other.type_name}) profile into a {self.kind} one")
+        if (other.kind, other.integer) != (self.kind, self.integer):
+            raise TypeError(f"cannot merge a profile of {other.type_name} into one of {self.type_name}")
         self.count += other.count
         self._update_range(other.lo, other.hi)
         self.moments = _merge_moments(self.moments, other.moments)
@@ -222,7 +269,7 @@ class ColumnSketch:
 
     @classmethod
     def from_parts(cls, meta: dict, blobs: list[bytes]) -> ColumnSketch:
-        col = cls(meta["kind"], meta["type"], meta["integer"], meta["lg_k"], meta["freq_lg_k"])
+        col = cls(meta["kind"], meta["integer"], meta["type"], meta["lg_k"], meta["freq_lg_k"])
         col.count, col.lo, col.hi = meta["count"], meta["lo"], meta["hi"]
         n, mean, m2 = meta["moments"]
         col.moments = (int(n), float(mean), float(m2))
@@ -239,6 +286,16 @@ class ColumnSketch:
     def stddev(self) -> float | None:
         n, _, m2 = self.moments
         return math.sqrt(max(m2, 0.0) / n) if n else None
+
+
+def _fullest(sizes: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` fullest buckets (ties to the lowest bucket numbers), without a sort."""
+    at_least = np.cumsum(np.bincount(sizes)[::-1])[::-1]  # buckets holding >= s rows, s = 0..max
+    at_least = np.append(at_least, 0)
+    threshold = int(np.argmax(at_least[1:] <= k))  # every bucket fuller than this fits in k
+    mask = sizes > threshold
+    mask[np.flatnonzero(sizes == threshold)[: k - int(at_least[threshold + 1])]] = True
+    return mask
 
 
 def _non_null(arr: pa.Array) -> pa.Array:
