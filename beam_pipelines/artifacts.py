@@ -43,7 +43,11 @@ PRISM_PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 FLINK_VERSIONS = ("1.19", "1.20", "2.0", "2.1", "2.2")
 # The Flink whose distribution PyPI ships (apache-flink-libraries), for a standalone cluster.
 DEFAULT_FLINK_VERSION = "1.20"
-GO_MIN = (1, 26)  # Beam 2.75's go.mod
+# Prism is a runner binary, not part of the SDK: a newer one serves the 2.75 Python SDK. 2.75's
+# prism holds early (processing-time) panes back until its input ends, so a stream never shows
+# early results; 2.77's fires them in real time.
+PRISM_VERSION = "2.77.0"
+GO_MIN = (1, 26)  # prism's go.mod
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +66,7 @@ def cache_dir() -> Path:
 
 
 def prism_path() -> Path:
-    return cache_dir() / "prism" / f"v{BEAM_VERSION}" / "prism"
+    return cache_dir() / "prism" / f"v{PRISM_VERSION}" / "prism"
 
 
 def flink_job_server(flink_version: str = DEFAULT_FLINK_VERSION) -> tuple[str, Path]:
@@ -114,13 +118,13 @@ def build_prism(force: bool = False, timeout: int = 1800) -> Path:
     have = _go_version()
     if have is not None and have < GO_MIN:
         raise ArtifactError(
-            f"go {have[0]}.{have[1]} is too old: prism v{BEAM_VERSION} needs Go >= {GO_MIN[0]}.{GO_MIN[1]}"
+            f"go {have[0]}.{have[1]} is too old: prism v{PRISM_VERSION} needs Go >= {GO_MIN[0]}.{GO_MIN[1]}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         env = _go_env()
         env["GOBIN"] = tmp
-        cmd = ["go", "install", f"{PRISM_PACKAGE}@v{BEAM_VERSION}"]
+        cmd = ["go", "install", f"{PRISM_PACKAGE}@v{PRISM_VERSION}"]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         except subprocess.TimeoutExpired as e:
@@ -175,7 +179,7 @@ def _tool(name: str, args: list[str]) -> str:
 
 def status(flink_version: str = DEFAULT_FLINK_VERSION) -> list[str]:
     """One line per tool and artifact: what is there, and where."""
-    lines = [f"beam {BEAM_VERSION}; cache {cache_dir()}"]
+    lines = [f"beam {BEAM_VERSION} (prism {PRISM_VERSION}); cache {cache_dir()}"]
     lines.append(f"  go     {_tool('go', ['version'])}")
     lines.append(f"  java   {_tool('java', ['-version'])}")
     lines.append(f"  mvn    {_tool('mvn', ['-v'])}")

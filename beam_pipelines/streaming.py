@@ -70,6 +70,8 @@ def _aggregate_rows(cfg: EventsConfig) -> int:
     from psycopg import sql
 
     with psycopg.connect(cfg.pg_dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (cfg.pg_table,)).fetchone()[0] is None:
+            return 0  # no firing yet: the table is created by the first upsert
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(cfg.pg_table))
         return conn.execute(query).fetchone()[0]
 
@@ -114,8 +116,14 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
         raise RunError(f"streaming pipeline failed: {first}") from e
     elapsed = time.monotonic() - started
-    with FileSystems.open(join_path(cfg.output, "_run", "report.json")) as fh:
-        report = json.loads(fh.read())
+    path = join_path(cfg.output, "_run", "report.json")
+    if FileSystems.exists(path):
+        with FileSystems.open(path) as fh:
+            report = json.loads(fh.read())
+    else:  # nothing came: no count ever fired
+        report = module.make_report({})
+        with FileSystems.create(path) as fh:
+            fh.write(json.dumps(report, indent=2, sort_keys=True).encode() + b"\n")
     result = {
         "run_id": run_id,
         "pipeline": "events",
