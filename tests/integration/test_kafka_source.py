@@ -22,10 +22,9 @@ from apache_beam.testing.util import assert_that, equal_to, is_empty
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from beam_pipelines import artifacts
 from beam_pipelines.produce import message_key, parse_rate
 from beam_pipelines.runners import make_runner
-from tests.e2e.helpers import ROOT, run_module
+from tests.e2e.helpers import ROOT
 from tests.services import free_port
 from transforms.ingest.kafka import ReadKafka
 
@@ -75,16 +74,6 @@ STAMPS_ONE_BY_ONE = {
     "1/2": us("2024-03-01T09:00:00"),
     "1/3": us("2024-03-01T08:10:00"),
 }
-
-
-@pytest.fixture(scope="module")
-def prism_binary():
-    """The cached prism binary, built through the artifacts script if needed (Go required)."""
-    proc = run_module("beam_pipelines.artifacts", "fetch", "--prism", timeout=1500)
-    assert proc.returncode == 0, f"prism could not be built (needs Go from the registries): {proc.stderr.strip()}"
-    path = artifacts.prism_path()
-    assert path.is_file() and os.access(path, os.X_OK), path
-    return path
 
 
 @pytest.fixture
