@@ -19,7 +19,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ArrowTableCoder
 
-__all__ = ["WindowedAggregate"]
+__all__ = ["WindowTables", "WindowedAggregate", "split_by_window", "window_into"]
 
 _US = pa.timestamp("us", tz="UTC")
 
@@ -50,22 +50,31 @@ def merge_partials(tables: list[pa.Table], keys: tuple[str, ...], distinct: str)
     return _named(out, keys, distinct, {"_events_sum": "_events", "_units_sum": "_units"})
 
 
+def split_by_window(table: pa.Table, time_field: str, size_us: int):
+    """Yields ``(window start in microseconds, rows of that window)`` for each window a table spans."""
+    if table.num_rows == 0:
+        return
+    starts = window_starts(table.column(time_field).combine_chunks(), size_us)
+    order = np.argsort(starts, kind="stable")
+    starts = starts[order]
+    table = table.take(pa.array(order))
+    bounds = np.flatnonzero(np.diff(starts)) + 1
+    for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(starts)]])):
+        yield int(starts[a]), table.slice(int(a), int(b - a))
+
+
 class _SplitByWindowFn(beam.DoFn):
     def __init__(self, spec: dict):
         self._s = spec
 
     def process(self, table: pa.Table):
         s = self._s
-        if table.num_rows == 0:
-            return
-        starts = window_starts(table.column(s["time"]).combine_chunks(), s["size_us"])
-        order = np.argsort(starts, kind="stable")
-        starts = starts[order]
-        table = table.take(pa.array(order))
-        bounds = np.flatnonzero(np.diff(starts)) + 1
-        for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(starts)]])):
-            part = partial_aggregate(table.slice(int(a), int(b - a)), s["keys"], s["distinct"], s["sum"], s["scale"])
-            yield beam_window.TimestampedValue(part, Timestamp(micros=int(starts[a])))
+        for start, rows in split_by_window(table, s["time"], s["size_us"]):
+            if s.get("keys") is None:  # WindowTables: the rows themselves
+                part = rows
+            else:
+                part = partial_aggregate(rows, s["keys"], s["distinct"], s["sum"], s["scale"])
+            yield beam_window.TimestampedValue(part, Timestamp(micros=start))
 
 
 class _PartialsCoder(beam.coders.Coder):
@@ -143,6 +152,52 @@ class _FinalizeFn(beam.DoFn):
         yield result.sort_by([(k, "ascending") for k in keys])
 
 
+def window_into(window_seconds: int, lateness: int, early: int | None, late: bool) -> beam.WindowInto:
+    """Fixed event-time windows; with early or late firings, accumulating panes."""
+    windows = beam_window.FixedWindows(window_seconds)
+    if early is None and not late:
+        return beam.WindowInto(windows, allowed_lateness=lateness)
+    trigger = AfterWatermark(
+        early=AfterProcessingTime(early) if early else None,
+        late=AfterCount(1) if late else None,
+    )
+    return beam.WindowInto(
+        windows, trigger=trigger, accumulation_mode=AccumulationMode.ACCUMULATING, allowed_lateness=lateness
+    )
+
+
+class WindowTables(beam.PTransform):
+    """Splits tables so each element holds the rows of one fixed event-time window, timestamped at
+    its start, and windows them (for per-window computations such as profiles).
+
+    Args:
+        time_field: timestamp[us, UTC] column giving each row's event time.
+        window_seconds: Fixed window size.
+        allowed_lateness_seconds: How late a row may still update its window.
+        early_firing_seconds: Early firings every that many seconds of processing time, or None.
+        late_firings: Fire again for every late table within the allowed lateness.
+    """
+
+    def __init__(self, time_field: str, window_seconds: int, allowed_lateness_seconds: int = 0,
+                 early_firing_seconds: int | None = None, late_firings: bool = False,
+                 label: str | None = None):  # fmt: skip
+        super().__init__(label)
+        if window_seconds <= 0 or allowed_lateness_seconds < 0:
+            raise ValueError("window_seconds must be positive and allowed_lateness_seconds >= 0")
+        if early_firing_seconds is not None and early_firing_seconds <= 0:
+            raise ValueError("early_firing_seconds must be positive (or None for no early firings)")
+        self._spec = {"time": time_field, "size_us": window_seconds * 1_000_000, "keys": None}
+        self._window = (window_seconds, allowed_lateness_seconds, early_firing_seconds, late_firings)
+
+    def expand(self, tables):
+        return (
+            tables
+            | "SplitWindows"
+            >> beam.ParDo(_SplitByWindowFn(self._spec)).with_input_types(pa.Table).with_output_types(pa.Table)
+            | "Window" >> window_into(*self._window)
+        )
+
+
 class WindowedAggregate(beam.PTransform):
     """Counts, exact distinct counts and sums per group in fixed event-time windows.
 
@@ -204,16 +259,7 @@ class WindowedAggregate(beam.PTransform):
         }
 
     def _window_into(self) -> beam.WindowInto:
-        windows = beam_window.FixedWindows(self._window_seconds)
-        if self._early is None and not self._late:
-            return beam.WindowInto(windows, allowed_lateness=self._lateness)
-        trigger = AfterWatermark(
-            early=AfterProcessingTime(self._early) if self._early else None,
-            late=AfterCount(1) if self._late else None,
-        )
-        return beam.WindowInto(
-            windows, trigger=trigger, accumulation_mode=AccumulationMode.ACCUMULATING, allowed_lateness=self._lateness
-        )
+        return window_into(self._window_seconds, self._lateness, self._early, self._late)
 
     def expand(self, tables):
         s = self._spec

@@ -39,7 +39,8 @@ from transforms.sinks.files import join_path, write_parquet
 from transforms.sinks.lake import WriteLake
 from transforms.sinks.postgres import UpsertPostgres
 from transforms.sinks.stream_files import WriteTableFiles
-from transforms.windows import WindowedAggregate
+from transforms.sinks.window_json import WriteWindowJson
+from transforms.windows import WindowedAggregate, WindowTables
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "refund")
 FIELDS = ("event_id", "user_id", "event_type", "amount", "currency", "ts", "email", "country")
@@ -83,7 +84,9 @@ class EventsIO:
         aggregates: Sink for aggregate tables (one per window).
         dead_letters: Sink for DeadLetter tables.
         report: Sink for the one report dict.
-        profile: Sink for the one column-profile dict of the curated output (None: not profiled).
+        profile: Sink for column-profile dicts of the curated output (None: not profiled): one
+            for the run in batch, one per window and firing in streaming.
+        checks: Streaming: sink for the expectation results, one dict per window.
         scratch: A directory every worker can reach; when set, the dedup shuffle goes
             through files there instead of through the runner's memory.
     """
@@ -94,6 +97,7 @@ class EventsIO:
     dead_letters: beam.PTransform | None = None
     report: beam.PTransform | None = None
     profile: beam.PTransform | None = None
+    checks: beam.PTransform | None = None
     scratch: str | None = None
 
 
@@ -222,8 +226,15 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         ).with_output_types(dict)
     )
     if io.profile is not None:
-        profile = curated | "ProfileCurated" >> ProfileColumns(CURATED_COLUMNS)
+        profiled = curated
+        if cfg.streaming:
+            profiled = curated | "WindowCurated" >> WindowTables(
+                "ts", cfg.window_seconds, cfg.allowed_lateness_seconds, cfg.early_firing_seconds, late_firings=True
+            )
+        profile = profiled | "ProfileCurated" >> ProfileColumns(CURATED_COLUMNS)
         profile | "WriteProfile" >> io.profile
+    if cfg.streaming and checked is not None and io.checks is not None:
+        checked["results"] | "WriteChecks" >> io.checks
     if io.curated is not None:
         curated | "WriteCurated" >> io.curated
     if io.aggregates is not None:
@@ -320,4 +331,6 @@ def stream_io(cfg: EventsConfig, root: str) -> EventsIO:
             join_path(root, "dlq"), write_jsonl, ".jsonl", id_column="source", sort_by=("source", "raw")
         ),
         report=WriteJson(join_path(root, "_run", "report.json")),
+        profile=WriteWindowJson(join_path(root, "_run", "windows"), "profile.json") if cfg.profile else None,
+        checks=WriteWindowJson(join_path(root, "_run", "windows"), "expectations.json"),
     )

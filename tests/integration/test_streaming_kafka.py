@@ -158,6 +158,15 @@ def check_against_batch(out, dsn, table, expected) -> dict:
     dlq = [json.loads(line) for f in sorted((out / "dlq").rglob("*.jsonl")) for line in f.read_text().splitlines()]
     assert sum(d["reason"] == "late" for d in dlq) == expected["late"]
     assert all(d["source"].count("/") == 2 for d in dlq)  # topic/partition/offset
+    # Per window: the profile of its curated rows (the last firing holds them all) and the
+    # expectation results.
+    windows = sorted((out / "_run" / "windows").glob("window=*"))
+    assert len(windows) == len({r[0] for r in expected["rows"]})
+    profiles = [json.loads((w / "profile.json").read_text()) for w in windows]
+    assert sum(p["rows"] for p in profiles) == len(expected["curated"])
+    assert all(p["columns"]["event_type"]["nulls"] == 0 for p in profiles)
+    checks = [json.loads(f.read_text()) for f in sorted((out / "_run" / "windows").glob("window=*/expectations.json"))]
+    assert checks and all(len(c["results"]) == 9 for c in checks)
     return rep
 
 
