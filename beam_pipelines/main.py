@@ -228,8 +228,6 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         raise UsageError(str(e)) from e
     run_id = publish.new_run_id(clock)
     if cfg.streaming:
-        if profile == "direct":
-            raise UsageError("--streaming needs a streaming runner: --runner=PrismRunner (or FlinkRunner)")
         if run_opts.dry_run:
             return dry_run(module, cfg, options, runner, cfg.output, out, module.stream_io(cfg, cfg.output))
         return streaming.run(module, cfg, options, runner, run_id, out)

@@ -219,7 +219,9 @@ def make_runner(options: PipelineOptions, check_artifacts: bool = True):
     name = profile_name(standard.runner)
     if name == "direct":
         if standard.streaming:
-            raise RunnerError("--streaming is not supported by this version's direct profile")
+            raise RunnerError(
+                "--streaming needs a streaming runner: --runner=PrismRunner (the direct profile runs batch only)"
+            )
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return FnApiRunner()

@@ -17,6 +17,7 @@ twice. The price is re-reading the retained topic (see the README's Streaming se
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import apache_beam as beam
@@ -39,7 +40,13 @@ def preflight(cfg: EventsConfig) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": cfg.kafka_bootstrap, "socket.timeout.ms": CONNECT_TIMEOUT_S * 1000})
+    # librdkafka would print every failed connection attempt on stderr: the one-line error says it.
+    quiet = logging.getLogger(__name__ + ".kafka")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    admin = AdminClient(
+        {"bootstrap.servers": cfg.kafka_bootstrap, "socket.timeout.ms": CONNECT_TIMEOUT_S * 1000, "logger": quiet}
+    )
     try:
         meta = admin.list_topics(timeout=CONNECT_TIMEOUT_S)
     except KafkaException as e:
