@@ -135,6 +135,7 @@ def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: dateti
                 pg_dsn=ev.pg_dsn,
                 pg_table=ev.pg_table,
                 early_firing_seconds=ev.early_firing_seconds,
+                dlq_topic=ev.dlq_topic,
                 **quality,
             )
         except ConfigError as e:

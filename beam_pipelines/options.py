@@ -117,6 +117,7 @@ class EventsOptions(PipelineOptions):
         pg_dsn: PostgreSQL DSN the streaming aggregates are upserted into.
         pg_table: PostgreSQL table of the streaming aggregates.
         early_firing_seconds: Early aggregate firings every N seconds of processing time.
+        dlq_topic: Kafka topic for the dead letters instead of files (streaming).
         expectations: Data-quality expectations YAML, or none.
         profile: Profile the curated columns.
     """
@@ -199,6 +200,12 @@ class EventsOptions(PipelineOptions):
             default=None,
             help="With --streaming: also fire aggregates every N seconds of processing time before the "
             "watermark closes a window. Default: no early firings.",
+        )
+        parser.add_argument(
+            "--dlq_topic",
+            default=None,
+            help="With --streaming: produce the dead letters (late records too) as JSON messages to this "
+            "existing Kafka topic instead of writing dlq/ files. Default: files.",
         )
         parser.add_argument(
             "--expectations",

@@ -36,6 +36,7 @@ class EventsConfig:
         pg_dsn: PostgreSQL DSN for the aggregates (streaming).
         pg_table: PostgreSQL table of the aggregates (streaming).
         early_firing_seconds: Early firings every N seconds of processing time (streaming).
+        dlq_topic: Kafka topic for the dead letters instead of files (streaming).
         expectations: Path of the expectations YAML (None: no expectations).
         profile: Profile the curated columns into ``_run/profile.json``.
         run_time: When the run started (timezone-aware); ``freshness`` is measured against it.
@@ -58,6 +59,7 @@ class EventsConfig:
     pg_dsn: str | None = None
     pg_table: str = "events_aggregates"
     early_firing_seconds: int | None = None
+    dlq_topic: str | None = None
     expectations: str | None = None
     profile: bool = True
     run_time: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -86,6 +88,8 @@ class EventsConfig:
                 raise ConfigError("--window_seconds must divide a day when --streaming (windowed file names)")
             if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
                 raise ConfigError(f"--pg_table must be a plain lower-case SQL name, got {self.pg_table!r}")
+        if self.dlq_topic is not None and not self.streaming:
+            raise ConfigError("--dlq_topic needs --streaming (batch runs write dlq/ files)")
         if self.run_time.tzinfo is None:
             raise ConfigError("run_time must be timezone-aware")
         if self.early_firing_seconds is not None and self.early_firing_seconds < 1:

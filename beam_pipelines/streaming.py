@@ -51,8 +51,9 @@ def preflight(cfg: EventsConfig) -> None:
         meta = admin.list_topics(timeout=CONNECT_TIMEOUT_S)
     except KafkaException as e:
         raise RunError(f"cannot reach Kafka at --kafka_bootstrap={cfg.kafka_bootstrap}: {e.args[0]}") from e
-    if cfg.kafka_topic not in meta.topics:
-        raise RunError(f"Kafka topic {cfg.kafka_topic!r} does not exist on {cfg.kafka_bootstrap}")
+    for flag, topic in (("--kafka_topic", cfg.kafka_topic), ("--dlq_topic", cfg.dlq_topic)):
+        if topic is not None and topic not in meta.topics:
+            raise RunError(f"Kafka topic {topic!r} ({flag}) does not exist on {cfg.kafka_bootstrap}")
     import psycopg
 
     try:

@@ -36,6 +36,7 @@ from transforms.quality.expectations_spec import load_expectations
 from transforms.quality.profile import ProfileColumns
 from transforms.sinks.deadletters import WriteDeadLetters, write_jsonl
 from transforms.sinks.files import join_path, write_parquet
+from transforms.sinks.kafka import WriteKafkaJson
 from transforms.sinks.lake import WriteLake
 from transforms.sinks.postgres import UpsertPostgres
 from transforms.sinks.stream_files import WriteTableFiles
@@ -327,7 +328,9 @@ def stream_io(cfg: EventsConfig, root: str) -> EventsIO:
             window_seconds=cfg.window_seconds,
         ),
         aggregates=UpsertPostgres(cfg.pg_dsn, cfg.pg_table, AGGREGATE_KEYS, AGGREGATE_SCHEMA),
-        dead_letters=WriteTableFiles(
+        dead_letters=WriteKafkaJson(cfg.kafka_bootstrap, cfg.dlq_topic, key_column="source")
+        if cfg.dlq_topic
+        else WriteTableFiles(
             join_path(root, "dlq"), write_jsonl, ".jsonl", id_column="source", sort_by=("source", "raw")
         ),
         report=WriteJson(join_path(root, "_run", "report.json")),

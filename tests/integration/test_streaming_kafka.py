@@ -243,9 +243,37 @@ def test_bad_streaming_setups_are_one_line_errors(prism_binary, kafka_bootstrap,
     assert "PrismRunner" in _one_line(cli(*direct), 2)
     # Services: a topic that does not exist, a broker that does not answer, a database that does not.
     missing = [a if not a.startswith("--kafka_topic") else "--kafka_topic=no-such-topic" for a in args]
-    assert "'no-such-topic' does not exist" in _one_line(cli(*missing), 1)
+    assert "'no-such-topic' (--kafka_topic) does not exist" in _one_line(cli(*missing), 1)
     dead_kafka = [a if not a.startswith("--kafka_bootstrap") else "--kafka_bootstrap=127.0.0.1:9" for a in args]
     assert "cannot reach Kafka at --kafka_bootstrap=127.0.0.1:9" in _one_line(cli(*dead_kafka), 1)
     dead_db = [a if not a.startswith("--pg_dsn") else "--pg_dsn=postgresql://bp@127.0.0.1:9/bp" for a in args]
     assert "cannot reach PostgreSQL" in _one_line(cli(*dead_db), 1)
     assert not out.exists()  # nothing was written by any of them
+
+
+@pytest.mark.timeout(600)
+def test_dead_letters_to_a_kafka_topic(prism_binary, kafka_bootstrap, new_topic, pg_dsn, expected, tmp_path):
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic, dlq = new_topic(partitions=2), new_topic(partitions=1, prefix="dlq")
+    produce(kafka_bootstrap, topic, expected["parts"])
+    out = tmp_path / "out"
+    proc = cli(
+        *stream_args(kafka_bootstrap, topic, pg_dsn, "agg_dlq", out), "--kafka_stop_at_end", f"--dlq_topic={dlq}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    rep = report(out)
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "check", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(dlq, 0, 0)])
+    letters = []
+    deadline = time.monotonic() + 60
+    while len(letters) < rep["counts"]["dead_lettered"] + rep["counts"]["late"] and time.monotonic() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is not None and msg.error() is None:
+            letters.append(json.loads(msg.value()))
+    consumer.close()
+    assert len(letters) == rep["counts"]["dead_lettered"] + rep["counts"]["late"] > 0
+    assert sum(d["reason"] == "late" for d in letters) == expected["late"]
+    assert {d["reason"] for d in letters} - {"late"} == set(expected["report"]["dead_letter_reasons"])
+    assert not (out / "dlq").exists()  # the topic instead of files
+    assert pg_rows(pg_dsn, "agg_dlq") == expected["rows"]
