@@ -1,8 +1,9 @@
 """Deduplicate: one row per key across the whole input, by an Arrow-partitioned shuffle.
 
-Each batch is first deduplicated on its own, then split by a stable hash of the key into
-``partitions`` sub-tables; one GroupByKey brings each partition's sub-tables together, where
-the final pass keeps the first row per key by ``order_by``. Removed rows are counted.
+Each batch is split by a stable hash of the key into ``partitions`` sub-tables; one
+GroupByKey brings each partition's sub-tables together, where one pass keeps the first row
+per key by ``order_by``. Removed rows are counted. Batches are not deduplicated on their own
+first: duplicates are rare, and that pass would hash every key once more.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table
     if table.num_rows < 2:
         return table
     keys = table.column(key)
-    if pc.count_distinct(keys, mode="all").as_py() == table.num_rows:
-        return table
     counts = pc.value_counts(keys)
     repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(repeated):
+        return table
     dup_mask = pc.is_in(keys, repeated)
     dups = table.filter(dup_mask).sort_by([(key, "ascending")] + [(c, "ascending") for c in order_by])
     dup_keys = dups.column(key).combine_chunks()
@@ -45,20 +46,16 @@ class _PartitionFn(beam.DoFn):
         self._spill_dir = spill_dir
 
     def process(self, table: pa.Table):
-        deduped = keep_first(table, self._key, self._order_by)
-        removed = table.num_rows - deduped.num_rows
-        if removed:
-            yield beam.pvalue.TaggedOutput("stats", {"duplicates": removed})
-        pids = hash_partition(deduped.column(self._key), self._partitions)
+        pids = hash_partition(table.column(self._key), self._partitions)
         order = np.argsort(pids, kind="stable")
         pids = pids[order]
-        deduped = deduped.take(pa.array(order))
+        grouped = table.take(pa.array(order))
         bounds = np.flatnonzero(np.diff(pids)) + 1
         starts = np.concatenate([[0], bounds])
         ends = np.concatenate([bounds, [len(pids)]])
         for s, e in zip(starts, ends):
             if e > s:
-                pid, part = int(pids[s]), deduped.slice(int(s), int(e - s))
+                pid, part = int(pids[s]), grouped.slice(int(s), int(e - s))
                 if self._spill_dir is None:
                     yield pid, part
                 else:
@@ -76,7 +73,7 @@ class _MergeFn(beam.DoFn):
         _, parts = element
         parts = list(parts)
         tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
-        table = pa.concat_tables(tables).combine_chunks()
+        table = pa.concat_tables(tables)
         deduped = keep_first(table, self._key, self._order_by)
         removed = table.num_rows - deduped.num_rows
         self._dups.inc(removed)

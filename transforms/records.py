@@ -120,8 +120,15 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
     start, end = offsets[0], offsets[-1]
-    data = data[start:end].astype(np.uint64)
     lengths = np.diff(offsets)
+    width = int(lengths[0])
+    if 0 < width and (lengths == width).all():
+        # Same-length keys (ids usually are): a row-wise weighted sum, no per-byte positions.
+        block = data[start:end].reshape(n, width).astype(np.uint64) + np.uint64(1)
+        with np.errstate(over="ignore"):
+            sums = (block * _HASH_WEIGHTS[np.arange(width) % 256]).sum(axis=1, dtype=np.uint64)
+        return _finish_hash(sums, partitions)
+    data = data[start:end].astype(np.uint64)
     pos = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
     with np.errstate(over="ignore"):
         terms = (data + np.uint64(1)) * _HASH_WEIGHTS[pos % 256]
@@ -130,6 +137,11 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
         if len(data):
             reduced = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
             sums[nonempty] = reduced
+    return _finish_hash(sums, partitions)
+
+
+def _finish_hash(sums: np.ndarray, partitions: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
         h = sums ^ (sums >> np.uint64(31))
         h = h * np.uint64(0x9E3779B97F4A7C15)
         h = h ^ (h >> np.uint64(29))
@@ -159,20 +171,28 @@ def iso_text(ts: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(text, "Z", "") if ts.type.tz else text
 
 
-def _json_value(column: pa.Array) -> pa.Array:
-    """JSON text of each value (null stays null), vectorised for flat column types."""
+def _needs_escape(strings: pa.Array) -> bool:
+    return bool(pc.any(pc.match_substring_regex(strings, r'["\\\x00-\x1f]')).as_py())
+
+
+def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
+    """JSON text of each value (null stays null), vectorised for flat column types, and
+    whether the text still needs its surrounding quotes (strings that need no escaping)."""
     t = column.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return json_quote(column.cast(pa.string()))
+        strings = column.cast(pa.string())
+        if _needs_escape(strings):
+            return json_quote(strings), False
+        return strings, True
     if pa.types.is_timestamp(t):
-        return json_quote(iso_text(column))
+        return iso_text(column), True  # digits, '-', ':', '.', 'T', 'Z': never escaped
     if pa.types.is_date(t):
-        return json_quote(column.cast(pa.string()))
+        return column.cast(pa.string()), True
     if pa.types.is_boolean(t):
-        return pc.if_else(column, "true", "false")
+        return pc.if_else(column, "true", "false"), False
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return column.cast(pa.string())
-    return json_quote(column.cast(pa.string()))
+        return column.cast(pa.string()), False
+    return json_quote(column.cast(pa.string())), False
 
 
 def json_text(table: pa.Table) -> pa.Array:
@@ -180,11 +200,20 @@ def json_text(table: pa.Table) -> pa.Array:
     n = table.num_rows
     if table.num_columns == 0:
         return pa.array(["{}"] * n, pa.string())
+    # Literal text between values is gathered so each column costs one join argument.
     parts: list = []
+    literal = "{"
     for i, name in enumerate(table.column_names):
         col = table.column(i).combine_chunks()
-        key = ("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
-        parts.append(key)
-        parts.append(pc.fill_null(_json_value(col), "null"))
-    parts.append("}")
+        literal += ("" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
+        value, bare = _json_value(col)
+        if bare and col.null_count == 0:
+            parts += [literal + '"', value]
+            literal = '"'
+            continue
+        if bare:
+            value = pc.binary_join_element_wise('"', value, '"', "")
+        parts += [literal, pc.fill_null(value, "null")]
+        literal = ""
+    parts.append(literal + "}")
     return pc.binary_join_element_wise(*parts, "")

@@ -14,7 +14,7 @@ def _lines_of(data: bytes, bounds: list[int], chunk: int) -> list[bytes]:
     out = []
     for start, end in zip(bounds, bounds[1:]):
         for lines in _iter_range_lines(io.BytesIO(data), start, end, chunk):
-            out.extend(lines)
+            out.extend(lines.to_pylist())
     return out
 
 
@@ -71,3 +71,34 @@ def test_csv_records_follow_rfc4180_quotes():
     )
     rows = [r for _, batch in _iter_csv_rows(io.BytesIO(data), 7) for r in batch]
     assert rows == [b'1,ab"c@d.ee', b'2,"multi\n\nline, with ""quotes"""', b'3,"x"y', b"4,ok"]
+
+
+def test_lines_array_matches_python_split():
+    from transforms.ingest.files import _lines_array
+
+    data = b"a\r\r\n\x0b\x0c\n \t\r\nb c \n\r\n\xff\xfe\nlast\r"
+    expected = [ln.rstrip(b"\r") for ln in data.split(b"\n") if ln.strip()]
+    assert _lines_array(data).to_pylist() == expected == [b"a", b"b c ", b"\xff\xfe", b"last"]
+    assert _lines_array(data, keep_blank=True).to_pylist() == [ln.rstrip(b"\r") for ln in data.split(b"\n")]
+
+
+def test_parquet_dictionary_only_for_few_distinct_values(tmp_path):
+    from transforms.sinks.files import dictionary_columns, write_parquet
+
+    n = 20_000
+    table = pa.table(
+        {
+            "id": [f"ev-{i:08d}" for i in range(n)],
+            "kind": ["view", "click"] * (n // 2),
+            "nested": [[i % 3] for i in range(n)],
+        }
+    )
+    assert dictionary_columns(table) == ["kind", "nested"]
+    path = str(tmp_path / "t.parquet")
+    write_parquet(table, path)
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    assert "PLAIN_DICTIONARY" not in meta.column(0).encodings and "RLE_DICTIONARY" not in meta.column(0).encodings
+    assert "RLE_DICTIONARY" in meta.column(1).encodings or "PLAIN_DICTIONARY" in meta.column(1).encodings
+    assert pq.read_table(path).equals(table)
+    write_parquet(table, str(tmp_path / "again.parquet"))
+    assert (tmp_path / "again.parquet").read_bytes() == (tmp_path / "t.parquet").read_bytes()

@@ -58,3 +58,31 @@ def test_arrow_table_coder_round_trip():
     coder = ArrowTableCoder()
     back = coder.decode(coder.encode(table))
     assert back.equals(table) and back.schema.metadata == {b"k": b"v"}
+
+
+def test_hash_partition_same_for_fixed_and_mixed_width_keys():
+    from transforms.records import hash_partition
+
+    ids = [f"ev-{i:010d}" for i in range(2000)] + ["é€" * 150]
+    fixed = hash_partition(pa.array(ids[:-1]), 16)  # every key 13 bytes: the row-wise path
+    mixed = hash_partition(pa.array(ids), 16)  # one longer key: the per-byte path
+    assert (fixed == mixed[:-1]).all()
+    assert sorted(set(fixed.tolist())) == list(range(16))
+    long_fixed = hash_partition(pa.array(["é€" * 150, "€é" * 150]), 1 << 20)  # past the 256 weights
+    long_mixed = hash_partition(pa.array(["é€" * 150, "€é" * 150, "x"]), 1 << 20)
+    assert (long_fixed == long_mixed[:2]).all() and long_fixed[0] != long_fixed[1]
+
+
+def test_json_text_plain_strings_and_timestamps_without_nulls():
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "note": ["x", None],
+            "ts": pa.array([0, 1_000_000], pa.timestamp("us", tz="UTC")),
+            "n": [1, 2],
+        }
+    )
+    assert json_text(table).to_pylist() == [
+        '{"id":"a","note":"x","ts":"1970-01-01T00:00:00.000000Z","n":1}',
+        '{"id":"b","note":null,"ts":"1970-01-01T00:00:01.000000Z","n":2}',
+    ]

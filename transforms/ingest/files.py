@@ -15,6 +15,7 @@ import sys
 import apache_beam as beam
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
@@ -40,23 +41,47 @@ def format_from_path(path: str) -> str | None:
     return None
 
 
-def _line_batch(lines: list[bytes], path: str, metadata: dict | None = None) -> pa.Table:
+def _line_batch(lines: list[bytes] | pa.Array, path: str, metadata: dict | None = None) -> pa.Table:
     schema = pa.schema([("raw", pa.binary()), ("source", pa.string())], metadata=metadata)
-    return pa.Table.from_arrays(
-        [pa.array(lines, pa.binary()), pa.array([path] * len(lines), pa.string())],
-        schema=schema,
-    )
+    raw = lines if isinstance(lines, pa.Array) else pa.array(lines, pa.binary())
+    return pa.Table.from_arrays([raw, pa.repeat(pa.scalar(path, pa.string()), len(raw))], schema=schema)
+
+
+_BLANK = r"^[\t\n\x0b\x0c\r ]*$"  # what bytes.strip() removes
+
+
+def _lines_array(data: bytes, keep_blank: bool = False) -> pa.Array:
+    """The lines of ``data`` (split on ``\n``, trailing ``\r`` removed) as one binary array,
+    split by Arrow rather than by a Python loop; blank lines dropped unless ``keep_blank``."""
+    lines = pc.list_flatten(pc.split_pattern(pa.array([data], pa.binary()), "\n"))
+    if b"\r" in data:
+        cr = pc.match_substring_regex(lines, "\r$")
+        if pc.any(cr).as_py():
+            lines = pc.replace_with_mask(lines, cr, pc.replace_substring_regex(lines.filter(cr), "\r+$", ""))
+    if not keep_blank:
+        blank = pc.match_substring_regex(lines, _BLANK)
+        if pc.any(blank).as_py():
+            lines = lines.filter(pc.invert(blank))
+    return lines
 
 
 def _iter_lines(fh, chunk_bytes: int, keep_blank: bool = False):
     """Yields lists of lines (without line endings) of a whole binary stream; blank lines are
     dropped unless ``keep_blank``."""
-    return _iter_range_lines(fh, 0, sys.maxsize, chunk_bytes, keep_blank)
+    for data in _iter_range_blocks(fh, 0, sys.maxsize, chunk_bytes):
+        yield [ln.rstrip(b"\r") for ln in data.split(b"\n") if keep_blank or ln.strip()]
 
 
-def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int, keep_blank: bool = False):
-    """Yields lists of non-blank lines of the byte range [start, end): the lines that *start*
-    in it, so ranges that tile a file read every line exactly once."""
+def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int):
+    """Yields binary arrays of the non-blank lines of the byte range [start, end): the lines
+    that *start* in it, so ranges that tile a file read every line exactly once."""
+    for data in _iter_range_blocks(fh, start, end, chunk_bytes):
+        yield _lines_array(data)
+
+
+def _iter_range_blocks(fh, start: int, end: int, chunk_bytes: int):
+    """Yields blocks of whole lines (``\n``-separated, without the last line's ending) of
+    the lines that start in the byte range [start, end)."""
     if start > 0:
         fh.seek(start - 1)
         pos = start - 1 + len(fh.readline())  # the line under way belongs to the range before
@@ -66,8 +91,8 @@ def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int, keep_blank: bo
     while pos < end:
         block = fh.read(chunk_bytes)
         if not block:
-            if tail.strip():
-                yield [tail.rstrip(b"\r")]
+            if tail:
+                yield tail
             return
         data = tail + block
         cut = data.rfind(b"\n")
@@ -76,13 +101,11 @@ def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int, keep_blank: bo
             continue
         if pos + cut >= end:
             # The range ends in this block: keep the lines that start before `end`.
-            data = data[: data.find(b"\n", end - pos - 1)]
-            yield [ln.rstrip(b"\r") for ln in data.split(b"\n") if keep_blank or ln.strip()]
+            yield data[: data.find(b"\n", end - pos - 1)]
             return
-        lines = data[:cut].split(b"\n")
         tail = data[cut + 1 :]
         pos += cut + 1
-        yield [ln.rstrip(b"\r") for ln in lines if keep_blank or ln.strip()]
+        yield data[:cut]
 
 
 def _in_quotes_after(line: bytes, in_quotes: bool) -> bool:
@@ -143,13 +166,9 @@ class _ReadFileFn(beam.DoFn):
         path, start, end = split
         self._files.inc()
         with FileSystems.open(path) as fh:
-            if self._fmt == "jsonl" and end >= 0:
-                for lines in _iter_range_lines(fh, start, end, self._chunk_bytes):
-                    if lines:
-                        yield _line_batch(lines, path)
-            elif self._fmt == "jsonl":
-                for lines in _iter_lines(fh, self._chunk_bytes):
-                    if lines:
+            if self._fmt == "jsonl":
+                for lines in _iter_range_lines(fh, start, end if end >= 0 else sys.maxsize, self._chunk_bytes):
+                    if len(lines):
                         yield _line_batch(lines, path)
             elif self._fmt == "csv":
                 for header, rows in _iter_csv_rows(fh, self._chunk_bytes):

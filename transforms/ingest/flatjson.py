@@ -43,7 +43,13 @@ _NULL_STR = pa.scalar(None, pa.string())
 
 
 def flat_lines(raw: pa.Array) -> np.ndarray:
-    """Which lines (a binary array) the fast path can parse."""
+    """Which lines the fast path can parse.
+
+    Args:
+        raw: The lines, as a binary array.
+
+    Returns a boolean numpy array, one entry per line.
+    """
     return pc.fill_null(pc.match_substring_regex(raw, FLAT), False).to_numpy(zero_copy_only=False)
 
 
@@ -58,9 +64,12 @@ def _read(lines: pa.Array, fields: tuple[str, ...]) -> pa.Table:
     """Arrow's JSON reader over marked lines; every column read as string."""
     schema = pa.schema([(f, pa.string()) for f in fields])
     data = _joined(lines)
+    # A record must fit in one of the reader's blocks.
+    block = max(1 << 20, (pc.max(pc.binary_length(lines)).as_py() or 0) + 2)
     for _ in range(2):
         table = pj.read_json(
             pa.BufferReader(data),
+            read_options=pj.ReadOptions(block_size=block),
             parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
         # The reader infers timestamps from some strings: read those columns again as text.
@@ -98,7 +107,7 @@ def _slots(col: pa.Array) -> list[pa.Array]:
         return [kinds, col, null_i, null_f]
     token = pc.if_else(marked, pc.utf8_slice_codeunits(col, 1), _NULL_STR)
     is_bool = pc.fill_null(pc.is_in(token, pa.array(["true", "false"])), False)
-    is_float = pc.fill_null(pc.match_substring_regex(token, "[.eE]"), False)
+    is_float = pc.fill_null(pc.match_substring_regex(token, "^-?[0-9]+[.eE]"), False)
     is_int = pc.fill_null(pc.match_substring_regex(token, "^-?[0-9]+$"), False)
     ints = pc.if_else(is_int, token, _NULL_STR).cast(pa.int64())
     floats = pc.if_else(is_float, token, _NULL_STR).cast(pa.float64())
@@ -142,7 +151,7 @@ def _extras(table: pa.Table, fields: tuple[str, ...], raw: pa.Array) -> tuple[pa
         marked = pc.fill_null(pc.starts_with(col, _MARK), False)
         token = pc.utf8_slice_codeunits(col, 1)
         # Numbers orjson would write differently (floats, -0) take the per-row path.
-        odd = pc.and_(marked, pc.fill_null(pc.match_substring_regex(token, r"[.eE]|^-0$"), False))
+        odd = pc.and_(marked, pc.fill_null(pc.match_substring_regex(token, r"^-?[0-9]+[.eE]|^-0$"), False))
         slow |= pc.and_(alone, odd).to_numpy(zero_copy_only=False)
         value = pc.if_else(marked, token, pc.binary_join_element_wise('"', col, '"', ""))
         key = orjson.dumps(name).decode()
@@ -163,18 +172,19 @@ def _extras(table: pa.Table, fields: tuple[str, ...], raw: pa.Array) -> tuple[pa
     return extras_col, unknown_col
 
 
-def parse_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+def parse_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | None, np.ndarray]:
     """Parses flat lines (a binary array of lines :func:`flat_lines` accepted).
 
     Args:
         raw: The lines, as binary.
         fields: The declared field names.
 
-    Returns ``(slots, taken, rejected)``: a table of each field's four slots plus ``_extras``
-    and ``_unknown``, one row per position in ``taken``; ``rejected`` holds the positions
-    left to the per-line parser.
+    Returns ``(slots, rejected)``: a table of each field's four slots plus ``_extras``,
+    ``_unknown`` and ``_raw`` for the lines taken, in input order (None if none was), and
+    the positions of the lines left to the per-line parser.
     """
-    marked = pc.replace_substring_regex(raw.cast(pa.string()), _SCALAR, _MARKED)
+    text = raw.cast(pa.string())
+    marked = pc.replace_substring_regex(text, _SCALAR, _MARKED)
     done: list = []
     rejected: list = []
     _read_parts(marked, fields, 0, done, rejected)
@@ -185,8 +195,8 @@ def parse_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table, np.nda
             arrays += _slots(table.column(f).combine_chunks())
             names += [f + ".k", f + ".s", f + ".i", f + ".f"]
         arrays += _extras(table, fields, raw.slice(first, count))
-        names += ["_extras", "_unknown"]
+        arrays.append(text.slice(first, count))
+        names += ["_extras", "_unknown", "_raw"]
         parts.append(pa.Table.from_arrays(arrays, names=names))
-    taken = np.concatenate([np.arange(first, first + count) for first, count, _ in done] or [np.zeros(0, np.int64)])
     slots = pa.concat_tables(parts) if parts else None
-    return slots, taken, np.array(rejected, dtype=np.int64)
+    return slots, np.array(rejected, dtype=np.int64)
