@@ -402,7 +402,7 @@ def test_the_clis_own_report_page_shows_its_numbers(run, open_page):
     c = rep["counts"]
     assert "PASSED" in page.text and summary["run_id"] in page.text
     assert f"read {c['read']:,} = curated {c['curated']:,}" in page.text.replace("\n", " ")
-    for name in ("event_id_unique", "ts_range", "has_rows"):  # the default expectations, all passed
+    for name in ("event_id_not_null", "ts_range", "has_rows"):  # the default expectations, all passed
         assert name in page.text
     assert _card(page, "event_type").count() == 1  # a profile card per curated column
     assert page.page.locator("#profiles article.card").count() == 13

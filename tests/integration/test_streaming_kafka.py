@@ -166,7 +166,7 @@ def check_against_batch(out, dsn, table, expected) -> dict:
     assert sum(p["rows"] for p in profiles) == len(expected["curated"])
     assert all(p["columns"]["event_type"]["nulls"] == 0 for p in profiles)
     checks = [json.loads(f.read_text()) for f in sorted((out / "_run" / "windows").glob("window=*/expectations.json"))]
-    assert checks and all(len(c["results"]) == 9 for c in checks)
+    assert checks and all(len(c["results"]) == 8 for c in checks)  # the default expectations
     return rep
 
 

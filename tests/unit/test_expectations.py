@@ -662,7 +662,6 @@ def test_expression_columns_exclude_function_names():
 def test_events_defaults_load_against_the_curated_schema():
     exps = load_expectations(DEFAULTS, {**CURATED, "_raw": pa.string(), "_source": pa.string()})
     assert [(e.name, e.kind, e.severity) for e in exps] == [
-        ("event_id_unique", "unique", "error"),
         ("event_id_not_null", "not_null", "error"),
         ("event_type_known", "accepted_values", "error"),
         ("amount_range", "between", "warn"),
