@@ -6,8 +6,8 @@
 Starts a real Kafka broker and PostgreSQL (scripts/kafka.sh, scripts/postgres.sh) on free ports,
 then measures:
 
-- throughput: ``--events`` generated events (5% dirty), in event-time order as a live feed
-  would bring them, produced to a 2-partition topic first, then the streaming CLI with
+- throughput: ``--events`` generated events (5% dirty) spanning one day of event time, in
+  event-time order as a live feed would bring them, produced to a 2-partition topic first, then the streaming CLI with
   ``--kafka_stop_at_end``; events/s over the job's wall time, and sustained events/s with the
   job's fixed start-up (a run over an empty topic) taken off;
 - latency: the streaming CLI running unbounded with ``--early_firing_seconds=1`` while events
@@ -83,7 +83,7 @@ def _in_time_order(paths: list[Path], out: Path) -> Path:
 def throughput(bootstrap: str, dsn: str, work: Path, events: int) -> dict:
     data = work / "in"
     subprocess.run([sys.executable, "-m", "beam_pipelines.datagen", f"--rows={events}", "--format=jsonl",
-                    "--dirty-fraction=0.05", f"--out={data}", "--seed=21"], cwd=ROOT, env=_env(), check=True,
+                    "--dirty-fraction=0.05", f"--out={data}", "--seed=21", "--days=1"], cwd=ROOT, env=_env(), check=True,
                    capture_output=True)  # fmt: skip
     ordered = _in_time_order(sorted(data.glob("*.jsonl")), work / "ordered.jsonl")
     empty = create_topic(bootstrap, "bench-empty", 2)

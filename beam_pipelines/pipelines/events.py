@@ -140,6 +140,13 @@ class _LateCountFn(beam.DoFn):
             yield {"read": table.num_rows, "late": table.num_rows}
 
 
+def _early(cfg: EventsConfig, seconds: int | None) -> int | None:
+    """Processing-time (early) firings: for live streams only. A bounded stream fires every window
+    when it ends; and Prism 2.77 panics when an early-firing timer outlives its window, which the
+    end of a bounded stream (the watermark jumping to the end of time) makes likely."""
+    return seconds if cfg.streaming and not cfg.kafka_stop_at_end else None
+
+
 def _deduplicate(cfg: EventsConfig, io: EventsIO, cleaned):
     if cfg.streaming:
         return cleaned | "Deduplicate" >> DeduplicateStream(
@@ -192,7 +199,7 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         count_distinct="user_id",
         sum_field="amount",
         allowed_lateness_seconds=cfg.allowed_lateness_seconds,
-        early_firing_seconds=cfg.early_firing_seconds if cfg.streaming else None,
+        early_firing_seconds=_early(cfg, cfg.early_firing_seconds),
         late_firings=cfg.streaming,
     )
     dead_parts = [parsed["dead_letters"], validated["dead_letters"]]
@@ -215,7 +222,7 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
             | "LateGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
         )
     counts = tuple(count_parts) | "AllCounts" >> beam.Flatten()
-    merge = MergeCounts(early_firing_seconds=REPORT_FIRING_SECONDS if cfg.streaming else None)
+    merge = MergeCounts(early_firing_seconds=_early(cfg, REPORT_FIRING_SECONDS))
     # In streaming, expectation results are per window and stay out of the run's report.
     results = checked["results"] if checked is not None and not cfg.streaming else None
     report = (
@@ -230,7 +237,11 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         profiled = curated
         if cfg.streaming:
             profiled = curated | "WindowCurated" >> WindowTables(
-                "ts", cfg.window_seconds, cfg.allowed_lateness_seconds, cfg.early_firing_seconds, late_firings=True
+                "ts",
+                cfg.window_seconds,
+                cfg.allowed_lateness_seconds,
+                _early(cfg, cfg.early_firing_seconds),
+                late_firings=True,
             )
         profile = profiled | "ProfileCurated" >> ProfileColumns(CURATED_COLUMNS)
         profile | "WriteProfile" >> io.profile

@@ -55,3 +55,29 @@ def test_identifiers_are_checked_at_build():
         UpsertPostgres("postgresql://x", "agg", ("nope",), AGGREGATE_SCHEMA)
     with pytest.raises(ValueError, match="PostgreSQL type"):
         UpsertPostgres("postgresql://x", "agg", ("a",), pa.schema([("a", pa.list_(pa.int64()))]))
+
+
+def test_workers_creating_the_table_at_once_do_not_fail(pg_dsn):
+    import threading
+
+    from transforms.sinks.postgres import _UpsertFn
+
+    fns = [_UpsertFn(pg_dsn, "agg_race", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 1) for _ in range(6)]
+    errors = []
+
+    def set_up(fn):
+        try:
+            fn.setup()
+        except psycopg.Error as e:  # what the race raised before the fix
+            errors.append(e)
+
+    threads = [threading.Thread(target=set_up, args=(fn,)) for fn in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for fn in fns:
+        assert list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)]))) == [1]
+        fn.teardown()
+    assert table_rows(pg_dsn, "agg_race") == [(W0, "view", "US", 1, 1, 0.0)]

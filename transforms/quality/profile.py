@@ -129,6 +129,9 @@ class _ProfileCoder(beam.coders.Coder):
         return False
 
 
+beam.coders.registry.register_coder(_Profile, _ProfileCoder)
+
+
 class _ProfileFn(beam.CombineFn):
     def __init__(self, cfg: _Config):
         self._cfg = cfg
@@ -152,6 +155,26 @@ class _ProfileFn(beam.CombineFn):
 
     def get_accumulator_coder(self) -> _ProfileCoder:
         return _ProfileCoder()
+
+
+class _SketchFn(beam.DoFn):
+    """One table -> its own accumulator, so only sketches cross the shuffle (a triggered window
+    combine on a portable runner is not lifted: without this every row would)."""
+
+    def __init__(self, cfg: _Config):
+        self._cfg = cfg
+
+    def process(self, table: pa.Table):
+        if table.num_rows:
+            acc = _Profile()
+            acc.add(table, self._cfg)
+            yield acc
+
+
+class _MergeProfilesFn(_ProfileFn):
+    def add_input(self, acc: _Profile, profile: _Profile) -> _Profile:
+        acc.merge(profile)
+        return acc
 
 
 def _summarise(acc: _Profile, cfg: _Config) -> dict:
@@ -305,10 +328,11 @@ class ProfileColumns(beam.PTransform):
     def expand(self, tables):
         return (
             tables
+            | "Sketch" >> beam.ParDo(_SketchFn(self._cfg)).with_input_types(pa.Table).with_output_types(_Profile)
             | "Combine"
-            >> beam.CombineGlobally(_ProfileFn(self._cfg))
+            >> beam.CombineGlobally(_MergeProfilesFn(self._cfg))
             .without_defaults()
-            .with_input_types(pa.Table)
+            .with_input_types(_Profile)
             .with_output_types(dict)
             | "WithWindow" >> beam.ParDo(_WithWindowFn()).with_output_types(dict)
         )

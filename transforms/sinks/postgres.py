@@ -67,11 +67,17 @@ class _UpsertFn(beam.DoFn):
 
     def setup(self):
         self._rows = beam.metrics.Metrics.counter("postgres", "rows_upserted")
+        import psycopg
+
         self._conn = connect(self._dsn)
         self._sql = self._statements()
-        with self._conn.cursor() as cur:
-            cur.execute(self._sql["create"])
-        self._conn.commit()
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute(self._sql["create"])
+            self._conn.commit()
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+            # Workers set up at once race on CREATE TABLE IF NOT EXISTS; one of them made it.
+            self._conn.rollback()
 
     def _statements(self) -> dict:
         from psycopg import sql
