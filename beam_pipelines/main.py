@@ -9,9 +9,11 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -127,7 +129,7 @@ def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: dateti
                 schema_policy=ev.schema_policy,
                 window_seconds=ev.window_seconds,
                 allowed_lateness_seconds=ev.allowed_lateness,
-                shuffle_partitions=ev.shuffle_partitions,
+                shuffle_partitions=ev.shuffle_partitions or DEFAULT_PARTITIONS,
                 streaming=True,
                 kafka_bootstrap=ev.kafka_bootstrap,
                 kafka_topic=ev.kafka_topic,
@@ -153,14 +155,31 @@ def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: dateti
             schema_policy=ev.schema_policy,
             window_seconds=ev.window_seconds,
             allowed_lateness_seconds=ev.allowed_lateness,
-            shuffle_partitions=ev.shuffle_partitions,
-            curated_buckets=ev.curated_buckets,
+            shuffle_partitions=ev.shuffle_partitions or DEFAULT_PARTITIONS,
+            curated_buckets=ev.curated_buckets or 1,
             dlq_shards=ev.dlq_shards,
             chunk_bytes=ev.read_chunk_kb * 1024,
             **quality,
         )
     except ConfigError as e:
         raise UsageError(str(e)) from e
+
+
+DEFAULT_PARTITIONS = 8
+# Bytes per record of the generated events in each format, to estimate rows from the input's size.
+_BYTES_PER_ROW = {"parquet": 28, "avro": 60, "csv": 120, "jsonl": 165}
+
+
+def sized(cfg: EventsConfig, ev: EventsOptions, input_bytes: int) -> EventsConfig:
+    """Partitions and buckets from the input's size, where the flags leave them open: memory per
+    merge and per written file then stays about the same as the input grows."""
+    rows = input_bytes / _BYTES_PER_ROW[cfg.input_format]
+    changes = {}
+    if ev.shuffle_partitions is None:
+        changes["shuffle_partitions"] = min(256, max(DEFAULT_PARTITIONS, math.ceil(rows / 625_000)))
+    if ev.curated_buckets is None:
+        changes["curated_buckets"] = min(64, max(1, math.ceil(rows / 2_500_000)))
+    return dataclasses.replace(cfg, **changes)
 
 
 def preflight(cfg: EventsConfig) -> int:
@@ -250,6 +269,7 @@ def _observer(cfg: EventsConfig, run_opts: RunOptions) -> Observer:
 def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging: str, clock, out) -> dict:
     """Runs into staging, audits, publishes, then records and reports (see observe.py)."""
     input_bytes = preflight(cfg)
+    cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
     observer = _observer(cfg, options.view_as(RunOptions))
     started_at = clock()
     observer.started(run_id, started_at)

@@ -152,14 +152,16 @@ class EventsOptions(PipelineOptions):
         parser.add_argument(
             "--shuffle_partitions",
             type=int,
-            default=8,
-            help="Hash partitions of the deduplication shuffle. Default: 8.",
+            default=None,
+            help="Hash partitions of the deduplication shuffle. Default: from the input's size (8, and one more "
+            "per ~625,000 rows beyond 5M), so each partition's merge holds about the same rows at any size.",
         )
         parser.add_argument(
             "--curated_buckets",
             type=int,
-            default=1,
-            help="Parquet files per dt= partition of the curated output. Default: 1.",
+            default=None,
+            help="Parquet files per dt= partition of the curated output. Default: from the input's size (1 per "
+            "~2,500,000 rows), so each file's rows held at once stay about the same at any size.",
         )
         parser.add_argument("--dlq_shards", type=int, default=1, help="Dead-letter JSON-lines files. Default: 1.")
         parser.add_argument(
