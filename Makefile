@@ -55,7 +55,7 @@ e2e: venv
 	$(BIN)/python -m pytest -q tests/e2e
 
 clean:
-	rm -rf $(VENV) data out .pytest_cache .ruff_cache
+	rm -rf $(VENV) data out out-stream .pytest_cache .ruff_cache
 
 # Runner artifacts (prism built with Go; Flink/Spark job-server jars from Maven Central) into
 # .cache/runners/. `make runners RUNNERS=--prism` fetches only prism.
