@@ -31,6 +31,8 @@ rm -rf data/stream "$OUT"
 "$PYTHON" -m beam_pipelines.datagen --rows "$ROWS" --format jsonl --dirty-fraction 0.05 --out data/stream --seed 11
 "$PYTHON" -m beam_pipelines.produce --bootstrap="$bootstrap" --topic="$TOPIC" --input='data/stream/*.jsonl'
 
+echo "The generated events are spread over a week in random order, so many reach the stream after"
+echo "their window (plus the allowed lateness) closed: they are counted as late and kept in dlq/."
 "$PYTHON" -m beam_pipelines.main --pipeline=events --streaming --runner=PrismRunner \
     --kafka_bootstrap="$bootstrap" --kafka_topic="$TOPIC" --kafka_stop_at_end \
     --pg_dsn="$dsn" --output="$OUT"
