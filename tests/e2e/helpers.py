@@ -77,3 +77,12 @@ def dead_letters(out: Path) -> list[dict]:
 
 def file_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_line_error(proc: subprocess.CompletedProcess, code: int) -> str:
+    """Asserts a CLI failure: exit ``code`` and exactly one ``error:`` line, no traceback; returns it."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.e2e.helpers import aggregates, cli, curated, datagen, dead_letters, file_bytes, report
+from tests.e2e.helpers import aggregates, cli, curated, datagen, dead_letters, file_bytes, one_line_error, report
 
 FORMATS = ("jsonl", "csv", "avro", "parquet")
 
@@ -149,34 +149,26 @@ def test_format_taken_from_extension_and_flag(tmp_path):
     assert report(out)["counts"]["curated"] > 0
 
 
-def _one_line_error(proc, code):
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
-
-
 def test_bad_flags_exit_2_with_one_line(tmp_path):
     data = datagen(tmp_path / "in", "jsonl", rows=10, dirty=0.0)
     ok = [f"--input={data}/*.jsonl", f"--output={tmp_path / 'out'}"]
-    assert "--inptu" in _one_line_error(cli(*ok, "--inptu=x"), 2)
-    assert "did you mean --input" in _one_line_error(cli(*ok, "--inpt=x"), 2)
-    assert "unknown pipeline" in _one_line_error(cli(*ok, "--pipeline=nope"), 2)
-    assert "runner" in _one_line_error(cli(*ok, "--runner=NoSuchRunner"), 2)
-    assert "--input is required" in _one_line_error(cli(f"--output={tmp_path}"), 2)
-    assert "--output is required" in _one_line_error(cli(f"--input={data}/*.jsonl"), 2)
-    assert "--input_format" in _one_line_error(cli(*ok, "--input_format=xml"), 2)
-    assert "--shuffle_partitions" in _one_line_error(cli(*ok, "--shuffle_partitions=0"), 2)
+    assert "--inptu" in one_line_error(cli(*ok, "--inptu=x"), 2)
+    assert "did you mean --input" in one_line_error(cli(*ok, "--inpt=x"), 2)
+    assert "unknown pipeline" in one_line_error(cli(*ok, "--pipeline=nope"), 2)
+    assert "runner" in one_line_error(cli(*ok, "--runner=NoSuchRunner"), 2)
+    assert "--input is required" in one_line_error(cli(f"--output={tmp_path}"), 2)
+    assert "--output is required" in one_line_error(cli(f"--input={data}/*.jsonl"), 2)
+    assert "--input_format" in one_line_error(cli(*ok, "--input_format=xml"), 2)
+    assert "--shuffle_partitions" in one_line_error(cli(*ok, "--shuffle_partitions=0"), 2)
     assert not (tmp_path / "out").exists()
 
 
 def test_bad_input_and_output_exit_1(tmp_path):
     data = datagen(tmp_path / "in", "jsonl", rows=10, dirty=0.0)
-    assert "no file matches" in _one_line_error(cli(f"--input={tmp_path}/none/*.jsonl", f"--output={tmp_path}/o"), 1)
+    assert "no file matches" in one_line_error(cli(f"--input={tmp_path}/none/*.jsonl", f"--output={tmp_path}/o"), 1)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    line = _one_line_error(cli(f"--input={data}/*.jsonl", f"--output={blocker}/out"), 1)
+    line = one_line_error(cli(f"--input={data}/*.jsonl", f"--output={blocker}/out"), 1)
     assert "not writable" in line
 
 
@@ -186,7 +178,7 @@ def test_failed_run_keeps_previous_outputs(tmp_path):
     assert cli(f"--input={data}/*.parquet", f"--output={out}").returncode == 0
     before = file_bytes(out / "curated")
     (data / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    line = _one_line_error(cli(f"--input={data}/*.parquet", f"--output={out}"), 1)
+    line = one_line_error(cli(f"--input={data}/*.parquet", f"--output={out}"), 1)
     assert "pipeline failed" in line
     assert file_bytes(out / "curated") == before
     assert not (out / "_staging").exists() or not any((out / "_staging").iterdir())

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from beam_pipelines.observability.history import MetricsHistory, run_metrics
-from tests.e2e.helpers import cli, datagen, file_bytes, report
+from tests.e2e.helpers import cli, datagen, file_bytes, one_line_error, report
 from tests.receivers import Receiver
 
 ROWS = 2000
@@ -19,13 +19,6 @@ ROWS = 2000
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return datagen(tmp_path_factory.mktemp("quality") / "in", "jsonl", rows=ROWS, dirty=0.1, seed=5)
-
-
-def one_line_error(proc, code: int) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 def published(out) -> dict:

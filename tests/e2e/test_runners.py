@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from beam_pipelines import flex
-from tests.e2e.helpers import ROOT, aggregates, cli, curated, datagen, report
+from tests.e2e.helpers import ROOT, aggregates, cli, curated, datagen, one_line_error, report
 
 
 def _run(*args: str, env: dict | None = None, module: str = "beam_pipelines.main") -> subprocess.CompletedProcess:
@@ -25,13 +25,6 @@ def _run(*args: str, env: dict | None = None, module: str = "beam_pipelines.main
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=600
     )
-
-
-def _one_line_error(proc, code: int) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,7 @@ def test_prism_gives_the_same_result_as_direct(prism_binary, events_data, tmp_pa
 
 
 def test_unknown_runner_exits_2_with_one_line(events_data, tmp_path):
-    line = _one_line_error(cli("--runner=NoSuchRunner", f"--input={events_data}/*.jsonl", f"--output={tmp_path}/o"), 2)
+    line = one_line_error(cli("--runner=NoSuchRunner", f"--input={events_data}/*.jsonl", f"--output={tmp_path}/o"), 2)
     assert "NoSuchRunner" in line and "prism (PrismRunner)" in line and "dataflow (DataflowRunner)" in line
     assert not (tmp_path / "o").exists()
 
@@ -68,14 +61,14 @@ DATAFLOW = ("--runner=DataflowRunner", "--input=gs://beam-pipelines-test/in/*.js
 
 def test_dataflow_options_are_validated(tmp_path):
     out = "--output=gs://beam-pipelines-test/out"
-    line = _one_line_error(cli(*DATAFLOW, out), 2)
+    line = one_line_error(cli(*DATAFLOW, out), 2)
     assert "--project" in line and "--region" in line and "--temp_location" in line
-    line = _one_line_error(cli(*DATAFLOW, out, "--project=my-project", "--temp_location=gs://b-1/tmp"), 2)
+    line = one_line_error(cli(*DATAFLOW, out, "--project=my-project", "--temp_location=gs://b-1/tmp"), 2)
     assert "--region" in line and "--project" not in line
     ok = ("--project=my-project", "--region=europe-west1")
-    line = _one_line_error(cli(*DATAFLOW, out, *ok, f"--temp_location={tmp_path}"), 2)
+    line = one_line_error(cli(*DATAFLOW, out, *ok, f"--temp_location={tmp_path}"), 2)
     assert "--temp_location must be a gs:// path" in line
-    line = _one_line_error(cli(*DATAFLOW, f"--output={tmp_path}/out", *ok, "--temp_location=gs://b-1/tmp"), 2)
+    line = one_line_error(cli(*DATAFLOW, f"--output={tmp_path}/out", *ok, "--temp_location=gs://b-1/tmp"), 2)
     assert "--output must be gs://" in line
     assert not (tmp_path / "out").exists()
 
@@ -116,7 +109,7 @@ def test_dry_run_default_path_needs_no_runner_artifact(events_data, tmp_path):
 def test_missing_prism_binary_is_one_line(events_data, tmp_path):
     env = {"BEAM_PIPELINES_CACHE": str(tmp_path / "empty-cache")}
     proc = _run("--runner=PrismRunner", f"--input={events_data}/*.jsonl", f"--output={tmp_path}/o", env=env)
-    line = _one_line_error(proc, 1)
+    line = one_line_error(proc, 1)
     assert "prism binary not found" in line and "make runners" in line
     assert not (tmp_path / "o").exists()
 
@@ -124,14 +117,14 @@ def test_missing_prism_binary_is_one_line(events_data, tmp_path):
 def test_missing_job_server_jars_and_silent_flink_master(events_data, tmp_path):
     env = {"BEAM_PIPELINES_CACHE": str(tmp_path / "empty-cache")}
     common = (f"--input={events_data}/*.jsonl", f"--output={tmp_path}/o")
-    line = _one_line_error(_run("--runner=FlinkRunner", *common, env=env), 1)
+    line = one_line_error(_run("--runner=FlinkRunner", *common, env=env), 1)
     assert "org.apache.beam:beam-runners-flink-1.20-job-server:" in line and "make runners" in line
-    line = _one_line_error(_run("--runner=spark", *common, env=env), 1)
+    line = one_line_error(_run("--runner=spark", *common, env=env), 1)
     assert "org.apache.beam:beam-runners-spark-3-job-server:" in line
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    line = _one_line_error(_run("--runner=flink", f"--flink_master=localhost:{port}", *common, env=env), 1)
+    line = one_line_error(_run("--runner=flink", f"--flink_master=localhost:{port}", *common, env=env), 1)
     assert f"Flink master localhost:{port} does not answer" in line
     assert not (tmp_path / "o").exists()
 
@@ -139,9 +132,9 @@ def test_missing_job_server_jars_and_silent_flink_master(events_data, tmp_path):
 def test_artifacts_name_the_missing_tool(tmp_path):
     env = {"BEAM_PIPELINES_CACHE": str(tmp_path / "cache"), "PATH": str(tmp_path)}  # no go, java or mvn
     proc = _run("fetch", "--prism", env=env, module="beam_pipelines.artifacts")
-    assert "go not found" in _one_line_error(proc, 1)
+    assert "go not found" in one_line_error(proc, 1)
     proc = _run("fetch", "--flink", env=env, module="beam_pipelines.artifacts")
-    line = _one_line_error(proc, 1)
+    line = one_line_error(proc, 1)
     assert "java and mvn not found" in line and "org.apache.beam:beam-runners-flink-1.20-job-server:" in line
     status = _run("status", env=env, module="beam_pipelines.artifacts")
     assert status.returncode == 0 and "prism  missing" in status.stdout and "go     missing" in status.stdout

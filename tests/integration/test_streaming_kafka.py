@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pytest
 from confluent_kafka import Producer
 
-from tests.e2e.helpers import ROOT, cli, read_parquet_dir, report
+from tests.e2e.helpers import ROOT, cli, one_line_error, read_parquet_dir, report
 
 UTC = timezone.utc
 BASE = datetime(2024, 3, 1, tzinfo=UTC)
@@ -224,13 +224,6 @@ def test_kill_9_mid_stream_then_restart_counts_every_event_once(
     check_against_batch(out, pg_dsn, "agg_crash", expected)
 
 
-def _one_line(proc, code: int) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
-
-
 @pytest.mark.timeout(300)
 def test_bad_streaming_setups_are_one_line_errors(prism_binary, kafka_bootstrap, new_topic, pg_dsn, tmp_path):
     topic = new_topic(partitions=1)
@@ -238,16 +231,16 @@ def test_bad_streaming_setups_are_one_line_errors(prism_binary, kafka_bootstrap,
     args = stream_args(kafka_bootstrap, topic, pg_dsn, "agg_bad", out)
     # Flags: no database, the in-process runner (batch only).
     no_db = [a for a in args if not a.startswith("--pg_dsn")]
-    assert "--streaming needs --pg_dsn" in _one_line(cli(*no_db), 2)
+    assert "--streaming needs --pg_dsn" in one_line_error(cli(*no_db), 2)
     direct = [a if a != "--runner=PrismRunner" else "--runner=DirectRunner" for a in args]
-    assert "PrismRunner" in _one_line(cli(*direct), 2)
+    assert "PrismRunner" in one_line_error(cli(*direct), 2)
     # Services: a topic that does not exist, a broker that does not answer, a database that does not.
     missing = [a if not a.startswith("--kafka_topic") else "--kafka_topic=no-such-topic" for a in args]
-    assert "'no-such-topic' (--kafka_topic) does not exist" in _one_line(cli(*missing), 1)
+    assert "'no-such-topic' (--kafka_topic) does not exist" in one_line_error(cli(*missing), 1)
     dead_kafka = [a if not a.startswith("--kafka_bootstrap") else "--kafka_bootstrap=127.0.0.1:9" for a in args]
-    assert "cannot reach Kafka at --kafka_bootstrap=127.0.0.1:9" in _one_line(cli(*dead_kafka), 1)
+    assert "cannot reach Kafka at --kafka_bootstrap=127.0.0.1:9" in one_line_error(cli(*dead_kafka), 1)
     dead_db = [a if not a.startswith("--pg_dsn") else "--pg_dsn=postgresql://bp@127.0.0.1:9/bp" for a in args]
-    assert "cannot reach PostgreSQL" in _one_line(cli(*dead_db), 1)
+    assert "cannot reach PostgreSQL" in one_line_error(cli(*dead_db), 1)
     assert not out.exists()  # nothing was written by any of them
 
 
