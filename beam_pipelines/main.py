@@ -39,7 +39,7 @@ from beam_pipelines.runners import (
     profile_name,
 )
 from beam_pipelines.spec import ConfigError, EventsConfig
-from transforms.ingest.files import format_from_path
+from transforms.ingest.files import format_from_path, is_hidden
 from transforms.quality.expectations_spec import ExpectationError
 from transforms.sinks.files import join_path
 
@@ -93,7 +93,7 @@ def _resolve_format(pattern: str, given: str | None) -> str:
     fmt = format_from_path(pattern)
     if fmt:
         return fmt
-    matched = FileSystems.match([pattern])[0].metadata_list
+    matched = [m for m in FileSystems.match([pattern])[0].metadata_list if not is_hidden(m.path, pattern)]
     formats = {format_from_path(m.path) for m in matched}
     if len(formats) == 1 and None not in formats:
         return formats.pop()
@@ -185,11 +185,13 @@ def sized(cfg: EventsConfig, ev: EventsOptions, input_bytes: int) -> EventsConfi
 def preflight(cfg: EventsConfig) -> int:
     """Checks what can be checked before any worker starts; returns the input size in bytes."""
     try:
-        matched = FileSystems.match([cfg.input])[0].metadata_list
+        listed = FileSystems.match([cfg.input])[0].metadata_list
     except Exception as e:  # each filesystem raises its own error type
         raise RunError(f"cannot list --input={cfg.input}: {e}") from e
+    matched = [m for m in listed if not is_hidden(m.path, cfg.input)]
     if not matched:
-        raise RunError(f"no file matches --input={cfg.input}")
+        hidden = f" ({len(listed)} hidden file(s) named _* or .* are not data)" if listed else ""
+        raise RunError(f"no file matches --input={cfg.input}{hidden}")
     try:
         publish.check_writable(cfg.output)
     except OSError as e:

@@ -150,8 +150,10 @@ def _finish_hash(sums: np.ndarray, partitions: int) -> np.ndarray:
 
 def json_quote(strings: pa.Array) -> pa.Array:
     """JSON string literals for a string array (null stays null)."""
+    if pa.types.is_large_string(strings.type):
+        strings = strings.cast(pa.string())
     # One scan decides whether any escaping is needed (clean text is the common case).
-    if not pc.any(pc.match_substring_regex(strings, r'["\\\x00-\x1f]')).as_py():
+    if not _needs_escape(strings):
         return pc.binary_join_element_wise('"', strings, '"', "")
     escaped = pc.replace_substring(strings, "\\", "\\\\")
     escaped = pc.replace_substring(escaped, '"', '\\"')
@@ -172,7 +174,21 @@ def iso_text(ts: pa.Array) -> pa.Array:
 
 
 def _needs_escape(strings: pa.Array) -> bool:
-    return bool(pc.any(pc.match_substring_regex(strings, r'["\\\x00-\x1f]')).as_py())
+    """Whether any value holds ``"``, ``\\`` or a control character: one numpy pass over the
+    UTF-8 bytes (multi-byte characters never contain these bytes), not a regex per value."""
+    if strings.null_count == len(strings):
+        return False
+    if isinstance(strings, pa.ChunkedArray):
+        return any(_needs_escape(c) for c in strings.chunks)
+    if not (pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type)):
+        strings = strings.cast(pa.string())
+    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    offsets = np.frombuffer(strings.buffers()[1], dtype=width)[strings.offset : strings.offset + len(strings) + 1]
+    data = strings.buffers()[2]
+    if data is None:
+        return False
+    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return bool(((raw < 0x20) | (raw == 0x22) | (raw == 0x5C)).any())
 
 
 def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:

@@ -18,6 +18,7 @@ from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterPr
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.records import ArrowTableCoder
+from transforms.window_spill import SpilledPartials
 
 __all__ = ["WindowTables", "WindowedAggregate", "split_by_window", "window_into"]
 
@@ -121,6 +122,26 @@ class _MergePartialsFn(beam.CombineFn):
         return merge_partials(acc, self._keys, self._distinct) if acc else None
 
 
+def _result(out: pa.Table, window, s: dict) -> pa.Table:
+    """The output table of one window from per-group ``events``, ``users`` and ``_units``."""
+    keys = list(s["keys"])
+    n = out.num_rows
+    start = pa.array([window.start.micros] * n, pa.int64()).cast(_US)
+    end = pa.array([window.end.micros] * n, pa.int64()).cast(_US)
+    amount = pc.round(pc.divide(out.column("_units").cast(pa.float64()), float(s["scale"])), s["decimals"])
+    result = pa.table(
+        {
+            "window_start": start,
+            "window_end": end,
+            **{k: out.column(k) for k in keys},
+            "events": out.column("events").cast(pa.int64()),
+            "users": out.column("users").cast(pa.int64()),
+            s["sum_out"]: amount,
+        }
+    )
+    return result.sort_by([(k, "ascending") for k in keys])
+
+
 class _FinalizeFn(beam.DoFn):
     def __init__(self, spec: dict):
         self._s = spec
@@ -129,27 +150,54 @@ class _FinalizeFn(beam.DoFn):
         if partial is None or partial.num_rows == 0:
             return
         s = self._s
-        keys = list(s["keys"])
-        out = partial.group_by(keys, use_threads=False).aggregate(
+        out = partial.group_by(list(s["keys"]), use_threads=False).aggregate(
             [("_events", "sum"), (s["distinct"], "count"), ("_units", "sum")]
         )
         renames = {"_events_sum": "events", s["distinct"] + "_count": "users", "_units_sum": "_units"}
-        out = out.rename_columns([renames.get(c, c) for c in out.column_names])
-        n = out.num_rows
-        start = pa.array([window.start.micros] * n, pa.int64()).cast(_US)
-        end = pa.array([window.end.micros] * n, pa.int64()).cast(_US)
-        amount = pc.round(pc.divide(out.column("_units").cast(pa.float64()), float(s["scale"])), s["decimals"])
-        result = pa.table(
-            {
-                "window_start": start,
-                "window_end": end,
-                **{k: out.column(k) for k in keys},
-                "events": out.column("events").cast(pa.int64()),
-                "users": out.column("users").cast(pa.int64()),
-                s["sum_out"]: amount,
-            }
-        )
-        yield result.sort_by([(k, "ascending") for k in keys])
+        yield _result(out.rename_columns([renames.get(c, c) for c in out.column_names]), window, s)
+
+
+def sum_counts(tables: list[pa.Table], keys: tuple[str, ...]) -> pa.Table:
+    table = pa.concat_tables(tables)
+    out = table.group_by(list(keys), use_threads=False).aggregate(
+        [("_events", "sum"), ("_users", "sum"), ("_units", "sum")]
+    )
+    return out.rename_columns(list(keys) + ["_events", "_users", "_units"])
+
+
+class _SumCountsFn(beam.CombineFn):
+    """Adds per-group counts of disjoint parts of a window (see window_spill)."""
+
+    def __init__(self, keys: tuple[str, ...]):
+        self._keys = keys
+
+    def get_accumulator_coder(self):
+        return _PartialsCoder()
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, table):
+        acc.append(table)
+        return acc
+
+    def merge_accumulators(self, accs):
+        tables = [t for acc in accs for t in acc]
+        return [sum_counts(tables, self._keys)] if tables else []
+
+    def extract_output(self, acc):
+        return sum_counts(acc, self._keys) if acc else None
+
+
+class _FinalizeCountsFn(beam.DoFn):
+    def __init__(self, spec: dict):
+        self._s = spec
+
+    def process(self, counts: pa.Table | None, window=beam.DoFn.WindowParam):
+        if counts is None or counts.num_rows == 0:
+            return
+        renames = {"_events": "events", "_users": "users"}
+        yield _result(counts.rename_columns([renames.get(c, c) for c in counts.column_names]), window, self._s)
 
 
 def window_into(window_seconds: int, lateness: int, early: int | None, late: bool) -> beam.WindowInto:
@@ -215,6 +263,11 @@ class WindowedAggregate(beam.PTransform):
         late_firings: Fire again for every late table within the allowed lateness. With either
             of these, panes accumulate: every firing carries the window's complete value so far,
             so a sink that upserts by (window_start, keys) always holds the latest total.
+        spill_dir: Bounded input only (no early or late firings): shuffle the partial
+            aggregates through Arrow files there, partitioned by the distinct column, so memory
+            stays flat as input grows (see window_spill). Must be visible to every worker.
+        partitions: With ``spill_dir``: how many partitions (each merge holds about
+            1/partitions of the partial rows).
 
     Yields one table per window with ``window_start``, ``window_end``, the group keys,
     ``events``, ``users`` and ``<sum_field>_sum``.
@@ -231,11 +284,18 @@ class WindowedAggregate(beam.PTransform):
         allowed_lateness_seconds: int = 0,
         early_firing_seconds: int | None = None,
         late_firings: bool = False,
+        spill_dir: str | None = None,
+        partitions: int = 8,
         label: str | None = None,
     ):
         super().__init__(label)
         if window_seconds <= 0:
             raise ValueError("window_seconds must be positive")
+        if spill_dir is not None and (early_firing_seconds is not None or late_firings):
+            raise ValueError("spill_dir is for bounded input: it cannot be used with early or late firings")
+        if partitions < 1:
+            raise ValueError("partitions must be >= 1")
+        self._spill_dir, self._partitions = spill_dir, partitions
         if allowed_lateness_seconds < 0:
             raise ValueError("allowed_lateness_seconds must be >= 0")
         if early_firing_seconds is not None and early_firing_seconds <= 0:
@@ -263,6 +323,15 @@ class WindowedAggregate(beam.PTransform):
 
     def expand(self, tables):
         s = self._spec
+        if self._spill_dir is not None:
+            return (
+                tables
+                | "SpilledPartials" >> SpilledPartials(s, self._partitions, self._spill_dir)
+                | "Window" >> self._window_into()
+                | "Combine"
+                >> beam.CombineGlobally(_SumCountsFn(s["keys"])).without_defaults().with_output_types(pa.Table)
+                | "Finalize" >> beam.ParDo(_FinalizeCountsFn(s)).with_output_types(pa.Table)
+            )
         return (
             tables
             | "SplitWindows" >> beam.ParDo(_SplitByWindowFn(s)).with_input_types(pa.Table).with_output_types(pa.Table)

@@ -88,8 +88,8 @@ class EventsIO:
         profile: Sink for column-profile dicts of the curated output (None: not profiled): one
             for the run in batch, one per window and firing in streaming.
         checks: Streaming: sink for the expectation results, one dict per window.
-        scratch: A directory every worker can reach; when set, the dedup shuffle goes
-            through files there instead of through the runner's memory.
+        scratch: A directory every worker can reach; when set (batch), the dedup and
+            aggregate shuffles go through files there instead of through the runner's memory.
     """
 
     source: beam.PTransform
@@ -201,6 +201,8 @@ def build(p: beam.Pipeline, cfg: EventsConfig, io: EventsIO) -> dict:
         allowed_lateness_seconds=cfg.allowed_lateness_seconds,
         early_firing_seconds=_early(cfg, cfg.early_firing_seconds),
         late_firings=cfg.streaming,
+        spill_dir=join_path(io.scratch, "aggregate") if io.scratch and not cfg.streaming else None,
+        partitions=cfg.shuffle_partitions,
     )
     dead_parts = [parsed["dead_letters"], validated["dead_letters"]]
     if checked is not None:

@@ -189,3 +189,17 @@ def test_help_lists_the_flags():
     assert proc.returncode == 0
     for flag in ("--input", "--input_format", "--output", "--schema_policy", "--pipeline", "--log_level"):
         assert flag in proc.stdout
+
+
+def test_bookkeeping_files_beside_the_data_are_skipped(tmp_path):
+    # Spark's _SUCCESS, a .crc and a marker match "*" but are not data; without the rule an
+    # empty _SUCCESS fails a parquet read.
+    data = datagen(tmp_path / "in", "parquet", rows=500, dirty=0.0)
+    (data / "_SUCCESS").write_bytes(b"")
+    (data / ".part-0.parquet.crc").write_bytes(b"\x00crc")
+    proc = cli(f"--input={data}/*", "--input_format=parquet", f"--output={tmp_path / 'out'}")
+    assert proc.returncode == 0, proc.stderr
+    assert report(tmp_path / "out")["counts"]["read"] == 500
+    # Only bookkeeping files matched: said so, nothing read.
+    only = cli(f"--input={data}/*S", "--input_format=parquet", f"--output={tmp_path / 'out2'}")
+    assert "hidden file(s) named _* or .* are not data" in one_line_error(only, 1)

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.ingest.files import ReadFiles, _iter_range_lines, format_from_path
+from transforms.ingest.files import ReadFiles, _iter_range_lines, format_from_path, is_hidden
 
 
 def _lines_of(data: bytes, bounds: list[int], chunk: int) -> list[bytes]:
@@ -102,3 +102,12 @@ def test_parquet_dictionary_only_for_few_distinct_values(tmp_path):
     assert pq.read_table(path).equals(table)
     write_parquet(table, str(tmp_path / "again.parquet"))
     assert (tmp_path / "again.parquet").read_bytes() == (tmp_path / "t.parquet").read_bytes()
+
+
+def test_bookkeeping_files_are_hidden_unless_asked_for():
+    assert is_hidden("s3://b/out/_SUCCESS", "s3://b/out/*")
+    assert is_hidden("/d/.events.parquet.crc", "/d/*")
+    assert is_hidden("C:\\d\\_tmp", "C:\\d\\*")
+    assert not is_hidden("/d/events_1.parquet", "/d/*")
+    assert not is_hidden("/d/_part.parquet", "/d/_*.parquet")
+    assert not is_hidden("/d/.x.jsonl", "/d/.x.jsonl")

@@ -2,8 +2,9 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from transforms.records import ArrowTableCoder, dead_letters, hash_partition, json_quote, json_text
+from transforms.records import ArrowTableCoder, _needs_escape, dead_letters, hash_partition, json_quote, json_text
 
 
 def test_hash_partition_is_stable_and_spreads():
@@ -86,3 +87,15 @@ def test_json_text_plain_strings_and_timestamps_without_nulls():
         '{"id":"a","note":"x","ts":"1970-01-01T00:00:00.000000Z","n":1}',
         '{"id":"b","note":null,"ts":"1970-01-01T00:00:01.000000Z","n":2}',
     ]
+
+
+@pytest.mark.parametrize("text", ['a"b', "a\\b", "a\nb", "tab\there", "\x00", "\x1f"])
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_escape_check_finds_every_character_json_must_escape(text, kind):
+    clean = ["plain", None, "ünïcödé €"]
+    assert not _needs_escape(pa.array(clean, kind))
+    arr = pa.array([*clean, text], kind)
+    assert _needs_escape(arr)
+    assert not _needs_escape(arr.slice(0, 3))  # the slice ends before the dirty value
+    assert _needs_escape(arr.slice(3))
+    assert json.loads(json_quote(arr).to_pylist()[3]) == text

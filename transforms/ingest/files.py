@@ -22,11 +22,23 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import json_text
 
-__all__ = ["ReadFiles", "format_from_path"]
+__all__ = ["ReadFiles", "format_from_path", "is_hidden"]
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
                ".avro": "avro", ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
 _COMPRESSED = (".gz", ".bz2", ".zst", ".deflate")
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def is_hidden(path: str, pattern: str) -> bool:
+    """Whether a matched file is bookkeeping, not data (``_SUCCESS``, ``.crc``, a ``.complete``
+    marker): by the Hadoop and Spark rule, a name starting with ``.`` or ``_``, unless the
+    pattern's own last part starts with that character too (the user asked for such files)."""
+    name, wanted = _basename(path), _basename(pattern)
+    return name[:1] in ("_", ".") and not wanted.startswith(name[0])
 
 
 def format_from_path(path: str) -> str | None:
@@ -216,11 +228,13 @@ class _SplitFn(beam.DoFn):
     ranges of parquet, whole files (end -1) otherwise; spread over workers, they let one big
     file use every core."""
 
-    def __init__(self, fmt: str, split_bytes: int):
-        self._fmt, self._split_bytes = fmt, split_bytes
+    def __init__(self, fmt: str, split_bytes: int, pattern: str):
+        self._fmt, self._split_bytes, self._pattern = fmt, split_bytes, pattern
 
     def process(self, meta):
         path, size = meta.path, meta.size_in_bytes
+        if is_hidden(path, self._pattern):
+            return
         compressed = path.lower().endswith(_COMPRESSED)
         if self._fmt == "jsonl" and not compressed and size > self._split_bytes:
             for start in range(0, size, self._split_bytes):
@@ -254,7 +268,9 @@ class ReadFiles(beam.PTransform):
     """Reads every file matching a pattern into raw record batches.
 
     Args:
-        pattern: A file pattern on any Beam filesystem (local, s3://, gs://, azfs://).
+        pattern: A file pattern on any Beam filesystem (local, s3://, gs://, azfs://). Files
+            named ``_*`` or ``.*`` (``_SUCCESS``, ``.crc``, markers) are not data and are
+            skipped, unless the pattern's last part itself starts with ``_`` or ``.``.
         fmt: ``jsonl``, ``csv``, ``avro`` or ``parquet``.
         chunk_bytes: Target bytes per batch for text formats (parquet batches hold about
             ``chunk_bytes / 100`` rows).
@@ -282,7 +298,9 @@ class ReadFiles(beam.PTransform):
             pbegin
             | "Match" >> fileio.MatchFiles(self._pattern)
             | "Split"
-            >> beam.ParDo(_SplitFn(self._fmt, self._split_bytes)).with_output_types(beam.typehints.Tuple[str, int, int])
+            >> beam.ParDo(_SplitFn(self._fmt, self._split_bytes, self._pattern)).with_output_types(
+                beam.typehints.Tuple[str, int, int]
+            )
             | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(_ReadFileFn(self._fmt, self._chunk_bytes)).with_output_types(pa.Table)
         )
