@@ -29,8 +29,9 @@ TEMPLATES = {
         "required": ("input", "output"),
     }
 }
-# Launch-layer flags that make no sense for a template job (it must run the one pipeline, for real).
-EXCLUDED = ("pipeline", "dry_run", "dry_run_out")
+# Launch-layer flags that make no sense for a template job (it must run the one pipeline, for real,
+# on Dataflow: local_workers is for the direct runner).
+EXCLUDED = ("pipeline", "dry_run", "dry_run_out", "local_workers")
 
 
 def parameters(options_classes, required: tuple[str, ...]) -> list[dict]:

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 
@@ -34,8 +35,10 @@ from beam_pipelines.runners import (
     RunnerError,
     RunnerUnavailable,
     check_worker_paths,
+    direct_workers,
     graph_environment,
     make_runner,
+    parallel_direct_runner,
     profile_name,
 )
 from beam_pipelines.spec import ConfigError, EventsConfig
@@ -272,6 +275,12 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     """Runs into staging, audits, publishes, then records and reports (see observe.py)."""
     input_bytes = preflight(cfg)
     cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
+    workers = direct_workers(options, input_bytes / _BYTES_PER_ROW[cfg.input_format])
+    worker_log = None
+    if workers and workers > 1:
+        worker_log = os.path.join(tempfile.gettempdir(), f"beam_pipelines-{run_id}-workers.log")
+        debug = options.view_as(RunOptions).log_level == "DEBUG"
+        runner = parallel_direct_runner(options, workers, None if debug else worker_log)
     observer = _observer(cfg, options.view_as(RunOptions))
     started_at = clock()
     observer.started(run_id, started_at)
@@ -285,7 +294,10 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         publish.discard(staging)
         observer.failed(run_id, e, clock())
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        raise RunError(f"pipeline failed: {first}") from e
+        where = f" (worker log: {worker_log})" if worker_log and os.path.exists(worker_log) else ""
+        raise RunError(f"pipeline failed: {first}{where}") from e
+    if worker_log and os.path.exists(worker_log):
+        os.remove(worker_log)
     elapsed = time.monotonic() - started
     staged_run = join_path(staging, "_run")
     reason = audit_failure(read_json(join_path(staged_run, "report.json")) or {})
@@ -303,6 +315,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     report = read_json(join_path(run_dir, "report.json"))
     published = publish.count_published(cfg.output)
     result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
+    if workers:
+        result["workers"] = workers
     doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
     observer.close()
     result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))
@@ -316,6 +330,12 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     if not result["files_match"]:
         raise RunError("published files do not hold the counted rows (see _run/summary.json)")
     return result
+
+
+def _relayed_worker_error(record: logging.LogRecord) -> bool:
+    """False for a worker process's error as the direct runner relays it (with its traceback):
+    the failure is reported once, as the one-line error."""
+    return not (record.levelno >= logging.ERROR and record.module == "worker_handlers")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             "apache_beam.utils.subprocess_server",  # "Really starting service" for each job server
         ):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        # Worker processes' log records are re-logged by the runner on the root logger.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_relayed_worker_error)
     try:
         run(argv)
     except UsageError as e:

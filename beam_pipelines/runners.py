@@ -12,13 +12,17 @@ binary, jar, tool or cluster this machine does not have), each a one-line messag
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shlex
 import shutil
+import sys
 import urllib.error
 import urllib.request
 
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     FlinkRunnerOptions,
     GoogleCloudOptions,
     PipelineOptions,
@@ -39,6 +43,8 @@ __all__ = [
     "RunnerError",
     "RunnerUnavailable",
     "check_worker_paths",
+    "direct_workers",
+    "parallel_direct_runner",
     "graph_environment",
     "make_runner",
     "profile_name",
@@ -209,6 +215,65 @@ def check_worker_paths(profile: str, paths: dict[str, str | None]) -> None:
         raise RunnerError(f"Dataflow workers cannot read this machine's disk: {', '.join(local)} must be gs:// paths")
 
 
+# Below this many input records, starting worker processes costs more than it saves.
+PARALLEL_MIN_ROWS = 500_000
+MAX_AUTO_WORKERS = 4
+
+
+def local_workers(options: PipelineOptions) -> str | int:
+    """``--local_workers``: ``auto`` or a number >= 1 (RunnerError otherwise)."""
+    value = str(options.view_as(RunOptions).local_workers).strip().lower()
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise RunnerError(f"--local_workers must be auto or a number >= 1, got {value!r}")
+
+
+def direct_workers(options: PipelineOptions, estimated_rows: float, cores: int | None = None) -> int | None:
+    """How many worker processes the direct runner should use, from ``--local_workers``.
+
+    ``auto``: one per core (up to MAX_AUTO_WORKERS) when the input holds PARALLEL_MIN_ROWS
+    records or more, else 1. None when this is not the direct profile, or when Beam's own
+    ``--direct_num_workers``/``--direct_running_mode`` were given (they are then left to Beam).
+    """
+    if profile_name(options.view_as(StandardOptions).runner) != "direct":
+        return None
+    # The flags as given: an explicit value equal to Beam's default must still win.
+    given = [f.split("=", 1)[0] for f in getattr(options, "_flags", [])]
+    if "--direct_num_workers" in given or "--direct_running_mode" in given:
+        return None
+    wanted = local_workers(options)
+    if wanted == "auto":
+        cores = cores or os.cpu_count() or 1
+        wanted = min(cores, MAX_AUTO_WORKERS) if estimated_rows >= PARALLEL_MIN_ROWS else 1
+    return wanted
+
+
+def _not_about_running_mode(record: logging.LogRecord) -> bool:
+    return "direct_running_mode" not in record.getMessage()
+
+
+def parallel_direct_runner(options: PipelineOptions, workers: int, stderr_path: str | None):
+    """The in-process runner driving ``workers`` worker processes of this interpreter.
+
+    Processes, not threads: threads would share one interpreter lock. Every shuffle of the
+    events pipeline goes through spill files, so what the runner passes between them is small.
+    The workers' stderr (where each prints a failing step's traceback, already reported as the
+    run's one-line error) goes to ``stderr_path`` when given.
+    """
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    options.view_as(DirectOptions).direct_num_workers = workers
+    command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+    if stderr_path:
+        command += f" 2>>{shlex.quote(stderr_path)}"
+    # Beam warns that --direct_running_mode should be multi_processing: it is, with this command.
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_not_about_running_mode)
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
+
+
 def make_runner(options: PipelineOptions, check_artifacts: bool = True):
     """A runner instance for the options' ``--runner`` (default: direct), with its defaults filled in.
 
@@ -218,6 +283,7 @@ def make_runner(options: PipelineOptions, check_artifacts: bool = True):
     standard = options.view_as(StandardOptions)
     name = profile_name(standard.runner)
     if name == "direct":
+        local_workers(options)
         if standard.streaming:
             raise RunnerError(
                 "--streaming needs a streaming runner: --runner=PrismRunner (the direct profile runs batch only)"

@@ -76,8 +76,9 @@ def _quality_lines(s: dict) -> list[str]:
 def render(s: dict) -> str:
     c = s["counts"]
     width = max(len(f"{v:,}") for v in c.values())
+    workers = f" ({s['workers']} worker processes)" if s.get("workers", 0) > 1 else ""
     lines = [
-        f"events on {s['runner']}: {c['read']:,} records in {s['elapsed_s']:.1f} s"
+        f"events on {s['runner']}{workers}: {c['read']:,} records in {s['elapsed_s']:.1f} s"
         f" ({s['rows_per_s'] or 0:,} rows/s, {s['input_format']}, {s['input_bytes'] / 1e6:,.1f} MB)",
         "",
         "  stage           rows",

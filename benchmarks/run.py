@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = (
-    "beam_pipelines", "beam_pipelines_bare", "beam_pipelines_prism", "beam_per_record", "duckdb", "polars", "pyspark",
+    "beam_pipelines", "beam_pipelines_1worker", "beam_pipelines_bare", "beam_pipelines_prism", "beam_per_record",
+    "duckdb", "polars", "pyspark",
 )  # fmt: skip
 # beam_pipelines_bare: the same pipeline without expectations, profiles, history and lineage, to
 # measure what the quality layer costs.
@@ -41,6 +42,9 @@ def command(system: str, pattern: str, fmt: str, out: Path) -> list[str]:
     if system == "beam_pipelines":
         return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
+    if system == "beam_pipelines_1worker":  # like for like with beam_per_record: one worker, Beam's default
+        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
+                f"--input={pattern}", f"--input_format={fmt}", f"--output={out}", "--local_workers=1"]  # fmt: skip
     if system == "beam_pipelines_bare":
         return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}", *BARE_FLAGS]  # fmt: skip

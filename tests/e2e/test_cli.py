@@ -172,13 +172,15 @@ def test_bad_input_and_output_exit_1(tmp_path):
     assert "not writable" in line
 
 
-def test_failed_run_keeps_previous_outputs(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_failed_run_keeps_previous_outputs(tmp_path, workers):
     data = datagen(tmp_path / "in", "parquet", rows=500, dirty=0.0)
     out = tmp_path / "out"
     assert cli(f"--input={data}/*.parquet", f"--output={out}").returncode == 0
     before = file_bytes(out / "curated")
     (data / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    line = one_line_error(cli(f"--input={data}/*.parquet", f"--output={out}"), 1)
+    # The error comes back the same way from a worker process.
+    line = one_line_error(cli(f"--input={data}/*.parquet", f"--output={out}", f"--local_workers={workers}"), 1)
     assert "pipeline failed" in line
     assert file_bytes(out / "curated") == before
     assert not (out / "_staging").exists() or not any((out / "_staging").iterdir())
@@ -203,3 +205,17 @@ def test_bookkeeping_files_beside_the_data_are_skipped(tmp_path):
     # Only bookkeeping files matched: said so, nothing read.
     only = cli(f"--input={data}/*S", "--input_format=parquet", f"--output={tmp_path / 'out2'}")
     assert "hidden file(s) named _* or .* are not data" in one_line_error(only, 1)
+
+
+def test_worker_processes_give_the_same_outputs(tmp_path):
+    data = datagen(tmp_path / "in", "jsonl", rows=6000, dirty=0.25, files=3)
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out-{workers}"
+        proc = cli(f"--input={data}/*.jsonl", f"--output={out}", f"--local_workers={workers}", "--history=none")
+        assert proc.returncode == 0, proc.stderr
+        assert ("(2 worker processes)" in proc.stdout) == (workers == "2")
+        files = {d + "/" + k: v for d in ("curated", "aggregates", "dlq") for k, v in file_bytes(out / d).items()}
+        outputs[workers] = (files, report(out)["counts"])
+    assert outputs["1"][1]["read"] == 6000 and outputs["1"][1]["duplicates"] > 0
+    assert outputs["1"] == outputs["2"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
@@ -14,7 +17,14 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipelines import artifacts
 from beam_pipelines.options import RunOptions
-from beam_pipelines.runners import RunnerError, RunnerUnavailable, make_runner, profile_name
+from beam_pipelines.runners import (
+    RunnerError,
+    RunnerUnavailable,
+    direct_workers,
+    make_runner,
+    parallel_direct_runner,
+    profile_name,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +135,37 @@ def test_dry_run_flag_is_a_boolean():
     assert PipelineOptions(["--dry_run"]).view_as(RunOptions).dry_run is True
     assert PipelineOptions(["--dry_run=false"]).view_as(RunOptions).dry_run is False
     assert PipelineOptions([]).view_as(RunOptions).dry_run is False
+
+
+@pytest.mark.parametrize(
+    "flags, rows, workers",
+    [
+        ([], 100_000, 1),  # small input: starting workers would cost more than it saves
+        ([], 5_000_000, 2),
+        (["--local_workers=3"], 10, 3),
+        (["--local_workers=1"], 5_000_000, 1),
+        (["--direct_num_workers=1"], 5_000_000, None),  # Beam's own flags are left to Beam
+        (["--direct_running_mode=multi_threading"], 5_000_000, None),
+        (["--runner=PrismRunner"], 5_000_000, None),
+    ],
+)
+def test_direct_worker_processes(flags, rows, workers):
+    assert direct_workers(PipelineOptions(flags), rows, cores=2) == workers
+
+
+def test_auto_workers_are_capped_at_four():
+    assert direct_workers(PipelineOptions([]), 5_000_000, cores=64) == 4
+
+
+def test_parallel_runner_starts_worker_processes_of_this_interpreter(tmp_path):
+    options = PipelineOptions([])
+    runner = parallel_direct_runner(options, 3, str(tmp_path / "w.log"))
+    assert options.view_as(DirectOptions).direct_num_workers == 3
+    command = runner._default_environment.command_string
+    assert command.startswith(sys.executable) and command.endswith(f"2>>{tmp_path / 'w.log'}")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_bad_local_workers_is_a_flag_error(value):
+    with pytest.raises(RunnerError, match="--local_workers"):
+        make_runner(PipelineOptions([f"--local_workers={value}"]))
