@@ -147,9 +147,10 @@ def _offsets():
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("runner", ["direct", "prism"])
-@pytest.mark.parametrize("batch", [1, 5000])
-def test_records_and_late_messages_by_offset(runner, batch, kafka_bootstrap, events_topic, request):
-    """With batch 1, a checkpoint after every message: the watermark must come back with each resumed range."""
+@pytest.mark.parametrize("batch, backlog", [(1, 10_000), (5000, 10_000), (100, 100)])
+def test_records_and_late_messages_by_offset(runner, batch, backlog, kafka_bootstrap, events_topic, request):
+    """With batch 1, a checkpoint after every message: the watermark must come back with each resumed range.
+    With a backlog of one table, bundles take the catch-up budget."""
     if runner == "prism":
         request.getfixturevalue("prism_binary")
     topic = events_topic
@@ -162,6 +163,8 @@ def test_records_and_late_messages_by_offset(runner, batch, kafka_bootstrap, eve
         stop_at_end=True,
         max_batch_records=batch,
         max_batch_seconds=5.0,
+        catch_up_seconds=6.0,
+        catch_up_backlog=backlog,
         clock=_FastClock() if batch == 1 else None,
     )
     records = out["records"] | "RecordRows" >> beam.FlatMap(

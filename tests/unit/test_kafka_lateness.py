@@ -9,7 +9,7 @@ import pytest
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange
+from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange, bundle_seconds
 from transforms.ingest.kafka_time import (
     NO_TIME,
     batch_timestamp_us,
@@ -197,6 +197,8 @@ def test_partition_restrictions_checkpoint_with_their_watermark_but_refuse_runne
         ({"start_offsets": {"0": 3}}, "start_offsets partition must be an integer"),
         ({"max_batch_records": 0}, "max_batch_records must be an integer >= 1"),
         ({"max_batch_seconds": 0}, "max_batch_seconds must be > 0"),
+        ({"catch_up_seconds": 0}, "catch_up_seconds must be > 0"),
+        ({"catch_up_backlog": 0}, "catch_up_backlog must be an integer >= 1"),
         ({"consumer_config": {"enable.auto.commit": True}}, "may not set enable.auto.commit"),
         ({"consumer_config": {"bootstrap.servers": "x:1"}}, "may not set bootstrap.servers"),
         ({"topic": "bad topic"}, "topic must be 1-249 characters"),
@@ -211,3 +213,11 @@ def test_bad_config_fails_when_the_transform_is_built(kwargs, message):
     with pytest.raises(ValueError) as e:
         ReadKafka(args.pop("bootstrap"), args.pop("topic"), **args)
     assert message in str(e.value)
+
+
+def test_bundles_get_longer_only_over_a_backlog():
+    s = {"max_batch_seconds": 1.0, "catch_up_seconds": 4.0, "catch_up_backlog": 10_000}
+    assert bundle_seconds(0, s) == 1.0  # keeping up: results within a second
+    assert bundle_seconds(9_999, s) == 1.0
+    assert bundle_seconds(10_000, s) == 4.0  # behind: fewer, larger bundles
+    assert bundle_seconds(10_000, {**s, "max_batch_seconds": 5.0}) == 5.0  # never shorter than the normal budget

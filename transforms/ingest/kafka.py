@@ -37,7 +37,7 @@ the watermark after it instead would let a later message of the same batch move 
 window of an earlier, on-time one. Dead letters of late messages carry the same timestamp.
 
 Bundles. A bundle reads tables of up to ``max_batch_records`` until the partition is idle,
-the range ends or ``max_batch_seconds`` have passed, then checkpoints
+the range ends or its time budget is spent, then checkpoints
 (``tracker.defer_remainder()``, the portable SDK's ``ProcessContinuation.resume()``; with a
 short delay when idle), so its output is committed with the watermark. Restrictions are never
 split by the runner: two bundles would judge one partition's messages out of order. A bounded
@@ -45,6 +45,10 @@ range (``stop_at_end``) finishes when its last offset is claimed; its watermark 
 +infinity. Without ``stop_at_end`` the read is unbounded (streaming runners only). Each DoFn
 instance keeps one consumer per partition it reads (created on first use, closed in
 ``teardown()``), so a range resumed where its consumer stands keeps the prefetched messages.
+The time budget is ``max_batch_seconds`` while the reader keeps up (results soon), and grows
+to ``catch_up_seconds`` while ``catch_up_backlog`` messages or more still wait after the last
+table (a backlog: after a restart or a burst, fewer and larger bundles catch up faster, and
+nobody is waiting on results that are late already).
 """
 
 from __future__ import annotations
@@ -93,6 +97,13 @@ _FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store",
 # librdkafka's own log lines (broker connection trouble) go here, to the worker's logging.
 _log = logging.getLogger(__name__)
 _log.addHandler(logging.NullHandler())
+
+
+def bundle_seconds(backlog: int, s: dict) -> float:
+    """A bundle's time budget: short while the reader keeps up, longer over a backlog."""
+    if backlog >= s["catch_up_backlog"]:
+        return max(s["catch_up_seconds"], s["max_batch_seconds"])
+    return s["max_batch_seconds"]
 
 
 class KafkaSourceError(RuntimeError):
@@ -302,7 +313,8 @@ class _ReadPartitionFn(beam.DoFn):
         consumer = self._consumer(partition, span.start)
         # Tables of up to max_batch_records until the partition is idle, the range ends, or
         # max_batch_seconds have passed: then the bundle ends and its output is committed.
-        deadline = self._clock() + self._s["max_batch_seconds"]
+        started = self._clock()
+        deadline = started + self._s["max_batch_seconds"]
         batch_start, next_offset = span.watermark_us, span.start
         while True:  # at least one table per bundle, however the clock runs
             values, offsets, ts, ended, idle, in_step = self._read_batch(
@@ -311,6 +323,7 @@ class _ReadPartitionFn(beam.DoFn):
             if values:
                 yield from self._emit(partition, values, offsets, ts, batch_start, watermark)
                 batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
+                deadline = started + bundle_seconds(self._backlog(consumer, partition, span, next_offset), self._s)
             if ended or idle or self._clock() >= deadline:
                 break
         if not ended:
@@ -319,6 +332,16 @@ class _ReadPartitionFn(beam.DoFn):
             # Checkpoint (the portable SDK's ProcessContinuation.resume()): the rest of the range
             # is processed in a later bundle, after this one's output is committed with the watermark.
             tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS) if idle else None)
+
+    def _backlog(self, consumer: Consumer, partition: int, span, next_offset: int) -> int:
+        """Messages known to wait after ``next_offset`` (from the last fetch; no broker call)."""
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(self._s["topic"], partition), cached=True)
+        except KafkaException:
+            return 0
+        if span.stop != _UNBOUNDED:
+            high = min(high, span.stop)
+        return max(0, high - next_offset)
 
     def _read_batch(self, consumer: Consumer, tracker, partition: int, span, next_offset: int, deadline: float):
         """Claims and reads up to one table.
@@ -438,7 +461,11 @@ class ReadKafka(beam.PTransform):
         stop_at_end: Read up to the end offsets seen when the partitions are listed, then
             finish (a bounded read); otherwise read forever (streaming runners).
         max_batch_records: Most messages per emitted table.
-        max_batch_seconds: Most time spent filling one table before it is emitted.
+        max_batch_seconds: A bundle's time budget while the reader keeps up: its tables are
+            emitted and committed at most this long after the bundle began.
+        catch_up_seconds: The budget while at least ``catch_up_backlog`` messages still wait
+            after the last table (never less than ``max_batch_seconds``).
+        catch_up_backlog: How many waiting messages make a backlog.
         consumer_config: Extra librdkafka consumer settings (security, fetch sizes, ...).
         event_time_field: The JSON field holding each message's event time.
         connect_timeout_seconds: How long listing the partitions may wait for the broker.
@@ -458,8 +485,10 @@ class ReadKafka(beam.PTransform):
         allowed_lateness_seconds: int,
         start_offsets: dict[int, int] | None = None,
         stop_at_end: bool = False,
-        max_batch_records: int = 5000,
+        max_batch_records: int = 50000,
         max_batch_seconds: float = 1.0,
+        catch_up_seconds: float = 4.0,
+        catch_up_backlog: int = 10_000,
         consumer_config: dict | None = None,
         event_time_field: str = "ts",
         connect_timeout_seconds: float = 15.0,
@@ -477,6 +506,8 @@ class ReadKafka(beam.PTransform):
             _int(f"start_offsets[{p}]", o, 0)
         if not isinstance(max_batch_seconds, (int, float)) or not max_batch_seconds > 0:
             raise ValueError(f"max_batch_seconds must be > 0, got {max_batch_seconds!r}")
+        if not isinstance(catch_up_seconds, (int, float)) or not catch_up_seconds > 0:
+            raise ValueError(f"catch_up_seconds must be > 0, got {catch_up_seconds!r}")
         if not isinstance(connect_timeout_seconds, (int, float)) or not connect_timeout_seconds > 0:
             raise ValueError(f"connect_timeout_seconds must be > 0, got {connect_timeout_seconds!r}")
         if not isinstance(event_time_field, str) or not event_time_field:
@@ -491,6 +522,8 @@ class ReadKafka(beam.PTransform):
             "stop_at_end": self._stop_at_end,
             "max_batch_records": _int("max_batch_records", max_batch_records, 1),
             "max_batch_seconds": float(max_batch_seconds),
+            "catch_up_seconds": float(catch_up_seconds),
+            "catch_up_backlog": _int("catch_up_backlog", catch_up_backlog, 1),
             "config": _consumer_config(bootstrap, consumer_config),
             "field": event_time_field,
             "timeout": float(connect_timeout_seconds),
