@@ -169,6 +169,9 @@ def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: dateti
 
 
 DEFAULT_PARTITIONS = 8
+# Rows one dedup merge holds (all columns and the raw text): ~100 MB. Every worker process merges
+# one partition at a time, so this, not the input size, sets a worker's peak memory.
+ROWS_PER_PARTITION = 200_000
 # Bytes per record of the generated events in each format, to estimate rows from the input's size.
 _BYTES_PER_ROW = {"parquet": 28, "avro": 60, "csv": 120, "jsonl": 165}
 
@@ -179,7 +182,7 @@ def sized(cfg: EventsConfig, ev: EventsOptions, input_bytes: int) -> EventsConfi
     rows = input_bytes / _BYTES_PER_ROW[cfg.input_format]
     changes = {}
     if ev.shuffle_partitions is None:
-        changes["shuffle_partitions"] = min(256, max(DEFAULT_PARTITIONS, math.ceil(rows / 625_000)))
+        changes["shuffle_partitions"] = min(256, max(DEFAULT_PARTITIONS, math.ceil(rows / ROWS_PER_PARTITION)))
     if ev.curated_buckets is None:
         changes["curated_buckets"] = min(64, max(1, math.ceil(rows / 2_500_000)))
     return dataclasses.replace(cfg, **changes)

@@ -161,8 +161,9 @@ class EventsOptions(PipelineOptions):
             "--shuffle_partitions",
             type=int,
             default=None,
-            help="Hash partitions of the deduplication shuffle. Default: from the input's size (8, and one more "
-            "per ~625,000 rows beyond 5M), so each partition's merge holds about the same rows at any size.",
+            help="Hash partitions of the deduplication and aggregation shuffles. Default: from the input's size "
+            "(8, and one more per ~200,000 rows beyond 1.6M), so each partition's merge holds about the same rows at "
+            "any size.",
         )
         parser.add_argument(
             "--curated_buckets",

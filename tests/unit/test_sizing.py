@@ -16,9 +16,11 @@ def test_partitions_and_buckets_follow_the_input_size():
     small = sized(cfg(), ev, 28 * 1_000_000)  # ~1M parquet rows
     big = sized(cfg(), ev, 28 * 20_000_000)  # ~20M
     assert (small.shuffle_partitions, small.curated_buckets) == (8, 1)
-    assert (big.shuffle_partitions, big.curated_buckets) == (32, 8)
+    assert (big.shuffle_partitions, big.curated_buckets) == (100, 8)
     jsonl = sized(cfg("jsonl"), ev, 165 * 20_000_000)
-    assert (jsonl.shuffle_partitions, jsonl.curated_buckets) == (32, 8)
+    assert (jsonl.shuffle_partitions, jsonl.curated_buckets) == (100, 8)
+    five = sized(cfg(), ev, 28 * 5_000_000)
+    assert five.shuffle_partitions == 25  # ~200k rows per merge, whatever the size
 
 
 def test_flags_win_over_the_size():
