@@ -276,10 +276,11 @@ class ReadFiles(beam.PTransform):
             ``chunk_bytes / 100`` rows).
         split_bytes: Work-item size: uncompressed jsonl files are read as byte ranges of this
             size and parquet files as runs of row groups, so one large file is read in parallel.
+            Small items also keep workers evenly loaded: the runner hands them out round-robin.
     """
 
     def __init__(
-        self, pattern: str, fmt: str, chunk_bytes: int = 8 << 20, split_bytes: int = 32 << 20, label: str | None = None
+        self, pattern: str, fmt: str, chunk_bytes: int = 8 << 20, split_bytes: int = 8 << 20, label: str | None = None
     ):
         super().__init__(label)
         if split_bytes < 1024:
