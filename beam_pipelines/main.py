@@ -335,10 +335,13 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     return result
 
 
-def _relayed_worker_error(record: logging.LogRecord) -> bool:
-    """False for a worker process's error as the direct runner relays it (with its traceback):
-    the failure is reported once, as the one-line error."""
-    return not (record.levelno >= logging.ERROR and record.module == "worker_handlers")
+def _not_runner_noise(record: logging.LogRecord) -> bool:
+    """False for what runners relay that the one-line error already says or a user cannot act
+    on: a worker process's error with its traceback (the direct runner), and prism's own
+    warnings about the job graph (relayed under the name PrismRunner)."""
+    if record.levelno >= logging.ERROR and record.module == "worker_handlers":
+        return False
+    return not (record.name == "PrismRunner" and record.levelno < logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             "apache_beam.utils.subprocess_server",  # "Really starting service" for each job server
         ):
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        # Worker processes' log records are re-logged by the runner on the root logger.
+        # Worker processes' and prism's log records are re-logged by the runner on the root logger.
         for handler in logging.getLogger().handlers:
-            handler.addFilter(_relayed_worker_error)
+            handler.addFilter(_not_runner_noise)
     try:
         run(argv)
     except UsageError as e:

@@ -180,6 +180,7 @@ def test_streaming_on_prism_matches_batch_over_on_time_records(
     proc = cli(*stream_args(kafka_bootstrap, topic, pg_dsn, "agg_stream", out), "--kafka_stop_at_end")
     assert proc.returncode == 0, proc.stderr
     assert "conservation OK" in proc.stdout
+    assert proc.stderr.strip() == ""  # a successful run prints no runner warnings
     check_against_batch(out, pg_dsn, "agg_stream", expected)
 
 

@@ -169,3 +169,20 @@ def test_parallel_runner_starts_worker_processes_of_this_interpreter(tmp_path):
 def test_bad_local_workers_is_a_flag_error(value):
     with pytest.raises(RunnerError, match="--local_workers"):
         make_runner(PipelineOptions([f"--local_workers={value}"]))
+
+
+def test_runner_noise_is_filtered_but_real_errors_stay():
+    import logging
+
+    from beam_pipelines.main import _not_runner_noise
+
+    def record(name, level, module="x"):
+        r = logging.LogRecord(name, level, module + ".py", 1, "m", None, None)
+        r.module = module
+        return r
+
+    assert not _not_runner_noise(record("PrismRunner", logging.WARNING))  # prism on the job graph
+    assert _not_runner_noise(record("PrismRunner", logging.ERROR))
+    assert not _not_runner_noise(record("root", logging.ERROR, "worker_handlers"))  # relayed traceback
+    assert _not_runner_noise(record("root", logging.WARNING, "worker_handlers"))
+    assert _not_runner_noise(record("beam_pipelines", logging.WARNING))
