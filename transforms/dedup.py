@@ -9,12 +9,11 @@ first: duplicates are rare, and that pass would hash every key once more.
 from __future__ import annotations
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
-from transforms.records import hash_partition, typed
+from transforms.records import hash_partition, slices_by, typed
 from transforms.sinks.files import join_path, spill, unspill
 
 __all__ = ["Deduplicate"]
@@ -47,19 +46,11 @@ class _PartitionFn(beam.DoFn):
 
     def process(self, table: pa.Table):
         pids = hash_partition(table.column(self._key), self._partitions)
-        order = np.argsort(pids, kind="stable")
-        pids = pids[order]
-        grouped = table.take(pa.array(order))
-        bounds = np.flatnonzero(np.diff(pids)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(pids)]])
-        for s, e in zip(starts, ends):
-            if e > s:
-                pid, part = int(pids[s]), grouped.slice(int(s), int(e - s))
-                if self._spill_dir is None:
-                    yield pid, part
-                else:
-                    yield pid, spill(part, join_path(self._spill_dir, f"p={pid:05d}"))
+        for pid, part in slices_by(table, pids):
+            if self._spill_dir is None:
+                yield pid, part
+            else:
+                yield pid, spill(part, join_path(self._spill_dir, f"p={pid:05d}"))
 
 
 class _MergeFn(beam.DoFn):

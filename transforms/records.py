@@ -21,6 +21,7 @@ __all__ = [
     "iso_text",
     "json_quote",
     "json_text",
+    "slices_by",
     "typed",
 ]
 
@@ -138,6 +139,19 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
             reduced = np.add.reduceat(terms, (offsets[:-1] - start)[nonempty])
             sums[nonempty] = reduced
     return _finish_hash(sums, partitions)
+
+
+def slices_by(table: pa.Table, ids: np.ndarray):
+    """Yields ``(id, rows with that id)`` for each distinct id, in id order: one stable sort and
+    one take, then zero-copy slices."""
+    if table.num_rows == 0:
+        return
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    table = table.take(pa.array(order))
+    bounds = np.flatnonzero(np.diff(ids)) + 1
+    for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(ids)]])):
+        yield ids[a].item(), table.slice(int(a), int(b - a))
 
 
 def _finish_hash(sums: np.ndarray, partitions: int) -> np.ndarray:

@@ -12,7 +12,6 @@ a partition is one small row per (window, keys), which Beam's own windows then c
 from __future__ import annotations
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms import window as beam_window
@@ -20,7 +19,8 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.records import hash_partition
+from transforms.partials import merge_partials, partial_aggregate, window_starts
+from transforms.records import hash_partition, slices_by
 from transforms.sinks.files import join_path, spill, unspill
 
 __all__ = ["SpilledPartials"]
@@ -31,34 +31,16 @@ FLUSH_ROWS = 1_000_000  # partial rows buffered per bundle before they are writt
 
 def user_partials(table: pa.Table, s: dict) -> pa.Table:
     """One row per (window start, keys, distinct value) with ``_events`` and ``_units``."""
-    micros = table.column(s["time"]).cast(pa.int64())
-    units = pc.round(pc.multiply(pc.fill_null(table.column(s["sum"]), 0.0), float(s["scale"])))
-    keys = [_W, *s["keys"], s["distinct"]]
-    slim = pa.table(
-        {
-            _W: _floor(micros, s["size_us"]),
-            **{k: table.column(k) for k in s["keys"]},
-            s["distinct"]: table.column(s["distinct"]),
-            "_units": units,
-        }
-    )
-    out = slim.group_by(keys, use_threads=False).aggregate([([], "count_all"), ("_units", "sum")])
-    return out.rename_columns(keys + ["_events", "_units"])
-
-
-def _floor(micros: pa.ChunkedArray, size_us: int) -> pa.Array:
-    values = micros.to_numpy()
-    return pa.array(values - np.mod(values, size_us))
+    starts = pa.array(window_starts(table.column(s["time"]), s["size_us"]))
+    return partial_aggregate(table.append_column(_W, starts), (_W, *s["keys"]), s["distinct"], s["sum"], s["scale"])
 
 
 def merge_user_partials(table: pa.Table, s: dict) -> pa.Table:
     """Partials of one partition -> one row per (window start, keys): events, users, units."""
     keys = [_W, *s["keys"]]
-    per_value = table.group_by(keys + [s["distinct"]], use_threads=False).aggregate(
-        [("_events", "sum"), ("_units", "sum")]
-    )
+    per_value = merge_partials([table], tuple(keys), s["distinct"])
     out = per_value.group_by(keys, use_threads=False).aggregate(
-        [("_events_sum", "sum"), (s["distinct"], "count"), ("_units_sum", "sum")]
+        [("_events", "sum"), (s["distinct"], "count"), ("_units", "sum")]
     )
     return out.rename_columns(keys + ["_events", "_users", "_units"])
 
@@ -94,13 +76,7 @@ class _PartitionFn(beam.DoFn):
         table = pa.concat_tables(self._buffer).combine_chunks()
         self._buffer, self._rows = [], 0
         pids = hash_partition(table.column(self._s["distinct"]), self._partitions)
-        order = np.argsort(pids, kind="stable")
-        pids = pids[order]
-        table = table.take(pa.array(order))
-        bounds = np.flatnonzero(np.diff(pids)) + 1
-        for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(pids)]])):
-            part = table.slice(int(a), int(b - a))
-            pid = int(pids[a])
+        for pid, part in slices_by(table, pids):
             # Timestamped at its earliest window, so no window downstream is expired on arrival.
             earliest = Timestamp(micros=pc.min(part.column(_W)).as_py())
             yield earliest, (pid, spill(part, join_path(self._spill_dir, f"p={pid:05d}")))
@@ -114,10 +90,8 @@ class _MergeFn(beam.DoFn):
         _, paths = element
         table = pa.concat_tables(unspill(sorted(paths)))
         counted = merge_user_partials(table, self._s)
-        starts = counted.column(_W).to_numpy()
-        for start in np.unique(starts):
-            rows = counted.filter(pa.array(starts == start))
-            yield beam_window.TimestampedValue(rows.drop_columns([_W]), Timestamp(micros=int(start)))
+        for start, rows in slices_by(counted, counted.column(_W).to_numpy()):
+            yield beam_window.TimestampedValue(rows.drop_columns([_W]), Timestamp(micros=start))
 
 
 class SpilledPartials(beam.PTransform):

@@ -10,14 +10,14 @@ is small and grows with distinct values, not with rows.
 from __future__ import annotations
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterProcessingTime, AfterWatermark
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.records import ArrowTableCoder
+from transforms.partials import merge_partials, partial_aggregate, sum_counts, window_starts
+from transforms.records import ArrowTableCoder, slices_by
 from transforms.window_spill import SpilledPartials
 
 __all__ = ["WindowTables", "WindowedAggregate", "split_by_window", "window_into"]
@@ -25,43 +25,10 @@ __all__ = ["WindowTables", "WindowedAggregate", "split_by_window", "window_into"
 _US = pa.timestamp("us", tz="UTC")
 
 
-def window_starts(ts: pa.Array, size_us: int) -> np.ndarray:
-    micros = ts.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    return micros - np.mod(micros, size_us)
-
-
-def partial_aggregate(table: pa.Table, keys: tuple[str, ...], distinct: str, sum_field: str, scale: int) -> pa.Table:
-    """One row per (keys, distinct) with ``_events`` and ``_units`` (sum in whole units)."""
-    # Whole units held in float64: sums are exact (and order-independent) below 2**53 units,
-    # and an absurdly large value cannot overflow and fail the run.
-    units = pc.round(pc.multiply(pc.fill_null(table.column(sum_field), 0.0), float(scale)))
-    slim = pa.table({**{k: table.column(k) for k in keys}, distinct: table.column(distinct), "_units": units})
-    out = slim.group_by(list(keys) + [distinct], use_threads=False).aggregate([([], "count_all"), ("_units", "sum")])
-    return _named(out, keys, distinct, {"count_all": "_events", "_units_sum": "_units"})
-
-
-def _named(out: pa.Table, keys: tuple[str, ...], distinct: str, renames: dict[str, str]) -> pa.Table:
-    out = out.rename_columns([renames.get(c, c) for c in out.column_names])
-    return out.select(list(keys) + [distinct, "_events", "_units"])
-
-
-def merge_partials(tables: list[pa.Table], keys: tuple[str, ...], distinct: str) -> pa.Table:
-    table = pa.concat_tables(tables).combine_chunks()
-    out = table.group_by(list(keys) + [distinct], use_threads=False).aggregate([("_events", "sum"), ("_units", "sum")])
-    return _named(out, keys, distinct, {"_events_sum": "_events", "_units_sum": "_units"})
-
-
 def split_by_window(table: pa.Table, time_field: str, size_us: int):
     """Yields ``(window start in microseconds, rows of that window)`` for each window a table spans."""
-    if table.num_rows == 0:
-        return
-    starts = window_starts(table.column(time_field).combine_chunks(), size_us)
-    order = np.argsort(starts, kind="stable")
-    starts = starts[order]
-    table = table.take(pa.array(order))
-    bounds = np.flatnonzero(np.diff(starts)) + 1
-    for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(starts)]])):
-        yield int(starts[a]), table.slice(int(a), int(b - a))
+    if table.num_rows:
+        yield from slices_by(table, window_starts(table.column(time_field), size_us))
 
 
 class _SplitByWindowFn(beam.DoFn):
@@ -95,9 +62,11 @@ class _PartialsCoder(beam.coders.Coder):
         return False
 
 
-class _MergePartialsFn(beam.CombineFn):
-    def __init__(self, keys: tuple[str, ...], distinct: str):
-        self._keys, self._distinct = keys, distinct
+class _TablesCombineFn(beam.CombineFn):
+    """Accumulates tables as a list, merged by ``_merge`` (every 32 tables, and when combined)."""
+
+    def _merge(self, tables: list[pa.Table]) -> pa.Table:
+        raise NotImplementedError
 
     def get_accumulator_coder(self):
         return _PartialsCoder()
@@ -108,18 +77,26 @@ class _MergePartialsFn(beam.CombineFn):
     def add_input(self, acc, table):
         acc.append(table)
         if len(acc) >= 32:
-            acc[:] = [merge_partials(acc, self._keys, self._distinct)]
+            acc[:] = [self._merge(acc)]
         return acc
 
     def merge_accumulators(self, accs):
         tables = [t for acc in accs for t in acc]
-        return [merge_partials(tables, self._keys, self._distinct)] if tables else []
+        return [self._merge(tables)] if tables else []
 
     def compact(self, acc):
-        return [merge_partials(acc, self._keys, self._distinct)] if len(acc) > 1 else acc
+        return [self._merge(acc)] if len(acc) > 1 else acc
 
     def extract_output(self, acc):
-        return merge_partials(acc, self._keys, self._distinct) if acc else None
+        return self._merge(acc) if acc else None
+
+
+class _MergePartialsFn(_TablesCombineFn):
+    def __init__(self, keys: tuple[str, ...], distinct: str):
+        self._keys, self._distinct = keys, distinct
+
+    def _merge(self, tables):
+        return merge_partials(tables, self._keys, self._distinct)
 
 
 def _result(out: pa.Table, window, s: dict) -> pa.Table:
@@ -157,36 +134,14 @@ class _FinalizeFn(beam.DoFn):
         yield _result(out.rename_columns([renames.get(c, c) for c in out.column_names]), window, s)
 
 
-def sum_counts(tables: list[pa.Table], keys: tuple[str, ...]) -> pa.Table:
-    table = pa.concat_tables(tables)
-    out = table.group_by(list(keys), use_threads=False).aggregate(
-        [("_events", "sum"), ("_users", "sum"), ("_units", "sum")]
-    )
-    return out.rename_columns(list(keys) + ["_events", "_users", "_units"])
-
-
-class _SumCountsFn(beam.CombineFn):
+class _SumCountsFn(_TablesCombineFn):
     """Adds per-group counts of disjoint parts of a window (see window_spill)."""
 
     def __init__(self, keys: tuple[str, ...]):
         self._keys = keys
 
-    def get_accumulator_coder(self):
-        return _PartialsCoder()
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, table):
-        acc.append(table)
-        return acc
-
-    def merge_accumulators(self, accs):
-        tables = [t for acc in accs for t in acc]
-        return [sum_counts(tables, self._keys)] if tables else []
-
-    def extract_output(self, acc):
-        return sum_counts(acc, self._keys) if acc else None
+    def _merge(self, tables):
+        return sum_counts(tables, self._keys)
 
 
 class _FinalizeCountsFn(beam.DoFn):

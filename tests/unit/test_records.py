@@ -4,7 +4,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transforms.records import ArrowTableCoder, _needs_escape, dead_letters, hash_partition, json_quote, json_text
+from transforms.records import (
+    ArrowTableCoder,
+    _needs_escape,
+    dead_letters,
+    hash_partition,
+    json_quote,
+    json_text,
+    slices_by,
+)
 
 
 def test_hash_partition_is_stable_and_spreads():
@@ -99,3 +107,11 @@ def test_escape_check_finds_every_character_json_must_escape(text, kind):
     assert not _needs_escape(arr.slice(0, 3))  # the slice ends before the dirty value
     assert _needs_escape(arr.slice(3))
     assert json.loads(json_quote(arr).to_pylist()[3]) == text
+
+
+def test_slices_by_groups_rows_by_id_in_id_order_keeping_row_order():
+    table = pa.table({"v": ["a", "b", "c", "d", "e"]})
+    got = [(k, t.column("v").to_pylist()) for k, t in slices_by(table, np.array([3, 1, 3, 0, 1]))]
+    assert got == [(0, ["d"]), (1, ["b", "e"]), (3, ["a", "c"])]
+    assert all(isinstance(k, int) for k, _ in got)
+    assert list(slices_by(table.slice(0, 0), np.array([], np.int64))) == []

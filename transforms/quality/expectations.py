@@ -42,7 +42,7 @@ from transforms.quality.expectations_spec import (
     expectations_path,
     load_expectations,
 )
-from transforms.records import dead_letters, hash_partition, json_text, typed
+from transforms.records import dead_letters, hash_partition, json_text, slices_by, typed
 
 __all__ = [
     "AcceptedValues",
@@ -320,14 +320,8 @@ class _EvaluateFn(beam.DoFn):
         counts = pc.value_counts(column.drop_null())
         values, n = counts.field("values"), counts.field("counts")
         pids = np.zeros(len(values), np.int64) if self._partitions == 1 else hash_partition(values, self._partitions)
-        order = np.argsort(pids, kind="stable")
-        pids = pids[order]
-        part = pa.table({"value": values.take(pa.array(order)), "count": n.take(pa.array(order))})
-        bounds = np.flatnonzero(np.diff(pids)) + 1
-        for s, e in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(pids)]])):
-            if e > s:
-                key = i * self._partitions + int(pids[s])
-                yield beam.pvalue.TaggedOutput("unique", (key, part.slice(int(s), int(e - s))))
+        for pid, part in slices_by(pa.table({"value": values, "count": n}), pids):
+            yield beam.pvalue.TaggedOutput("unique", (i * self._partitions + pid, part))
 
 
 class _DuplicatesFn(beam.DoFn):

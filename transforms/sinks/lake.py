@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.records import hash_partition
+from transforms.records import hash_partition, slices_by
 from transforms.sinks.files import WriteKeyedTables, write_parquet
 
 __all__ = ["WriteLake"]
@@ -37,14 +37,10 @@ class _RouteFn(beam.DoFn):
             days = np.zeros(n, dtype=np.int64)
         bucket = hash_partition(table.column(self._bucket_key), self._buckets) if self._buckets > 1 else 0
         group = days * self._buckets + bucket
-        order = np.argsort(group, kind="stable")
-        group = group[order]
-        table = table.take(pa.array(order))
-        bounds = np.flatnonzero(np.diff(group)) + 1
-        for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [n]])):
-            day, part = divmod(int(group[a]), self._buckets)
+        for key, rows in slices_by(table, np.asarray(group, dtype=np.int64)):
+            day, part = divmod(key, self._buckets)
             label = f"dt={(_EPOCH_DAY + timedelta(days=day)):%Y-%m-%d}/" if self._date_field else ""
-            yield f"{label}part-{part:05d}.parquet", table.slice(int(a), int(b - a))
+            yield f"{label}part-{part:05d}.parquet", rows
 
 
 class WriteLake(beam.PTransform):
