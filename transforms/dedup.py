@@ -13,10 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
-from transforms.records import hash_partition, slices_by, typed
+from transforms.records import concat_records, hash_partition, raw_text, slices_by, typed
 from transforms.sinks.files import join_path, spill, unspill
 
 __all__ = ["Deduplicate"]
+
+
+def _sortable(column):
+    return raw_text(column) if pa.types.is_struct(column.type) else column
 
 
 def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table:
@@ -32,7 +36,10 @@ def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table
     if not len(repeated):
         return table
     dup_mask = pc.is_in(keys, repeated)
-    dups = table.filter(dup_mask).sort_by([(key, "ascending")] + [(c, "ascending") for c in order_by])
+    dups = table.filter(dup_mask)
+    # Records kept typed (a struct ``_raw``) are compared by their text, as text records are.
+    order = pa.table({c: _sortable(dups.column(c)) for c in (key, *order_by)})
+    dups = dups.take(pc.sort_indices(order, [(c, "ascending") for c in order.column_names]))
     dup_keys = dups.column(key).combine_chunks()
     first = pc.not_equal(dup_keys.slice(1), dup_keys.slice(0, len(dup_keys) - 1))
     keep = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True)])
@@ -64,7 +71,7 @@ class _MergeFn(beam.DoFn):
         _, parts = element
         parts = list(parts)
         tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
-        table = pa.concat_tables(tables)
+        table = concat_records(tables)
         deduped = keep_first(table, self._key, self._order_by)
         removed = table.num_rows - deduped.num_rows
         self._dups.inc(removed)

@@ -15,12 +15,15 @@ import pyarrow.compute as pc
 __all__ = [
     "DEAD_LETTER_SCHEMA",
     "ArrowTableCoder",
+    "concat_records",
     "dead_letters",
     "empty_dead_letters",
     "hash_partition",
     "iso_text",
     "json_quote",
     "json_text",
+    "raw_text",
+    "record_struct",
     "slices_by",
     "typed",
 ]
@@ -50,6 +53,7 @@ def dead_letters(
     source: pa.Array,
 ) -> pa.Table:
     """Builds a dead-letter table; scalar arguments are broadcast to ``len(raw)`` rows."""
+    raw = raw_text(raw)
     n = len(raw)
 
     def col(v):
@@ -223,6 +227,43 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return column.cast(pa.string()), False
     return json_quote(column.cast(pa.string())), False
+
+
+def record_struct(table: pa.Table) -> pa.Array:
+    """The rows of a typed table as one struct column: a record's original form, kept without
+    writing it out as text (see :func:`raw_text`). Zero-copy for single-chunk columns."""
+    columns = [c.combine_chunks() for c in table.columns]
+    return pa.StructArray.from_arrays(columns, fields=list(table.schema))
+
+
+def raw_text(raw) -> pa.Array:
+    """A ``_raw`` column as record text: text stays as it is; a struct column (typed sources,
+    see :func:`record_struct`) becomes one JSON object per row, fields in column order. Typed
+    records are written out only here, for the few rows whose text is shown or compared."""
+    if isinstance(raw, pa.ChunkedArray):
+        raw = raw.combine_chunks() if raw.num_chunks != 1 else raw.chunk(0)
+    if not pa.types.is_struct(raw.type):
+        return raw
+    fields = list(raw.type)
+    return json_text(pa.Table.from_arrays(raw.flatten(), schema=pa.schema(fields)))
+
+
+def concat_records(tables: list[pa.Table]) -> pa.Table:
+    """Concatenates tables of one schema; struct columns whose types differ between tables
+    (records from typed files of different schemas) are turned into their text first, since
+    merging their types would add null fields to each record."""
+    schemas = {t.schema for t in tables}
+    if len(schemas) <= 1:
+        return pa.concat_tables(tables)
+    names = tables[0].column_names
+    differing = {n for n in names if len({t.schema.field(n).type for t in tables if n in t.column_names}) > 1}
+    textual = []
+    for t in tables:
+        for n in differing:
+            if n in t.column_names and pa.types.is_struct(t.schema.field(n).type):
+                t = t.set_column(t.column_names.index(n), n, raw_text(t.column(n)))
+        textual.append(t)
+    return pa.concat_tables(textual)
 
 
 def json_text(table: pa.Table) -> pa.Array:

@@ -52,3 +52,18 @@ def test_deduplicate_config_errors():
         Deduplicate("", ())
     with pytest.raises(ValueError):
         Deduplicate("k", (), partitions=0)
+
+
+def test_keep_first_compares_typed_records_by_their_text():
+    # Struct records (typed sources) tie-break as their JSON text would: {"n":10,...} < {"n":9,...}.
+    records = pa.StructArray.from_arrays([pa.array([9, 10, 1]), pa.array(["x", "x", "y"])], names=["n", "s"])
+    table = pa.table(
+        {
+            "event_id": ["a", "a", "b"],
+            "ts": pa.array([datetime(2024, 1, 1, tzinfo=timezone.utc)] * 3, pa.timestamp("us", tz="UTC")),
+            "_raw": records,
+        }
+    )
+    out = keep_first(table, "event_id", ("ts", "_raw")).sort_by("event_id")
+    assert out.column("_raw").to_pylist() == [{"n": 10, "s": "x"}, {"n": 1, "s": "y"}]
+    assert pa.types.is_struct(out.schema.field("_raw").type)

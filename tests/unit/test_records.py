@@ -7,10 +7,13 @@ import pytest
 from transforms.records import (
     ArrowTableCoder,
     _needs_escape,
+    concat_records,
     dead_letters,
     hash_partition,
     json_quote,
     json_text,
+    raw_text,
+    record_struct,
     slices_by,
 )
 
@@ -115,3 +118,24 @@ def test_slices_by_groups_rows_by_id_in_id_order_keeping_row_order():
     assert got == [(0, ["d"]), (1, ["b", "e"]), (3, ["a", "c"])]
     assert all(isinstance(k, int) for k, _ in got)
     assert list(slices_by(table.slice(0, 0), np.array([], np.int64))) == []
+
+
+def test_raw_text_writes_typed_records_as_json_and_keeps_text():
+    typed = record_struct(pa.table({"id": [1, None], "name": ['a"b', "c"]}))
+    assert raw_text(typed).to_pylist() == ['{"id":1,"name":"a\\"b"}', '{"id":null,"name":"c"}']
+    assert raw_text(typed.slice(1)).to_pylist() == ['{"id":null,"name":"c"}']
+    text = pa.array(['{"x": 1}'])
+    assert raw_text(text) is text
+    # A dead letter always holds text, whichever form the record had.
+    dl = dead_letters("s", "r", None, "e", typed, pa.array(["f", "f"]))
+    assert dl.column("raw").to_pylist() == raw_text(typed).to_pylist()
+
+
+def test_concat_records_turns_differing_struct_records_into_text():
+    a = pa.table({"k": [1], "_raw": record_struct(pa.table({"x": [1]}))})
+    b = pa.table({"k": [2], "_raw": record_struct(pa.table({"x": ["s"], "y": [2.5]}))})
+    same = concat_records([a, a])
+    assert same.schema == a.schema and same.num_rows == 2
+    mixed = concat_records([a, b])
+    assert mixed.column("_raw").to_pylist() == ['{"x":1}', '{"x":"s","y":2.5}']
+    assert mixed.column("k").to_pylist() == [1, 2]

@@ -2,8 +2,8 @@
 
 Files are read in chunks so a large file never has to fit in memory. Text formats yield
 ``raw`` (binary, one record each) and ``source`` columns; parquet yields its typed row
-groups with ``_raw`` (the row as JSON) and ``_source``; avro yields each record as JSON
-text, so it is parsed like jsonl.
+groups with ``_source`` (parsing keeps each row as its original record, see
+``records.record_struct``); avro yields each record as JSON text, so it is parsed like jsonl.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-
-from transforms.records import json_text
 
 __all__ = ["ReadFiles", "format_from_path", "is_hidden"]
 
@@ -217,8 +215,6 @@ class _ReadFileFn(beam.DoFn):
             return
         for batch in pf.iter_batches(batch_size=rows, row_groups=list(groups)):
             table = pa.Table.from_batches([batch])
-            raw = json_text(table)
-            table = table.append_column("_raw", raw)
             table = table.append_column("_source", pa.array([path] * table.num_rows, pa.string()))
             yield table
 

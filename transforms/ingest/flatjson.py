@@ -69,7 +69,7 @@ def _read(lines: pa.Array, fields: tuple[str, ...]) -> pa.Table:
     for _ in range(2):
         table = pj.read_json(
             pa.BufferReader(data),
-            read_options=pj.ReadOptions(block_size=block),
+            read_options=pj.ReadOptions(block_size=block, use_threads=False),
             parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
         )
         # The reader infers timestamps from some strings: read those columns again as text.

@@ -26,7 +26,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     slot_schema,
 )
-from transforms.records import dead_letters, json_text, typed
+from transforms.records import dead_letters, json_text, record_struct, typed
 
 __all__ = ["FORMATS", "ParseRecords"]
 
@@ -133,7 +133,7 @@ def _slot_table(
     for f in fields:
         arrays += columns[f]
     arrays += [raw, source, extras, unknown]
-    return pa.Table.from_arrays(arrays, schema=slot_schema(fields))
+    return pa.Table.from_arrays(arrays, schema=slot_schema(fields, raw.type))
 
 
 def _malformed(raw: list[str], sources: pa.Array, errors: list[str]) -> pa.Table:
@@ -318,12 +318,15 @@ def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
         unknown = pa.array([undeclared[0]] * n, pa.string())
     else:
         extras, unknown = pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
-    raw = table.column("_raw").combine_chunks() if "_raw" in table.column_names else json_text(data)
+    # Typed rows stay typed: their JSON text is written only where a record is shown or compared.
+    raw = (
+        table.column("_raw").combine_chunks().cast(pa.string()) if "_raw" in table.column_names else record_struct(data)
+    )
     if "_source" in table.column_names:
         source = table.column("_source").combine_chunks().cast(pa.string())
     else:
         source = pa.nulls(n, pa.string())
-    return _slot_table(fields, columns, raw.cast(pa.string()), source, extras, unknown)
+    return _slot_table(fields, columns, raw, source, extras, unknown)
 
 
 class _ParseFn(beam.DoFn):

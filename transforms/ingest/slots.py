@@ -9,7 +9,8 @@ stay vectorised over any input:
 - ``f.i`` (int64): the value for integers, epoch microseconds (UTC) for timestamps;
 - ``f.f`` (float64): the value for floats.
 
-Plus ``_raw`` (original record text), ``_source`` (where it came from), ``_extras`` (a JSON
+Plus ``_raw`` (the original record: its text, or for typed sources such as parquet its own
+columns as a struct, written as JSON text only where shown; see ``records.raw_text``), ``_source`` (where it came from), ``_extras`` (a JSON
 object of undeclared fields, or null) and ``_unknown`` (the first undeclared field name).
 """
 
@@ -29,7 +30,7 @@ KIND_TIMESTAMP = 7
 META_COLUMNS = ("_raw", "_source", "_extras", "_unknown")
 
 
-def slot_schema(fields: tuple[str, ...]) -> pa.Schema:
+def slot_schema(fields: tuple[str, ...], raw_type: pa.DataType = pa.string()) -> pa.Schema:
     cols = []
     for f in fields:
         cols += [
@@ -38,7 +39,7 @@ def slot_schema(fields: tuple[str, ...]) -> pa.Schema:
             pa.field(f + ".i", pa.int64()),
             pa.field(f + ".f", pa.float64()),
         ]
-    cols += [pa.field(m, pa.string()) for m in META_COLUMNS]
+    cols += [pa.field(m, raw_type if m == "_raw" else pa.string()) for m in META_COLUMNS]
     return pa.schema(cols)
 
 
