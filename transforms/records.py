@@ -166,6 +166,10 @@ def _finish_hash(sums: np.ndarray, partitions: int) -> np.ndarray:
     return (h % np.uint64(partitions)).astype(np.int64)
 
 
+# The short forms JSON writers (orjson, json.dumps) use; other control characters as \u00XX.
+_SHORT_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r"}
+
+
 def json_quote(strings: pa.Array) -> pa.Array:
     """JSON string literals for a string array (null stays null)."""
     if pa.types.is_large_string(strings.type):
@@ -177,7 +181,7 @@ def json_quote(strings: pa.Array) -> pa.Array:
     escaped = pc.replace_substring(escaped, '"', '\\"')
     if pc.any(pc.match_substring_regex(escaped, r"[\x00-\x1f]")).as_py():
         for ch in range(0x20):
-            escaped = pc.replace_substring(escaped, chr(ch), f"\\u{ch:04x}")
+            escaped = pc.replace_substring(escaped, chr(ch), _SHORT_ESCAPES.get(ch, f"\\u{ch:04x}"))
     return pc.binary_join_element_wise('"', escaped, '"', "")
 
 

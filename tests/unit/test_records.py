@@ -139,3 +139,18 @@ def test_concat_records_turns_differing_struct_records_into_text():
     mixed = concat_records([a, b])
     assert mixed.column("_raw").to_pylist() == ['{"x":1}', '{"x":"s","y":2.5}']
     assert mixed.column("k").to_pylist() == [1, 2]
+
+
+def test_dead_letter_lines_are_what_orjson_writes(tmp_path):
+    import orjson
+
+    from transforms.sinks.deadletters import write_jsonl
+
+    raw = ['{"a": 1}', "tab\there\nline\x01\x1f", 'quote " back \\ é ☃', None]
+    table = dead_letters("parse", "malformed", None, pa.array(["e\r\x08\x0c", None, "x", "y"]), pa.array(raw),
+                         pa.array(["f", "f", "g", "g"]))  # fmt: skip
+    write_jsonl(table, str(tmp_path / "dl.jsonl"))
+    expected = b"".join(orjson.dumps(row) + b"\n" for row in table.to_pylist())
+    assert (tmp_path / "dl.jsonl").read_bytes() == expected
+    write_jsonl(table.slice(0, 0), str(tmp_path / "empty.jsonl"))
+    assert (tmp_path / "empty.jsonl").read_bytes() == b""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import apache_beam as beam
-import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import DEAD_LETTER_SCHEMA, hash_partition
+from transforms.records import DEAD_LETTER_SCHEMA, hash_partition, json_text
 from transforms.sinks.files import WriteKeyedTables
 
 __all__ = ["WriteDeadLetters"]
@@ -16,10 +16,14 @@ _COLUMNS = DEAD_LETTER_SCHEMA.names
 
 
 def write_jsonl(table: pa.Table, path: str) -> None:
-    # Rows here are already known to be bad: per-row serialisation is fine.
-    body = b"".join(orjson.dumps(row) + b"\n" for row in table.select(_COLUMNS).to_pylist())
+    lines = json_text(table.select(_COLUMNS)).cast(pa.large_string())
+    body = pc.binary_join(
+        pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines), pa.scalar("\n", pa.large_string())
+    )
     with FileSystems.create(path, mime_type="application/x-ndjson") as fh:
-        fh.write(body)
+        if len(lines):
+            fh.write(body[0].as_buffer())
+            fh.write(b"\n")
 
 
 class _ShardFn(beam.DoFn):
