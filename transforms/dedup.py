@@ -9,6 +9,7 @@ first: duplicates are rare, and that pass would hash every key once more.
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
@@ -26,7 +27,7 @@ def _sortable(column):
 def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table:
     """Rows with a distinct ``key``, each the smallest by ``order_by``.
 
-    Only rows whose key repeats are sorted; unique rows (nearly all) pass through unsorted.
+    Rows keep their order; only the ordering columns of rows whose key repeats are sorted.
     """
     if table.num_rows < 2:
         return table
@@ -35,15 +36,21 @@ def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table
     repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     if not len(repeated):
         return table
-    dup_mask = pc.is_in(keys, repeated)
-    dups = table.filter(dup_mask)
-    # Records kept typed (a struct ``_raw``) are compared by their text, as text records are.
-    order = pa.table({c: _sortable(dups.column(c)) for c in (key, *order_by)})
-    dups = dups.take(pc.sort_indices(order, [(c, "ascending") for c in order.column_names]))
-    dup_keys = dups.column(key).combine_chunks()
-    first = pc.not_equal(dup_keys.slice(1), dup_keys.slice(0, len(dup_keys) - 1))
-    keep = pa.concat_arrays([pa.array([True]), pc.fill_null(first, True)])
-    return pa.concat_tables([table.filter(pc.invert(dup_mask)), dups.filter(keep)])
+    dup_mask = pc.is_in(keys, repeated).to_numpy(zero_copy_only=False)
+    dup_rows = np.flatnonzero(dup_mask)
+    # Only the ordering columns of repeated keys are sorted; records kept typed (a struct
+    # ``_raw``) are compared by their text, as text records are.
+    dups = table.select(list(dict.fromkeys((key, *order_by)))).take(pa.array(dup_rows))
+    order = pa.table({c: _sortable(dups.column(c)) for c in dups.column_names})
+    ranked = pc.sort_indices(order, [(key, "ascending")] + [(c, "ascending") for c in order_by]).to_numpy()
+    ranked_keys = order.column(key).take(pa.array(ranked)).combine_chunks()
+    first = np.ones(len(ranked), dtype=bool)
+    first[1:] = pc.fill_null(pc.not_equal(ranked_keys.slice(1), ranked_keys.slice(0, len(ranked) - 1)), True).to_numpy(
+        zero_copy_only=False
+    )
+    keep = ~dup_mask
+    keep[dup_rows[ranked[first]]] = True
+    return table.filter(pa.array(keep))
 
 
 class _PartitionFn(beam.DoFn):

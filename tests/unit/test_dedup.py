@@ -67,3 +67,18 @@ def test_keep_first_compares_typed_records_by_their_text():
     out = keep_first(table, "event_id", ("ts", "_raw")).sort_by("event_id")
     assert out.column("_raw").to_pylist() == [{"n": 10, "s": "x"}, {"n": 1, "s": "y"}]
     assert pa.types.is_struct(out.schema.field("_raw").type)
+
+
+def test_keep_first_matches_a_row_by_row_choice_on_random_rows():
+    import random
+
+    rng = random.Random(5)
+    rows = [(f"k{rng.randrange(40)}", rng.randrange(3), f"r{rng.randrange(6)}") for _ in range(300)]
+    best = {}
+    for r in rows:
+        if r[0] not in best or (r[1], r[2]) < best[r[0]][1:]:
+            best[r[0]] = r
+    out = keep_first(t(rows), "event_id", ("ts", "_raw"))
+    got = sorted(zip(out.column("event_id").to_pylist(), [d.hour for d in out.column("ts").to_pylist()],
+                     out.column("_raw").to_pylist()))  # fmt: skip
+    assert got == sorted(best.values())

@@ -183,8 +183,9 @@ def _parse_iso(text: pa.Array) -> pa.Array:
     With an offset or Z: converted to UTC; without: taken as UTC. Values the vectorised
     cast refuses (a 30th of February, more than 6 fractional digits) are tried one by one.
     """
-    norm = pc.utf8_upper(text)
-    norm = pc.replace_substring_regex(norm, r"(\.\d{6})\d+", r"\1")
+    norm = pc.ascii_upper(text)  # the pattern admits ASCII only
+    if pc.any(pc.match_substring_regex(norm, r"\.\d{7}")).as_py():
+        norm = pc.replace_substring_regex(norm, r"(\.\d{6})\d+", r"\1")
     has_offset = _mask(pc.match_substring_regex(norm, _OFFSET))
     null_str = pa.scalar(None, pa.string())
     try:
@@ -220,10 +221,12 @@ class TimestampField:
         hi = datetime.fromisoformat(self.maximum).timestamp() * 1e6
         trimmed = pc.utf8_trim_whitespace(s.text)
         is_str = _kind_in(s, KIND_STR)
-        int_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _INTEGER)))
-        num_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _NUMERIC)))
-        iso_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _ISO)))
         null_str = pa.scalar(None, pa.string())
+        iso_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _ISO)))
+        # A date has '-' between digits, so no ISO string is numeric: the rest only are tried.
+        other = pc.if_else(pc.and_not(is_str, iso_str), trimmed, null_str)
+        int_str = _mask(pc.match_substring_regex(other, _INTEGER))
+        num_str = _mask(pc.match_substring_regex(other, _NUMERIC))
         # Integers (numbers or integer strings): seconds, or milliseconds when large.
         as_int = pc.if_else(
             _kind_in(s, KIND_INT),
