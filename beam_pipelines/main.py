@@ -9,6 +9,7 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -42,6 +43,7 @@ from beam_pipelines.runners import (
     profile_name,
 )
 from beam_pipelines.spec import ConfigError, EventsConfig
+from beam_pipelines.warm_workers import WarmWorkers
 from transforms.ingest.files import format_from_path, is_hidden
 from transforms.quality.expectations_spec import ExpectationError
 from transforms.sinks.files import join_path
@@ -280,25 +282,29 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
     workers = direct_workers(options, input_bytes / _BYTES_PER_ROW[cfg.input_format])
     worker_log = None
+    pool = contextlib.nullcontext()
     if workers and workers > 1:
         worker_log = os.path.join(tempfile.gettempdir(), f"beam_pipelines-{run_id}-workers.log")
         debug = options.view_as(RunOptions).log_level == "DEBUG"
-        runner = parallel_direct_runner(options, workers, None if debug else worker_log)
-    observer = _observer(cfg, options.view_as(RunOptions))
-    started_at = clock()
-    observer.started(run_id, started_at)
-    started = time.monotonic()
-    try:
-        p = beam.Pipeline(runner=runner, options=options)
-        module.build(p, cfg, module.file_io(cfg, staging))
-        beam_result = p.run()
-        beam_result.wait_until_finish()
-    except Exception as e:
-        publish.discard(staging)
-        observer.failed(run_id, e, clock())
-        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        where = f" (worker log: {worker_log})" if worker_log and os.path.exists(worker_log) else ""
-        raise RunError(f"pipeline failed: {first}{where}") from e
+        pool = WarmWorkers(workers, None if debug else worker_log)
+    with pool:
+        if workers and workers > 1:
+            runner = parallel_direct_runner(options, workers, None if debug else worker_log, pool.command())
+        observer = _observer(cfg, options.view_as(RunOptions))
+        started_at = clock()
+        observer.started(run_id, started_at)
+        started = time.monotonic()
+        try:
+            p = beam.Pipeline(runner=runner, options=options)
+            module.build(p, cfg, module.file_io(cfg, staging))
+            beam_result = p.run()
+            beam_result.wait_until_finish()
+        except Exception as e:
+            publish.discard(staging)
+            observer.failed(run_id, e, clock())
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            where = f" (worker log: {worker_log})" if worker_log and os.path.exists(worker_log) else ""
+            raise RunError(f"pipeline failed: {first}{where}") from e
     if worker_log and os.path.exists(worker_log):
         os.remove(worker_log)
     elapsed = time.monotonic() - started

@@ -77,7 +77,7 @@ class RunOptions(PipelineOptions):
             "--local_workers",
             default="auto",
             help="Worker processes of the direct runner (batch): a number, or auto = one per core (up to 4) when the "
-            "input holds about 500k records or more, else 1 (starting workers costs ~2 s). Beam's "
+            "input holds about 100k records or more, else 1. Beam's "
             "--direct_num_workers/--direct_running_mode, when given, win. Default: auto.",
         )
         parser.add_argument(

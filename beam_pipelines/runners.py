@@ -215,8 +215,8 @@ def check_worker_paths(profile: str, paths: dict[str, str | None]) -> None:
         raise RunnerError(f"Dataflow workers cannot read this machine's disk: {', '.join(local)} must be gs:// paths")
 
 
-# Below this many input records, starting worker processes costs more than it saves.
-PARALLEL_MIN_ROWS = 500_000
+# Below this many input records, worker processes (forked ahead, see warm_workers) save nothing.
+PARALLEL_MIN_ROWS = 100_000
 MAX_AUTO_WORKERS = 4
 
 
@@ -254,19 +254,21 @@ def _not_about_running_mode(record: logging.LogRecord) -> bool:
     return "direct_running_mode" not in record.getMessage()
 
 
-def parallel_direct_runner(options: PipelineOptions, workers: int, stderr_path: str | None):
+def parallel_direct_runner(options: PipelineOptions, workers: int, stderr_path: str | None, command: str | None = None):
     """The in-process runner driving ``workers`` worker processes of this interpreter.
 
     Processes, not threads: threads would share one interpreter lock. Every shuffle of the
     events pipeline goes through spill files, so what the runner passes between them is small.
     The workers' stderr (where each prints a failing step's traceback, already reported as the
-    run's one-line error) goes to ``stderr_path`` when given.
+    run's one-line error) goes to ``stderr_path`` when given. ``command`` starts a worker
+    instead of a new interpreter (see ``warm_workers``).
     """
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
     options.view_as(DirectOptions).direct_num_workers = workers
-    command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+    if command is None:
+        command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
     if stderr_path:
         command += f" 2>>{shlex.quote(stderr_path)}"
     # Beam warns that --direct_running_mode should be multi_processing: it is, with this command.

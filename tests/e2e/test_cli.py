@@ -212,9 +212,12 @@ def test_worker_processes_give_the_same_outputs(tmp_path):
     outputs = {}
     for workers in ("1", "2"):
         out = tmp_path / f"out-{workers}"
-        proc = cli(f"--input={data}/*.jsonl", f"--output={out}", f"--local_workers={workers}", "--history=none")
+        proc = cli(f"--input={data}/*.jsonl", f"--output={out}", f"--local_workers={workers}", "--history=none",
+                   "--log_level=INFO")  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert ("(2 worker processes)" in proc.stdout) == (workers == "2")
+        # Workers are forked before the run (beam_pipelines.warm_workers), not started cold.
+        assert ("forked 2 worker processes before the run" in proc.stderr) == (workers == "2")
         files = {d + "/" + k: v for d in ("curated", "aggregates", "dlq") for k, v in file_bytes(out / d).items()}
         outputs[workers] = (files, report(out)["counts"])
     assert outputs["1"][1]["read"] == 6000 and outputs["1"][1]["duplicates"] > 0

@@ -140,7 +140,8 @@ def test_dry_run_flag_is_a_boolean():
 @pytest.mark.parametrize(
     "flags, rows, workers",
     [
-        ([], 100_000, 1),  # small input: starting workers would cost more than it saves
+        ([], 50_000, 1),  # small input: worker processes would save nothing
+        ([], 200_000, 2),
         ([], 5_000_000, 2),
         (["--local_workers=3"], 10, 3),
         (["--local_workers=1"], 5_000_000, 1),
