@@ -117,21 +117,25 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
     Python's salted ``hash``), so a shuffle keyed by it puts equal keys together.
     """
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    arr = arr.cast(pa.large_string())
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.large_string())
     n = len(arr)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    arr = pc.fill_null(arr, "")
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    if arr.null_count:
+        arr = pc.fill_null(arr, "")
+    width_type = np.int32 if pa.types.is_string(arr.type) else np.int64
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width_type)[arr.offset : arr.offset + n + 1].astype(np.int64)
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
     start, end = offsets[0], offsets[-1]
     lengths = np.diff(offsets)
     width = int(lengths[0])
     if 0 < width and (lengths == width).all():
         # Same-length keys (ids usually are): a row-wise weighted sum, no per-byte positions.
-        block = data[start:end].reshape(n, width).astype(np.uint64) + np.uint64(1)
+        # sum((byte + 1) * weight) = bytes . weights + sum(weights), all modulo 2**64.
+        weights = _HASH_WEIGHTS[np.arange(width) % 256]
         with np.errstate(over="ignore"):
-            sums = (block * _HASH_WEIGHTS[np.arange(width) % 256]).sum(axis=1, dtype=np.uint64)
+            sums = data[start:end].reshape(n, width).dot(weights) + weights.sum(dtype=np.uint64)
         return _finish_hash(sums, partitions)
     data = data[start:end].astype(np.uint64)
     pos = np.arange(len(data), dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
@@ -150,7 +154,9 @@ def slices_by(table: pa.Table, ids: np.ndarray):
     one take, then zero-copy slices."""
     if table.num_rows == 0:
         return
-    order = np.argsort(ids, kind="stable")
+    # Few distinct ids (partitions): as int16, numpy's stable sort is a radix sort.
+    small = len(ids) and 0 <= ids.min() and ids.max() < 2**15
+    order = np.argsort(ids.astype(np.int16) if small else ids, kind="stable")
     ids = ids[order]
     table = table.take(pa.array(order))
     bounds = np.flatnonzero(np.diff(ids)) + 1
