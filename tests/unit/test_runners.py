@@ -187,3 +187,20 @@ def test_runner_noise_is_filtered_but_real_errors_stay():
     assert not _not_runner_noise(record("root", logging.ERROR, "worker_handlers"))  # relayed traceback
     assert _not_runner_noise(record("root", logging.WARNING, "worker_handlers"))
     assert _not_runner_noise(record("beam_pipelines", logging.WARNING))
+
+
+def test_cli_uses_a_memory_pool_that_returns_memory_unless_one_is_chosen():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # The CLI module is loaded before Arrow, as under python -m beam_pipelines.main.
+    code = "import beam_pipelines.main, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env["PYTHONPATH"] = root
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert chosen.stdout.strip() == "jemalloc"
+    kept = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(env, ARROW_DEFAULT_MEMORY_POOL="system"), check=True)  # fmt: skip
+    assert kept.stdout.strip() == "system"
