@@ -184,10 +184,15 @@ ROWS_PER_PARTITION = 200_000
 _BYTES_PER_ROW = {"parquet": 28, "avro": 60, "csv": 120, "jsonl": 165}
 
 
+def estimated_rows(cfg: EventsConfig, input_bytes: int) -> float:
+    """Records in the input, estimated from its size in bytes."""
+    return input_bytes / _BYTES_PER_ROW[cfg.input_format]
+
+
 def sized(cfg: EventsConfig, ev: EventsOptions, input_bytes: int) -> EventsConfig:
     """Partitions and buckets from the input's size, where the flags leave them open: memory per
     merge and per written file then stays about the same as the input grows."""
-    rows = input_bytes / _BYTES_PER_ROW[cfg.input_format]
+    rows = estimated_rows(cfg, input_bytes)
     changes = {}
     if ev.shuffle_partitions is None:
         changes["shuffle_partitions"] = min(256, max(DEFAULT_PARTITIONS, math.ceil(rows / ROWS_PER_PARTITION)))
@@ -286,16 +291,17 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     """Runs into staging, audits, publishes, then records and reports (see observe.py)."""
     input_bytes = preflight(cfg)
     cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
-    workers = direct_workers(options, input_bytes / _BYTES_PER_ROW[cfg.input_format])
-    worker_log = None
+    workers = direct_workers(options, estimated_rows(cfg, input_bytes))  # None: not this launcher's choice
+    parallel = workers is not None and workers > 1
+    worker_log = stderr = None
     pool = contextlib.nullcontext()
-    if workers and workers > 1:
+    if parallel:
         worker_log = os.path.join(tempfile.gettempdir(), f"beam_pipelines-{run_id}-workers.log")
-        debug = options.view_as(RunOptions).log_level == "DEBUG"
-        pool = WarmWorkers(workers, None if debug else worker_log)
+        stderr = None if options.view_as(RunOptions).log_level == "DEBUG" else worker_log
+        pool = WarmWorkers(workers, stderr)
     with pool:
-        if workers and workers > 1:
-            runner = parallel_direct_runner(options, workers, None if debug else worker_log, pool.command())
+        if parallel:  # the workers are forked (entering the pool) before the runner exists
+            runner = parallel_direct_runner(options, workers, stderr, pool.command())
         observer = _observer(cfg, options.view_as(RunOptions))
         started_at = clock()
         observer.started(run_id, started_at)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from transforms.dedup import keep_first
-from transforms.records import ArrowTableCoder, concat_records, hash_partition, typed
+from transforms.records import ArrowTableCoder, hash_partition, typed
 
 __all__ = ["DeduplicateStream"]
 
@@ -66,7 +66,7 @@ class _SeenFn(beam.DoFn):
         fresh = pa.table(
             {"key": table.column(self._key).cast(pa.string()), "until_us": pc.add(times, self._horizon_us)}
         )
-        merged = fresh if seen is None else concat_records([seen, fresh])
+        merged = fresh if seen is None else pa.concat_tables([seen, fresh])
         if merged.num_rows:
             newest = pc.max(pc.subtract(merged.column("until_us"), self._horizon_us)).as_py()
             merged = merged.filter(pc.greater(merged.column("until_us"), newest))

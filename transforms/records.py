@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 __all__ = [
     "DEAD_LETTER_SCHEMA",
     "ArrowTableCoder",
+    "as_array",
     "concat_records",
     "dead_letters",
     "empty_dead_letters",
@@ -22,6 +23,7 @@ __all__ = [
     "iso_text",
     "json_quote",
     "json_text",
+    "joined_lines",
     "raw_text",
     "record_struct",
     "slices_by",
@@ -239,19 +241,35 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
     return json_quote(column.cast(pa.string())), False
 
 
+def as_array(x: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array from a column: a single chunk is taken as it is (no copy)."""
+    if isinstance(x, pa.ChunkedArray):
+        return x.chunk(0) if x.num_chunks == 1 else x.combine_chunks()
+    return x
+
+
+def joined_lines(strings: pa.Array) -> pa.Buffer:
+    """The values (no nulls) as one buffer, each followed by a newline: one Arrow join."""
+    joined = pc.binary_join_element_wise(strings, "\n", "")
+    width = np.int64 if pa.types.is_large_string(joined.type) or pa.types.is_large_binary(joined.type) else np.int32
+    offsets = np.frombuffer(joined.buffers()[1], dtype=width)
+    data = joined.buffers()[2]
+    if data is None:
+        return pa.py_buffer(b"")
+    return data[offsets[joined.offset] : offsets[joined.offset + len(joined)]]
+
+
 def record_struct(table: pa.Table) -> pa.Array:
     """The rows of a typed table as one struct column: a record's original form, kept without
     writing it out as text (see :func:`raw_text`). Zero-copy for single-chunk columns."""
-    columns = [c.combine_chunks() for c in table.columns]
-    return pa.StructArray.from_arrays(columns, fields=list(table.schema))
+    return pa.StructArray.from_arrays([as_array(c) for c in table.columns], fields=list(table.schema))
 
 
 def raw_text(raw) -> pa.Array:
     """A ``_raw`` column as record text: text stays as it is; a struct column (typed sources,
     see :func:`record_struct`) becomes one JSON object per row, fields in column order. Typed
     records are written out only here, for the few rows whose text is shown or compared."""
-    if isinstance(raw, pa.ChunkedArray):
-        raw = raw.combine_chunks() if raw.num_chunks != 1 else raw.chunk(0)
+    raw = as_array(raw)
     if not pa.types.is_struct(raw.type):
         return raw
     fields = list(raw.type)

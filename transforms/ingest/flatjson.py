@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from transforms.ingest.slots import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NULL, KIND_STR
+from transforms.records import joined_lines
 
 __all__ = ["flat_lines", "parse_flat"]
 
@@ -53,17 +54,10 @@ def flat_lines(raw: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.match_substring_regex(raw, FLAT), False).to_numpy(zero_copy_only=False)
 
 
-def _joined(lines: pa.Array) -> pa.Buffer:
-    """The lines as one newline-separated buffer."""
-    joined = pc.binary_join_element_wise(lines, "\n", "")
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
-    return joined.buffers()[2][offsets[joined.offset] : offsets[joined.offset + len(joined)]]
-
-
 def _read(lines: pa.Array, fields: tuple[str, ...]) -> pa.Table:
     """Arrow's JSON reader over marked lines; every column read as string."""
     schema = pa.schema([(f, pa.string()) for f in fields])
-    data = _joined(lines)
+    data = joined_lines(lines)
     # A record must fit in one of the reader's blocks.
     block = max(1 << 20, (pc.max(pc.binary_length(lines)).as_py() or 0) + 2)
     for _ in range(2):

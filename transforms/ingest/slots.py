@@ -10,8 +10,9 @@ stay vectorised over any input:
 - ``f.f`` (float64): the value for floats.
 
 Plus ``_raw`` (the original record: its text, or for typed sources such as parquet its own
-columns as a struct, written as JSON text only where shown; see ``records.raw_text``), ``_source`` (where it came from), ``_extras`` (a JSON
-object of undeclared fields, or null) and ``_unknown`` (the first undeclared field name).
+columns as a struct, written as JSON text only where shown, see ``records.raw_text``),
+``_source`` (where it came from), ``_extras`` (a JSON object of undeclared fields, or null)
+and ``_unknown`` (the first undeclared field name).
 """
 
 from __future__ import annotations

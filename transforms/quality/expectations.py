@@ -42,7 +42,7 @@ from transforms.quality.expectations_spec import (
     expectations_path,
     load_expectations,
 )
-from transforms.records import dead_letters, hash_partition, json_text, slices_by, typed
+from transforms.records import as_array, dead_letters, hash_partition, json_text, slices_by, typed
 
 __all__ = [
     "AcceptedValues",
@@ -167,16 +167,10 @@ def _iso_micros(us: int) -> str:
 # ---------------------------------------------------------------- per-batch evaluation
 
 
-def _as_array(x) -> pa.Array:
-    if isinstance(x, pa.ChunkedArray):
-        return x.chunk(0) if x.num_chunks == 1 else x.combine_chunks()  # one chunk: no copy
-    return x
-
-
 def _expression_result(exp: Expression, table: pa.Table) -> pa.Array:
     if isinstance(exp.expr, Expr):
         return exp.expr.evaluate(table)
-    out = _as_array(exp.expr(table))
+    out = as_array(exp.expr(table))
     if not isinstance(out, pa.Array) or not pa.types.is_boolean(out.type) or len(out) != table.num_rows:
         raise ValueError(f"expectation {exp.name!r}: the callable must return a BooleanArray of {table.num_rows} rows")
     return out
@@ -191,7 +185,7 @@ def failing_rows(exp: Expectation, table: pa.Table) -> pa.Array:
     """
     if isinstance(exp, Expression):
         return pc.invert(pc.fill_null(_expression_result(exp, table), False))
-    col = _as_array(table.column(exp.column))
+    col = as_array(table.column(exp.column))
     if isinstance(exp, NotNull):
         return pc.is_null(col)
     if isinstance(exp, AcceptedValues):
@@ -216,7 +210,7 @@ def _samples(exp: Expectation, table: pa.Table, fail: pa.Array) -> list:
         if not isinstance(exp.expr, Expr):
             return []
         return _smallest_distinct(table.select(list(exp.expr.columns)).filter(fail))
-    return _smallest_distinct(_as_array(table.column(exp.column)).filter(fail))
+    return _smallest_distinct(as_array(table.column(exp.column)).filter(fail))
 
 
 def _errors(exp: Expectation, rows: pa.Table) -> list[str]:
@@ -300,14 +294,14 @@ class _EvaluateFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("stats", stats)
         for i, exp in enumerate(self._exps):
             if isinstance(exp, Unique) and passed.num_rows:
-                yield from self._unique_parts(i, _as_array(passed.column(exp.column)))
+                yield from self._unique_parts(i, as_array(passed.column(exp.column)))
 
     def _dead_letters(self, exp: Expectation, rows: pa.Table) -> pa.Table:
         names = rows.column_names
         raw = rows.column(self._raw) if self._raw in names else json_text(rows)
         source = rows.column(self._source) if self._source in names else pa.nulls(rows.num_rows, pa.string())
         errors = pa.array(_errors(exp, rows), pa.string())
-        return dead_letters(self._stage, f"expectation:{exp.name}", exp.field, errors, _as_array(raw), source)
+        return dead_letters(self._stage, f"expectation:{exp.name}", exp.field, errors, as_array(raw), source)
 
     @staticmethod
     def _dataset_state(exp: Expectation, passed: pa.Table) -> list:
@@ -335,7 +329,7 @@ class _DuplicatesFn(beam.DoFn):
         table = pa.concat_tables(list(parts)).combine_chunks()
         totals = table.group_by("value", use_threads=False).aggregate([("count", "sum")])
         dups = totals.filter(pc.greater(totals.column("count_sum"), 1)).column("value")
-        yield {key // self._partitions: [0, len(dups), _smallest_distinct(_as_array(dups)) if len(dups) else [], None]}
+        yield {key // self._partitions: [0, len(dups), _smallest_distinct(as_array(dups)) if len(dups) else [], None]}
 
 
 # ---------------------------------------------------------------- merging into results

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import DEAD_LETTER_SCHEMA, hash_partition, json_text
+from transforms.records import DEAD_LETTER_SCHEMA, hash_partition, joined_lines, json_text
 from transforms.sinks.files import WriteKeyedTables
 
 __all__ = ["WriteDeadLetters"]
@@ -16,14 +15,9 @@ _COLUMNS = DEAD_LETTER_SCHEMA.names
 
 
 def write_jsonl(table: pa.Table, path: str) -> None:
-    lines = json_text(table.select(_COLUMNS)).cast(pa.large_string())
-    body = pc.binary_join(
-        pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines), pa.scalar("\n", pa.large_string())
-    )
+    body = joined_lines(json_text(table.select(_COLUMNS)))
     with FileSystems.create(path, mime_type="application/x-ndjson") as fh:
-        if len(lines):
-            fh.write(body[0].as_buffer())
-            fh.write(b"\n")
+        fh.write(body)
 
 
 class _ShardFn(beam.DoFn):
