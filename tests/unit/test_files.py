@@ -111,3 +111,18 @@ def test_bookkeeping_files_are_hidden_unless_asked_for():
     assert not is_hidden("/d/events_1.parquet", "/d/*")
     assert not is_hidden("/d/_part.parquet", "/d/_*.parquet")
     assert not is_hidden("/d/.x.jsonl", "/d/.x.jsonl")
+
+
+def test_local_spills_are_uncompressed_and_read_back_after_removal(tmp_path):
+    from transforms.sinks.files import spill, unspill
+
+    table = pa.table({"k": pa.array(["same value"] * 50_000), "n": pa.array(range(50_000))})
+    paths = [spill(table, str(tmp_path / "p=00001")), spill(table.slice(7, 3), str(tmp_path / "p=00001"))]
+    assert len(set(paths)) == 2
+    # LZ4 would shrink the repeated strings to a few kB; local scratch trades disk for CPU.
+    assert (tmp_path / "p=00001" / paths[0].rsplit("/", 1)[1]).stat().st_size > table.nbytes
+    back = unspill(paths)
+    for path in paths:  # mapped tables stay valid after their files go (scratch is removed at publish)
+        (tmp_path / "p=00001" / path.rsplit("/", 1)[1]).unlink()
+    assert back[0].equals(table)
+    assert back[1].equals(table.slice(7, 3))

@@ -13,6 +13,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 __all__ = ["WriteKeyedTables", "join_path", "spill", "unspill"]
@@ -49,14 +50,23 @@ def write_parquet(table: pa.Table, path: str) -> None:
         pq.write_table(table, fh, compression="zstd", use_dictionary=dictionary_columns(table))
 
 
-_SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+# Local scratch is written uncompressed and read back by mapping it: LZ4 would cost more CPU
+# than the page cache saves (5M events: ~1.5 s of 19 s, scratch 1.0 GB vs 1.9 GB at its peak).
+# Remote scratch (s3://, gs://, ...) is compressed: there the bytes cost more than the CPU.
+_LOCAL_SPILL = pa.ipc.IpcWriteOptions()
+_REMOTE_SPILL = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
 
 
 def spill(table: pa.Table, directory: str) -> str:
-    """Writes a table to a new LZ4 Arrow stream file under ``directory``; returns its path."""
+    """Writes a table to a new Arrow stream file under ``directory``; returns its path."""
     path = join_path(directory, uuid.uuid4().hex + ".arrows")
-    with FileSystems.create(path) as fh:
-        with pa.ipc.new_stream(fh, table.schema, options=_SPILL_OPTIONS) as writer:
+    options = _LOCAL_SPILL if _is_local(path) else _REMOTE_SPILL
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        with pa.ipc.new_stream(fh, table.schema, options=options) as writer:
             writer.write_table(table)
     return path
 
@@ -66,8 +76,13 @@ def unspill(paths: list[str]) -> list[pa.Table]:
     a retried bundle finds them again."""
     tables = []
     for path in paths:
-        with FileSystems.open(path) as fh:
-            tables.append(pa.ipc.open_stream(fh).read_all())
+        if _is_local(path):
+            # Zero-copy: the buffers are the mapped file; the mapping outlives the closed file.
+            with pa.memory_map(path) as source:
+                tables.append(pa.ipc.open_stream(source).read_all())
+        else:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                tables.append(pa.ipc.open_stream(fh).read_all())
     return tables
 
 
