@@ -122,10 +122,10 @@ class Deduplicate(beam.PTransform):
         self._key, self._order_by, self._partitions = key, tuple(order_by), partitions
 
     def expand(self, tables):
+        part_type = beam.typehints.KV[int, pa.Table if self._spill_dir is None else str]
         parts = tables | "Partition" >> beam.ParDo(
             _PartitionFn(self._key, self._order_by, self._partitions, self._spill_dir)
-        ).with_outputs("stats", main="parts").with_input_types(pa.Table)
-        part_type = beam.typehints.KV[int, pa.Table if self._spill_dir is None else str]
+        ).with_input_types(pa.Table).with_output_types(part_type).with_outputs("stats", main="parts")
         merged = (
             typed(parts.parts, part_type)
             # Grouped rows keep their earliest timestamp, not the global window's end: otherwise

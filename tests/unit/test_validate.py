@@ -211,3 +211,59 @@ def test_validate_schema_rejects_bad_config():
         ValidateSchema(RULES, policy="relaxed-ish")
     with pytest.raises(ValueError, match="earlier field"):
         ValidateSchema((NumberField("amount", required_if=("event_type", ("purchase",))),))
+
+
+# Values of every kind a field can hold, good and bad: a batch that mixes them takes each
+# rule's general path, a one-row batch the path for its single kind.
+VARIED = {
+    "event_id": ["e1", "  e2 ", "", "   ", 7, -3, 1.5, True, None, ..., {"n": 1}],
+    "user_id": ["u1", 12, "", None, ..., False],
+    "event_type": ["view", " Click ", "PURCHASE", "refund", "nope", 3, None, ...],
+    "amount": [1.005, 0, 12, "3.50", " 7 ", "x", "-1", -2.5, None, ..., True, "1e3", 1e300, 10**18],
+    "currency": ["usd", " Eur ", "EURO", "", 3, None, ...],
+    "ts": [
+        "2024-03-01T00:51:35.533245Z", "2024-03-01t10:00:00+02:00", "2024-03-01 10:00",
+        "2024-03-01T10:00:00-0130", "2024-03-01T00:51:35.5332451Z", "2024-03-01", "2024-02-30",
+        "1709251817", "+1709251817", "1709251763505", "1709251817.25", 1709251817, 1709251763505,
+        1709251817.5, "yesterday", "", 10**18, -1, None, ..., "1999-12-31T23:59:59Z",
+    ],
+    "email": ["A@B.co", 5, None, ...],
+    "country": ["de", None, ..., 1],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_validates_as_its_rows_do_one_by_one(seed):
+    import random
+
+    rng = random.Random(seed)
+    records = []
+    for _ in range(300):
+        rec = {k: rng.choice(v) for k, v in VARIED.items()}
+        records.append({k: v for k, v in rec.items() if v is not ...})
+    lines = [json.dumps(r).encode() for r in records]
+    whole = run(lines)
+    alone = [run([line]) for line in lines]
+    assert whole[0].to_pylist() == [row for v, _ in alone for row in v.to_pylist()]
+    assert whole[1].to_pylist() == [row for _, d in alone for row in d.to_pylist()]
+
+
+def test_typed_batch_validates_as_its_rows_do_one_by_one():
+    table = pa.table(
+        {
+            "event_id": ["e1", " e2", None, "", "e5", "e6"],
+            "user_id": ["u", "u", "u", "u", "u", None],
+            "event_type": ["purchase", "VIEW", "view", "click", "refund", "nope"],
+            "amount": [1.005, None, -1.0, 2.0, 4.0, 3.0],
+            "currency": [None, "eur", "usd", "x", "gbp", "usd"],
+            "ts": pa.array(
+                [1_704_103_200_000_000, None, 0, 4_102_444_800_000_000, 946_684_800_000_000, 1],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    whole = validate_table(_parse_arrow_records(table, FIELDS), RULES, "additive")
+    alone = [validate_table(_parse_arrow_records(table.slice(i, 1), FIELDS), RULES, "additive") for i in range(6)]
+    assert whole[0].to_pylist() == [row for v, _ in alone for row in v.to_pylist()]
+    assert whole[1].to_pylist() == [row for _, d in alone for row in d.to_pylist()]
+    assert whole[0].num_rows == 2 and whole[1].num_rows == 4

@@ -92,34 +92,36 @@ def _read_parts(lines: pa.Array, fields: tuple[str, ...], first: int, done: list
 
 
 def _slots(col: pa.Array) -> list[pa.Array]:
-    """The four slots of one field from its marked string column."""
+    """The four slots of one field from its marked string column.
+
+    Marked (non-string) values are worked out on those rows alone and put back in place: a
+    field that is mostly strings pays for its few numbers only.
+    """
     n = len(col)
     marked = pc.fill_null(pc.starts_with(col, _MARK), False)
     null_i, null_f = pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())
     if not pc.any(marked).as_py():
         kinds = pc.if_else(pc.is_null(col), KIND_NULL, KIND_STR).cast(pa.int8())
         return [kinds, col, null_i, null_f]
-    token = pc.if_else(marked, pc.utf8_slice_codeunits(col, 1), _NULL_STR)
-    is_bool = pc.fill_null(pc.is_in(token, pa.array(["true", "false"])), False)
+    token = pc.utf8_slice_codeunits(col.filter(marked), 1)
+    is_bool = pc.is_in(token, pa.array(["true", "false"]))
     is_float = pc.fill_null(pc.match_substring_regex(token, "^-?[0-9]+[.eE]"), False)
     is_int = pc.fill_null(pc.match_substring_regex(token, "^-?[0-9]+$"), False)
     ints = pc.if_else(is_int, token, _NULL_STR).cast(pa.int64())
     floats = pc.if_else(is_float, token, _NULL_STR).cast(pa.float64())
-    kinds = np.full(n, KIND_NULL, dtype=np.int8)
-    for kind, mask in (
-        (KIND_STR, pc.and_not(pc.is_valid(col), marked)),
-        (KIND_INT, is_int),
-        (KIND_FLOAT, is_float),
-        (KIND_BOOL, is_bool),
-    ):
-        kinds[mask.to_numpy(zero_copy_only=False)] = kind
-    text = pc.coalesce(
-        pc.if_else(marked, _NULL_STR, col),
-        ints.cast(pa.string()),
-        floats.cast(pa.string()),
-        pc.if_else(is_bool, token, _NULL_STR),
-    )
-    return [pa.array(kinds), text, ints, floats]
+    token_kinds = np.full(len(token), KIND_NULL, dtype=np.int8)
+    for kind, mask in ((KIND_INT, is_int), (KIND_FLOAT, is_float), (KIND_BOOL, is_bool)):
+        token_kinds[mask.to_numpy(zero_copy_only=False)] = kind
+    at = marked.to_numpy(zero_copy_only=False)
+    kinds = np.where(col.is_valid().to_numpy(zero_copy_only=False), KIND_STR, KIND_NULL).astype(np.int8)
+    kinds[at] = token_kinds
+    token_text = pc.coalesce(ints.cast(pa.string()), floats.cast(pa.string()), pc.if_else(is_bool, token, _NULL_STR))
+    return [
+        pa.array(kinds),
+        pc.replace_with_mask(col, marked, token_text),
+        pc.replace_with_mask(null_i, marked, ints),
+        pc.replace_with_mask(null_f, marked, floats),
+    ]
 
 
 def _dumps(value) -> str:

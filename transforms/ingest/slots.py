@@ -17,7 +17,10 @@ and ``_unknown`` (the first undeclared field name).
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
+
+from transforms.records import as_array
 
 KIND_MISSING = 0
 KIND_NULL = 1
@@ -45,13 +48,30 @@ def slot_schema(fields: tuple[str, ...], raw_type: pa.DataType = pa.string()) ->
 
 
 class Slots:
-    """Read access to one field's slots in a parsed table."""
+    """Read access to one field's slots in a parsed table.
 
-    __slots__ = ("name", "kind", "text", "int", "float")
+    ``present`` holds the kinds that occur: rules skip the work of kinds a batch does not
+    hold (a parquet column has one kind plus null; a JSON field mostly one).
+    """
+
+    __slots__ = ("name", "kind", "text", "int", "float", "present")
 
     def __init__(self, table: pa.Table, name: str):
         self.name = name
-        self.kind = table.column(name + ".k").combine_chunks()
-        self.text = table.column(name + ".s").combine_chunks()
-        self.int = table.column(name + ".i").combine_chunks()
-        self.float = table.column(name + ".f").combine_chunks()
+        self.kind = as_array(table.column(name + ".k"))
+        self.text = as_array(table.column(name + ".s"))
+        self.int = as_array(table.column(name + ".i"))
+        self.float = as_array(table.column(name + ".f"))
+        if self.kind.null_count:
+            self.present = frozenset(range(KIND_TIMESTAMP + 1))
+        else:
+            counts = np.bincount(self.kind.to_numpy(zero_copy_only=False).astype(np.intp), minlength=KIND_TIMESTAMP + 1)
+            self.present = frozenset(np.flatnonzero(counts).tolist())
+
+    def only(self, *kinds: int) -> bool:
+        """Whether every row holds one of ``kinds``."""
+        return self.present <= set(kinds)
+
+    def has(self, *kinds: int) -> bool:
+        """Whether some row holds one of ``kinds``."""
+        return not self.present.isdisjoint(kinds)

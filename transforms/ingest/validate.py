@@ -50,7 +50,6 @@ _ISO = (
     r"(?i)^\d{4}-\d{2}-\d{2}"
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
 )
-_OFFSET = r"(?i)[T ].*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _US = pa.timestamp("us", tz="UTC")
 
 
@@ -60,7 +59,34 @@ def _mask(x) -> pa.Array:
 
 
 def _kind_in(s: Slots, *kinds: int) -> pa.Array:
+    if not s.has(*kinds) or s.only(*kinds):
+        return pa.array(np.full(len(s.kind), s.has(*kinds)))
     return _mask(pc.is_in(s.kind, pa.array(kinds, pa.int8())))
+
+
+def _matches(text: pa.Array, where: pa.Array, pattern: str) -> pa.Array:
+    """Which rows of ``where`` hold text matching ``pattern`` (False elsewhere).
+
+    The regex runs over those rows only: Arrow's kernel pays its per-string cost on null slots
+    too, and a mostly-null column would cost as much as a full one.
+    """
+    rows = where.true_count
+    if rows == len(where):
+        return _mask(pc.match_substring_regex(text, pattern))
+    found = np.zeros(len(where), dtype=bool)
+    if rows:
+        hits = _mask(pc.match_substring_regex(text.filter(where), pattern)).to_numpy(zero_copy_only=False)
+        found[where.to_numpy(zero_copy_only=False)] = hits
+    return pa.array(found)
+
+
+def _as_float(ints: pa.Array) -> pa.Array:
+    """int64 -> float64, rounding beyond 2**53 (a safe cast would raise and fail the bundle)."""
+    return pc.cast(ints, pa.float64(), safe=False)
+
+
+# Kinds whose text slot is the value or null: a batch of only these needs no kind tests.
+_STRINGS = (KIND_STR, KIND_MISSING, KIND_NULL)
 
 
 def _shown(text: pa.Array) -> pa.Array:
@@ -98,13 +124,17 @@ class IdField:
 
     def apply(self, s: Slots, done: dict) -> Outcome:
         trimmed = pc.utf8_trim_whitespace(s.text)
+        what = "must be a non-empty string or integer"
+        if s.only(*_STRINGS):
+            invalid = pc.equal(pc.utf8_length(trimmed), 0)
+            return _outcome(self.name, trimmed, _kind_in(s, KIND_MISSING, KIND_NULL), invalid, s.text, what)
         is_str = _kind_in(s, KIND_STR)
         ok_str = _mask(pc.and_(is_str, pc.greater(pc.utf8_length(trimmed), 0)))
         is_int = _kind_in(s, KIND_INT)
         value = pc.if_else(is_str, trimmed, pc.if_else(is_int, s.text, pa.scalar(None, pa.string())))
         missing = _kind_in(s, KIND_MISSING, KIND_NULL)
         invalid = pc.invert(pc.or_(missing, pc.or_(ok_str, is_int)))
-        return _outcome(self.name, value, missing, invalid, s.text, "must be a non-empty string or integer")
+        return _outcome(self.name, value, missing, invalid, s.text, what)
 
 
 @dataclass(frozen=True)
@@ -116,7 +146,9 @@ class EnumField:
 
     def apply(self, s: Slots, done: dict) -> Outcome:
         value = pc.utf8_lower(pc.utf8_trim_whitespace(s.text))
-        ok = _mask(pc.and_(_kind_in(s, KIND_STR), pc.is_in(value, pa.array(self.values))))
+        ok = pc.is_in(value, pa.array(self.values))
+        if not s.only(*_STRINGS):
+            ok = _mask(pc.and_(_kind_in(s, KIND_STR), ok))
         missing = _kind_in(s, KIND_MISSING, KIND_NULL)
         invalid = pc.invert(pc.or_(missing, ok))
         return _outcome(self.name, value, missing, invalid, s.text, "must be one of " + "|".join(self.values))
@@ -136,15 +168,21 @@ class NumberField:
     required_if: tuple[str, tuple[str, ...]] | None = None
 
     def apply(self, s: Slots, done: dict) -> Outcome:
-        trimmed = pc.utf8_trim_whitespace(s.text)
-        numeric_str = _mask(pc.and_(_kind_in(s, KIND_STR), pc.match_substring_regex(trimmed, _NUMERIC)))
-        from_str = pc.if_else(numeric_str, trimmed, pa.scalar(None, pa.string())).cast(pa.float64())
-        number = pc.if_else(
-            _kind_in(s, KIND_FLOAT),
-            s.float,
-            # Integers beyond 64 bits keep only their float value.
-            pc.if_else(_kind_in(s, KIND_INT), pc.coalesce(s.int.cast(pa.float64()), s.float), from_str),
-        )
+        if s.only(KIND_FLOAT, KIND_MISSING, KIND_NULL):
+            number = s.float
+        else:
+            if s.has(KIND_STR):
+                trimmed = pc.utf8_trim_whitespace(s.text)
+                numeric_str = _matches(trimmed, _kind_in(s, KIND_STR), _NUMERIC)
+                from_str = pc.if_else(numeric_str, trimmed, pa.scalar(None, pa.string())).cast(pa.float64())
+            else:
+                from_str = pa.nulls(len(s.kind), pa.float64())
+            number = pc.if_else(
+                _kind_in(s, KIND_FLOAT),
+                s.float,
+                # Integers beyond 64 bits keep only their float value.
+                pc.if_else(_kind_in(s, KIND_INT), pc.coalesce(_as_float(s.int), s.float), from_str),
+            )
         ok = _mask(pc.is_finite(number))
         if self.minimum is not None:
             ok = _mask(pc.and_(ok, pc.greater_equal(number, self.minimum)))
@@ -170,7 +208,8 @@ class CodeField:
 
     def apply(self, s: Slots, done: dict) -> Outcome:
         trimmed = pc.utf8_trim_whitespace(s.text)
-        ok = _mask(pc.and_(_kind_in(s, KIND_STR), pc.match_substring_regex(trimmed, self.pattern)))
+        ok = pc.match_substring_regex(trimmed, self.pattern)
+        ok = _mask(ok if s.only(*_STRINGS) else pc.and_(_kind_in(s, KIND_STR), ok))
         absent = _kind_in(s, KIND_MISSING, KIND_NULL)
         value = pc.if_else(absent, pa.scalar(self.default, pa.string()), pc.utf8_upper(trimmed))
         invalid = pc.invert(pc.or_(absent, ok))
@@ -184,16 +223,47 @@ def _parse_iso(text: pa.Array) -> pa.Array:
     cast refuses (a 30th of February, more than 6 fractional digits) are tried one by one.
     """
     norm = pc.ascii_upper(text)  # the pattern admits ASCII only
-    if pc.any(pc.match_substring_regex(norm, r"\.\d{7}")).as_py():
-        norm = pc.replace_substring_regex(norm, r"(\.\d{6})\d+", r"\1")
-    has_offset = _mask(pc.match_substring_regex(norm, _OFFSET))
-    null_str = pa.scalar(None, pa.string())
+    has_offset = _has_offset(norm)
     try:
-        aware = pc.if_else(has_offset, norm, null_str).cast(_US)
-        naive = pc.if_else(has_offset, null_str, norm).cast(pa.timestamp("us"))
-        return pc.if_else(has_offset, aware, naive.cast(pa.int64()).cast(_US))
+        return _cast_iso(norm, has_offset)
+    except pa.ArrowInvalid:
+        pass
+    try:  # more than 6 fractional digits: Arrow's parser takes at most the unit's
+        return _cast_iso(pc.replace_substring_regex(norm, r"(\.\d{6})\d+", r"\1"), has_offset)
     except pa.ArrowInvalid:
         return pa.array([_parse_iso_one(v) for v in text.to_pylist()], _US)
+
+
+def _has_offset(iso: pa.Array) -> pa.Array:
+    """Which ISO-8601 strings (upper case, already matched against ``_ISO``) carry an offset.
+
+    After the date only an offset holds Z, + or -: the last byte is Z, or a sign stands 3, 5
+    or 6 bytes from the end (+HH, +HHMM, +HH:MM). A few numpy gathers instead of a regex pass.
+    """
+    n = len(iso)
+    if n == 0 or iso.null_count == n:
+        return pa.array(np.zeros(n, dtype=bool))
+    bounds = np.frombuffer(iso.buffers()[1], dtype=np.int32)[iso.offset : iso.offset + n + 1]
+    data = np.frombuffer(iso.buffers()[2], dtype=np.uint8)
+    starts, ends = bounds[:-1], bounds[1:]
+    filled = ends > starts
+    last = data[np.where(filled, ends - 1, 0)]
+    found = filled & (last == ord("Z"))
+    for back in (3, 5, 6):
+        at = ends - back
+        inside = at >= starts + 10
+        sign = data[np.where(inside, at, 0)]
+        found |= inside & ((sign == ord("+")) | (sign == ord("-")))
+    if iso.null_count:
+        found &= iso.is_valid().to_numpy(zero_copy_only=False)
+    return pa.array(found)
+
+
+def _cast_iso(norm: pa.Array, has_offset: pa.Array) -> pa.Array:
+    null_str = pa.scalar(None, pa.string())
+    aware = pc.if_else(has_offset, norm, null_str).cast(_US)
+    naive = pc.if_else(has_offset, null_str, norm).cast(pa.timestamp("us"))
+    return pc.if_else(has_offset, aware, naive.cast(pa.int64()).cast(_US))
 
 
 def _parse_iso_one(value: str | None) -> datetime | None:
@@ -219,54 +289,7 @@ class TimestampField:
     def apply(self, s: Slots, done: dict) -> Outcome:
         lo = datetime.fromisoformat(self.minimum).timestamp() * 1e6
         hi = datetime.fromisoformat(self.maximum).timestamp() * 1e6
-        trimmed = pc.utf8_trim_whitespace(s.text)
-        is_str = _kind_in(s, KIND_STR)
-        null_str = pa.scalar(None, pa.string())
-        iso_str = _mask(pc.and_(is_str, pc.match_substring_regex(trimmed, _ISO)))
-        # A date has '-' between digits, so no ISO string is numeric: the rest only are tried.
-        other = pc.if_else(pc.and_not(is_str, iso_str), trimmed, null_str)
-        int_str = _mask(pc.match_substring_regex(other, _INTEGER))
-        num_str = _mask(pc.match_substring_regex(other, _NUMERIC))
-        # Integers (numbers or integer strings): seconds, or milliseconds when large.
-        as_int = pc.if_else(
-            _kind_in(s, KIND_INT),
-            s.int,
-            # Arrow's integer parser refuses a leading "+".
-            pc.replace_substring_regex(pc.if_else(int_str, trimmed, null_str), r"^\+", "").cast(pa.int64()),
-        )
-        int_is_ms = _mask(pc.greater_equal(as_int, self.millis_from))
-        int_scale = pc.if_else(int_is_ms, 1e3, 1e6)
-        # Floats (numbers or non-integer numeric strings): seconds.
-        as_float = pc.if_else(
-            _kind_in(s, KIND_FLOAT),
-            s.float,
-            pc.if_else(pc.and_(num_str, pc.invert(int_str)), trimmed, null_str).cast(pa.float64()),
-        )
-        micros_f = pc.if_else(
-            pc.is_valid(as_int), pc.multiply(as_int.cast(pa.float64()), int_scale), pc.multiply(as_float, 1e6)
-        )
-        micros_f = pc.if_else(_kind_in(s, KIND_TIMESTAMP), s.int.cast(pa.float64()), micros_f)
-        iso = _parse_iso(pc.if_else(iso_str, trimmed, null_str)).cast(pa.int64())
-        micros_f = pc.if_else(pc.is_valid(iso), iso.cast(pa.float64()), micros_f)
-        in_range = _mask(pc.and_(pc.greater_equal(micros_f, lo), pc.less(micros_f, hi)))
-        safe = pc.if_else(in_range, micros_f, 0.0)
-        # Exact integer arithmetic where the input was an integer: no float rounding.
-        exact = pc.if_else(
-            pc.is_valid(iso),
-            iso,
-            pc.if_else(
-                _kind_in(s, KIND_TIMESTAMP),
-                s.int,
-                pc.if_else(
-                    pc.is_valid(as_int),
-                    pc.multiply(as_int, pc.if_else(int_is_ms, 1000, 1_000_000)),
-                    pc.round(safe).cast(pa.int64()),
-                ),
-            ),
-        )
-        value = pc.if_else(in_range, exact, pa.scalar(None, pa.int64())).cast(_US)
         missing = _kind_in(s, KIND_MISSING, KIND_NULL)
-        invalid = pc.invert(pc.or_(missing, in_range))
         what = "must be ISO-8601 or epoch seconds/milliseconds within [2000-01-01, 2100-01-01)"
 
         def shown(rows: pa.Array) -> pa.Array:
@@ -274,6 +297,65 @@ class TimestampField:
             as_ts = iso_text(s.int.take(rows).cast(_US))
             return pc.if_else(pc.equal(s.kind.take(rows), KIND_TIMESTAMP), as_ts, s.text.take(rows))
 
+        if s.only(KIND_TIMESTAMP, KIND_MISSING, KIND_NULL):  # typed sources: already epoch microseconds
+            in_range = _mask(pc.and_(pc.greater_equal(s.int, int(lo)), pc.less(s.int, int(hi))))
+            value = pc.if_else(in_range, s.int, pa.scalar(None, pa.int64())).cast(_US)
+            return _outcome(self.name, value, missing, pc.invert(pc.or_(missing, in_range)), shown, what)
+        trimmed = pc.utf8_trim_whitespace(s.text)
+        is_str = _kind_in(s, KIND_STR)
+        null_str = pa.scalar(None, pa.string())
+        iso_str = _matches(trimmed, is_str, _ISO)
+        # Each source of a value (ISO string, typed timestamp, integer, float) is worked out
+        # only when the batch holds it; a JSON batch is mostly ISO strings and integers.
+        # A date has '-' between digits, so no ISO string is numeric: the rest only are tried.
+        non_iso = pc.and_not(is_str, iso_str)
+        if non_iso.true_count:
+            int_str = _matches(trimmed, non_iso, _INTEGER)
+            float_str = pc.and_not(_matches(trimmed, non_iso, _NUMERIC), int_str)
+        else:
+            int_str = float_str = None
+        # Integers (numbers or integer strings): seconds, or milliseconds when large.
+        as_int = None
+        if int_str is not None and int_str.true_count:
+            # Arrow's integer parser refuses a leading "+".
+            parsed = pc.replace_substring_regex(pc.if_else(int_str, trimmed, null_str), r"^\+", "").cast(pa.int64())
+            as_int = pc.if_else(_kind_in(s, KIND_INT), s.int, parsed)
+        elif s.has(KIND_INT):
+            as_int = pc.if_else(_kind_in(s, KIND_INT), s.int, pa.scalar(None, pa.int64()))
+        # Floats (numbers or non-integer numeric strings): seconds.
+        as_float = None
+        if float_str is not None and float_str.true_count:
+            as_float = pc.if_else(
+                _kind_in(s, KIND_FLOAT), s.float, pc.if_else(float_str, trimmed, null_str).cast(pa.float64())
+            )
+        elif s.has(KIND_FLOAT):
+            as_float = pc.if_else(_kind_in(s, KIND_FLOAT), s.float, pa.scalar(None, pa.float64()))
+        n = len(s.kind)
+        micros_f = pc.multiply(as_float, 1e6) if as_float is not None else pa.nulls(n, pa.float64())
+        if as_int is not None:
+            int_is_ms = _mask(pc.greater_equal(as_int, self.millis_from))
+            scaled = pc.multiply(_as_float(as_int), pc.if_else(int_is_ms, 1e3, 1e6))
+            micros_f = pc.if_else(pc.is_valid(as_int), scaled, micros_f)
+        is_ts = _kind_in(s, KIND_TIMESTAMP) if s.has(KIND_TIMESTAMP) else None
+        if is_ts is not None:
+            micros_f = pc.if_else(is_ts, _as_float(s.int), micros_f)
+        iso = _parse_iso(pc.if_else(iso_str, trimmed, null_str)).cast(pa.int64()) if iso_str.true_count else None
+        if iso is not None:
+            micros_f = pc.if_else(pc.is_valid(iso), _as_float(iso), micros_f)
+        in_range = _mask(pc.and_(pc.greater_equal(micros_f, lo), pc.less(micros_f, hi)))
+        # Exact integer arithmetic where the input was an integer: no float rounding.
+        if as_float is not None:
+            exact = pc.round(pc.if_else(in_range, micros_f, 0.0)).cast(pa.int64())
+        else:
+            exact = pa.nulls(n, pa.int64())
+        if as_int is not None:
+            exact = pc.if_else(pc.is_valid(as_int), pc.multiply(as_int, pc.if_else(int_is_ms, 1000, 1_000_000)), exact)
+        if is_ts is not None:
+            exact = pc.if_else(is_ts, s.int, exact)
+        if iso is not None:
+            exact = pc.if_else(pc.is_valid(iso), iso, exact)
+        value = pc.if_else(in_range, exact, pa.scalar(None, pa.int64())).cast(_US)
+        invalid = pc.invert(pc.or_(missing, in_range))
         return _outcome(self.name, value, missing, invalid, shown, what)
 
 

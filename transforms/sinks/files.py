@@ -150,5 +150,5 @@ class WriteKeyedTables(beam.PTransform):
         return (
             keyed
             | "GroupByFile" >> beam.GroupByKey().with_input_types(beam.typehints.KV[str, value_type])
-            | "WriteFiles" >> beam.ParDo(_WriteFn(self._root, self._sort_by, self._encode))
+            | "WriteFiles" >> beam.ParDo(_WriteFn(self._root, self._sort_by, self._encode)).with_output_types(dict)
         )
