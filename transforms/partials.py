@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["merge_partials", "partial_aggregate", "sum_counts", "window_starts"]
+__all__ = ["merge_partials", "partial_aggregate", "partial_rows", "sum_counts", "window_starts"]
 
 
 def window_starts(ts: pa.Array | pa.ChunkedArray, size_us: int) -> np.ndarray:
@@ -20,14 +20,20 @@ def window_starts(ts: pa.Array | pa.ChunkedArray, size_us: int) -> np.ndarray:
     return micros - np.mod(micros, size_us)
 
 
-def partial_aggregate(table: pa.Table, keys: tuple[str, ...], distinct: str, sum_field: str, scale: int) -> pa.Table:
-    """One row per (keys, distinct) with ``_events`` and ``_units`` (sum in whole units)."""
+def partial_rows(table: pa.Table, keys: tuple[str, ...], distinct: str, sum_field: str, scale: int) -> pa.Table:
+    """One partial row per input row: ``_events`` 1 and ``_units`` (the field in whole units)."""
     # Whole units held in float64: sums are exact (and order-independent) below 2**53 units,
     # and an absurdly large value cannot overflow and fail the run.
     units = pc.round(pc.multiply(pc.fill_null(table.column(sum_field), 0.0), float(scale)))
-    slim = pa.table({**{k: table.column(k) for k in keys}, distinct: table.column(distinct), "_units": units})
-    out = slim.group_by(list(keys) + [distinct], use_threads=False).aggregate([([], "count_all"), ("_units", "sum")])
-    return _named(out, keys, distinct, {"count_all": "_events", "_units_sum": "_units"})
+    events = pa.array(np.ones(table.num_rows, dtype=np.int64))
+    return pa.table(
+        {**{k: table.column(k) for k in keys}, distinct: table.column(distinct), "_events": events, "_units": units}
+    )
+
+
+def partial_aggregate(table: pa.Table, keys: tuple[str, ...], distinct: str, sum_field: str, scale: int) -> pa.Table:
+    """One row per (keys, distinct) with ``_events`` and ``_units`` (sum in whole units)."""
+    return merge_partials([partial_rows(table, keys, distinct, sum_field, scale)], keys, distinct)
 
 
 def _named(out: pa.Table, keys: tuple[str, ...], distinct: str, renames: dict[str, str]) -> pa.Table:

@@ -19,7 +19,7 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.partials import merge_partials, partial_aggregate, window_starts
+from transforms.partials import merge_partials, partial_rows, window_starts
 from transforms.records import hash_partition, slices_by
 from transforms.sinks.files import join_path, spill, unspill
 
@@ -30,9 +30,13 @@ FLUSH_ROWS = 1_000_000  # partial rows buffered per bundle before they are writt
 
 
 def user_partials(table: pa.Table, s: dict) -> pa.Table:
-    """One row per (window start, keys, distinct value) with ``_events`` and ``_units``."""
+    """One partial row per input row (window start, keys, distinct value, ``_events``, ``_units``).
+
+    Not grouped per batch: with a distinct value per row (users within an hour) a batch's
+    group-by removed 0.5% of its rows at ~400 ns a row; the partition's merge groups once.
+    """
     starts = pa.array(window_starts(table.column(s["time"]), s["size_us"]))
-    return partial_aggregate(table.append_column(_W, starts), (_W, *s["keys"]), s["distinct"], s["sum"], s["scale"])
+    return partial_rows(table.append_column(_W, starts), (_W, *s["keys"]), s["distinct"], s["sum"], s["scale"])
 
 
 def merge_user_partials(table: pa.Table, s: dict) -> pa.Table:
