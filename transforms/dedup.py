@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
 from transforms.records import concat_records, hash_partition, raw_text, slices_by, typed
-from transforms.sinks.files import join_path, spill, unspill
+from transforms.sinks.files import spill_parts, unspill
 
 __all__ = ["Deduplicate"]
 
@@ -59,12 +59,8 @@ class _PartitionFn(beam.DoFn):
         self._spill_dir = spill_dir
 
     def process(self, table: pa.Table):
-        pids = hash_partition(table.column(self._key), self._partitions)
-        for pid, part in slices_by(table, pids):
-            if self._spill_dir is None:
-                yield pid, part
-            else:
-                yield pid, spill(part, join_path(self._spill_dir, f"p={pid:05d}"))
+        parts = list(slices_by(table, hash_partition(table.column(self._key), self._partitions)))
+        yield from parts if self._spill_dir is None else spill_parts(parts, self._spill_dir)
 
 
 class _MergeFn(beam.DoFn):

@@ -21,7 +21,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.partials import merge_partials, partial_rows, window_starts
 from transforms.records import hash_partition, slices_by
-from transforms.sinks.files import join_path, spill, unspill
+from transforms.sinks.files import spill_parts, unspill
 
 __all__ = ["SpilledPartials"]
 
@@ -79,11 +79,10 @@ class _PartitionFn(beam.DoFn):
             return
         table = pa.concat_tables(self._buffer).combine_chunks()
         self._buffer, self._rows = [], 0
-        pids = hash_partition(table.column(self._s["distinct"]), self._partitions)
-        for pid, part in slices_by(table, pids):
+        parts = list(slices_by(table, hash_partition(table.column(self._s["distinct"]), self._partitions)))
+        for (pid, part), (_, ref) in zip(parts, spill_parts(parts, self._spill_dir)):
             # Timestamped at its earliest window, so no window downstream is expired on arrival.
-            earliest = Timestamp(micros=pc.min(part.column(_W)).as_py())
-            yield earliest, (pid, spill(part, join_path(self._spill_dir, f"p={pid:05d}")))
+            yield Timestamp(micros=pc.min(part.column(_W)).as_py()), (pid, ref)
 
 
 class _MergeFn(beam.DoFn):

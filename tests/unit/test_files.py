@@ -126,3 +126,20 @@ def test_local_spills_are_uncompressed_and_read_back_after_removal(tmp_path):
         (tmp_path / "p=00001" / path.rsplit("/", 1)[1]).unlink()
     assert back[0].equals(table)
     assert back[1].equals(table.slice(7, 3))
+
+
+def test_spilled_parts_share_one_local_file_and_read_back_by_reference(tmp_path):
+    from transforms.sinks.files import spill_parts, unspill
+
+    table = pa.table({"k": pa.array([1, 1, 2, 3, 3, 3]), "v": pa.array(list("abcdef"))})
+    parts = [
+        (1, table.slice(0, 2)),
+        (2, table.slice(2, 1)),
+        (3, pa.concat_tables([table.slice(3, 1), table.slice(4, 2)])),
+    ]
+    refs = spill_parts(parts, str(tmp_path))
+    assert [k for k, _ in refs] == [1, 2, 3]
+    assert len(list(tmp_path.iterdir())) == 1
+    back = unspill([r for _, r in reversed(refs)])
+    assert [b.to_pydict() for b in back] == [p.to_pydict() for _, p in reversed(parts)]
+    assert spill_parts([], str(tmp_path)) == []

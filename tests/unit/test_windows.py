@@ -131,8 +131,9 @@ def test_spilled_partials_give_the_same_aggregates(pipeline, tmp_path, partition
     assert len(want) > 30
     assert_aggregates(pipeline, batches, want)
     assert_aggregates(pipeline, batches, want, spill_dir=str(tmp_path / "scratch"), partitions=partitions)
-    # Partials went through files, one per partition and flush; none through the runner.
-    assert len(list((tmp_path / "scratch").rglob("*.arrows"))) >= partitions
+    # Partials went through files (one per flush, its partitions as record batches); none
+    # through the runner.
+    assert len(list((tmp_path / "scratch").rglob("*.arrow"))) >= 1
 
 
 def test_spilled_partials_flush_mid_bundle_without_losing_rows(pipeline, tmp_path):
@@ -146,5 +147,5 @@ def test_spilled_partials_flush_mid_bundle_without_losing_rows(pipeline, tmp_pat
         )
         events = out | beam.Map(lambda t: pc.sum(t["_events"]).as_py()) | beam.CombineGlobally(sum)
         assert_that(events, equal_to([2000]))
-    # 20 tables of ~100 partial rows flushed every 150 rows: many flushes, not one per bundle.
-    assert len(list((tmp_path / "s").rglob("*.arrows"))) >= 2 * 10
+    # 20 tables of 100 partial rows flushed every 150 rows: many flushes, not one per bundle.
+    assert len(list((tmp_path / "s").rglob("*.arrow"))) >= 10

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ["WriteKeyedTables", "join_path", "spill", "unspill"]
+__all__ = ["WriteKeyedTables", "join_path", "spill", "spill_parts", "unspill"]
 
 
 def join_path(root: str, *parts: str) -> str:
@@ -71,13 +71,46 @@ def spill(table: pa.Table, directory: str) -> str:
     return path
 
 
-def unspill(paths: list[str]) -> list[pa.Table]:
-    """Reads spilled tables back. Files stay until the run's scratch directory is removed, so
-    a retried bundle finds them again."""
+def spill_parts(parts: list[tuple[int, pa.Table]], directory: str) -> list[tuple[int, str]]:
+    """Writes the keyed parts of one table (one schema); returns ``(key, reference)`` pairs
+    that :func:`unspill` reads back.
+
+    Local scratch gets one Arrow file per call, each part its own record batches, and a
+    reference names the file and the batches: creating a file here costs ~0.5 ms, and one
+    per partition per table was 1.1 s of a 5M-row run. Remote scratch keeps a file per part,
+    so a merge downloads only its own partition.
+    """
+    if not _is_local(directory):
+        return [(key, spill(part, join_path(directory, f"p={key:05d}"))) for key, part in parts]
+    if not parts:
+        return []
+    path = join_path(directory, uuid.uuid4().hex + ".arrow")
+    refs, at = [], 0
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        with pa.ipc.new_file(fh, parts[0][1].schema, options=_LOCAL_SPILL) as writer:
+            for key, part in parts:
+                batches = part.to_batches()
+                for batch in batches:
+                    writer.write_batch(batch)
+                refs.append((key, f"{path}#{at}:{at + len(batches)}"))
+                at += len(batches)
+    return refs
+
+
+def unspill(refs: list[str]) -> list[pa.Table]:
+    """Reads spilled tables back (paths from :func:`spill`, references from
+    :func:`spill_parts`). Files stay until the run's scratch directory is removed, so a
+    retried bundle finds them again."""
     tables = []
-    for path in paths:
-        if _is_local(path):
+    for ref in refs:
+        path, _, batches = ref.partition("#")
+        if batches:
+            first, stop = (int(x) for x in batches.split(":"))
             # Zero-copy: the buffers are the mapped file; the mapping outlives the closed file.
+            with pa.memory_map(path) as source:
+                reader = pa.ipc.open_file(source)
+                tables.append(pa.Table.from_batches([reader.get_batch(i) for i in range(first, stop)], reader.schema))
+        elif _is_local(path):
             with pa.memory_map(path) as source:
                 tables.append(pa.ipc.open_stream(source).read_all())
         else:
