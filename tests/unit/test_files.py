@@ -143,3 +143,22 @@ def test_spilled_parts_share_one_local_file_and_read_back_by_reference(tmp_path)
     back = unspill([r for _, r in reversed(refs)])
     assert [b.to_pydict() for b in back] == [p.to_pydict() for _, p in reversed(parts)]
     assert spill_parts([], str(tmp_path)) == []
+
+
+def test_parquet_statistics_skip_many_valued_strings_unless_sorted_by(tmp_path):
+    from transforms.sinks.files import write_parquet
+
+    n = 20_000
+    table = pa.table(
+        {
+            "id": [f"id-{i:06d}" for i in range(n)],
+            "email": [f"u{i * 7919 % n}@x.io" for i in range(n)],
+            "kind": [("a", "b", "c")[i % 3] for i in range(n)],
+            "amount": [float(i) for i in range(n)],
+        }
+    )
+    write_parquet(table, str(tmp_path / "f.parquet"), sorted_by=("id",))
+    meta = pq.ParquetFile(tmp_path / "f.parquet").metadata.row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).is_stats_set for i in range(meta.num_columns)}
+    assert stats == {"id": True, "email": False, "kind": True, "amount": True}
+    assert pq.read_table(tmp_path / "f.parquet").equals(table)

@@ -45,9 +45,29 @@ def dictionary_columns(table: pa.Table) -> list[str]:
     return names
 
 
-def write_parquet(table: pa.Table, path: str) -> None:
+def statistics_columns(table: pa.Table, dictionary: list[str], sorted_by: tuple[str, ...] = ()) -> list[str]:
+    """Columns whose min/max statistics can prune reads: all but strings of many distinct values
+    (ids, emails, JSON text), whose row groups all span nearly the whole range, unless the
+    rows are sorted by them. Those statistics were ~25% of a curated file's write time."""
+    names = []
+    for field in table.schema:
+        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_binary(field.type)
+        if not text or field.name in dictionary or field.name in sorted_by:
+            names.append(field.name)
+    return names
+
+
+def write_parquet(table: pa.Table, path: str, sorted_by: tuple[str, ...] = ()) -> None:
+    """One zstd parquet file; ``sorted_by`` names the columns the rows are sorted by."""
+    dictionary = dictionary_columns(table)
     with FileSystems.create(path, mime_type="application/octet-stream") as fh:
-        pq.write_table(table, fh, compression="zstd", use_dictionary=dictionary_columns(table))
+        pq.write_table(
+            table,
+            fh,
+            compression="zstd",
+            use_dictionary=dictionary,
+            write_statistics=statistics_columns(table, dictionary, sorted_by),
+        )
 
 
 # Local scratch is written uncompressed and read back by mapping it: LZ4 would cost more CPU
@@ -136,9 +156,12 @@ class _WriteFn(beam.DoFn):
         relpath, parts = element
         parts = list(parts)
         tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
-        table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+        table = pa.concat_tables(tables, promote_options="permissive")
         if self._sort_by:
-            table = table.sort_by([(c, "ascending") for c in self._sort_by])
+            # One take across the chunks: no copy of the whole table first.
+            table = table.take(pc.sort_indices(table, [(c, "ascending") for c in self._sort_by]))
+        else:
+            table = table.combine_chunks()  # the same bytes whichever way the rows were chunked
         path = join_path(self._root, relpath)
         self._encode(table, path)
         beam.metrics.Metrics.counter("write", "files").inc()

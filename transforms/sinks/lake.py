@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 import apache_beam as beam
@@ -78,5 +79,8 @@ class WriteLake(beam.PTransform):
             tables
             | "Route"
             >> beam.ParDo(self._route).with_input_types(pa.Table).with_output_types(beam.typehints.KV[str, pa.Table])
-            | "Files" >> WriteKeyedTables(self._root, self._sort_by, write_parquet, self._spill_dir)
+            | "Files"
+            >> WriteKeyedTables(
+                self._root, self._sort_by, functools.partial(write_parquet, sorted_by=self._sort_by), self._spill_dir
+            )
         )
