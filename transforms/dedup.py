@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
-from transforms.records import concat_records, hash_partition, raw_text, slices_by, typed
+from transforms.records import as_array, concat_records, hash_partition, raw_text, slices_by, typed
 from transforms.sinks.files import spill_parts, unspill
 
 __all__ = ["Deduplicate"]
@@ -24,19 +24,20 @@ def _sortable(column):
     return raw_text(column) if pa.types.is_struct(column.type) else column
 
 
-def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table:
-    """Rows with a distinct ``key``, each the smallest by ``order_by``.
+def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...], drop: tuple[str, ...] = ()) -> pa.Table:
+    """Rows with a distinct ``key``, each the smallest by ``order_by``, without the ``drop`` columns.
 
     Rows keep their order; only the ordering columns of rows whose key repeats are sorted.
     """
+    gone = [c for c in drop if c in table.column_names]
+    kept = table.drop_columns(gone) if gone else table
     if table.num_rows < 2:
-        return table
-    keys = table.column(key)
-    counts = pc.value_counts(keys)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    if not len(repeated):
-        return table
-    dup_mask = pc.is_in(keys, repeated).to_numpy(zero_copy_only=False)
+        return kept
+    # One hash pass: each row's key number, and how many rows hold it.
+    codes = pc.dictionary_encode(as_array(table.column(key)), null_encoding="encode").indices.to_numpy()
+    dup_mask = np.bincount(codes)[codes] > 1
+    if not dup_mask.any():
+        return kept
     dup_rows = np.flatnonzero(dup_mask)
     # Only the ordering columns of repeated keys are sorted; records kept typed (a struct
     # ``_raw``) are compared by their text, as text records are.
@@ -50,7 +51,7 @@ def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...]) -> pa.Table
     )
     keep = ~dup_mask
     keep[dup_rows[ranked[first]]] = True
-    return table.filter(pa.array(keep))
+    return kept.filter(pa.array(keep))
 
 
 class _PartitionFn(beam.DoFn):
@@ -64,8 +65,8 @@ class _PartitionFn(beam.DoFn):
 
 
 class _MergeFn(beam.DoFn):
-    def __init__(self, key: str, order_by: tuple[str, ...]):
-        self._key, self._order_by = key, order_by
+    def __init__(self, key: str, order_by: tuple[str, ...], drop: tuple[str, ...]):
+        self._key, self._order_by, self._drop = key, order_by, drop
 
     def setup(self):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
@@ -75,7 +76,7 @@ class _MergeFn(beam.DoFn):
         parts = list(parts)
         tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
         table = concat_records(tables)
-        deduped = keep_first(table, self._key, self._order_by)
+        deduped = keep_first(table, self._key, self._order_by, self._drop)
         removed = table.num_rows - deduped.num_rows
         self._dups.inc(removed)
         if removed:
@@ -92,6 +93,8 @@ class Deduplicate(beam.PTransform):
             the earliest, ties broken by the smallest raw text).
         partitions: How many hash partitions the shuffle uses (parallelism of the merge).
             Partition ``p`` holds the keys with ``hash_partition(key, partitions) == p``.
+        drop: Columns left out of the output once the survivors are chosen (e.g. a tie-break
+            column nothing downstream reads: not copying it is cheaper than carrying it).
         spill_dir: If set, partitions are written there as Arrow files and only their paths
             go through Beam's shuffle, so a runner that holds shuffled data in memory (the
             direct runner) holds paths, not rows: memory stays flat as input grows. Must be
@@ -107,9 +110,13 @@ class Deduplicate(beam.PTransform):
         order_by: tuple[str, ...] = (),
         partitions: int = 8,
         spill_dir: str | None = None,
+        drop: tuple[str, ...] = (),
         label: str | None = None,
     ):
         super().__init__(label)
+        self._drop = tuple(drop)
+        if key in self._drop:
+            raise ValueError("drop must not hold the key")
         self._spill_dir = spill_dir
         if not key:
             raise ValueError("key is required")
@@ -130,7 +137,8 @@ class Deduplicate(beam.PTransform):
             >> beam.WindowInto(GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
             | "GroupPartitions" >> beam.GroupByKey().with_input_types(part_type)
             | "Rewindow" >> beam.WindowInto(GlobalWindows())  # back to the default, so outputs flatten with others
-            | "Merge" >> beam.ParDo(_MergeFn(self._key, self._order_by)).with_outputs("stats", main="unique")
+            | "Merge"
+            >> beam.ParDo(_MergeFn(self._key, self._order_by, self._drop)).with_outputs("stats", main="unique")
         )
         stats = (typed(parts.stats, dict), typed(merged.stats, dict)) | "Stats" >> beam.Flatten()
         return {"unique": typed(merged.unique), "stats": stats}

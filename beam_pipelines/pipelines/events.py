@@ -118,6 +118,22 @@ def make_report(counts: dict, expectations: dict | None = None) -> dict:
     return report
 
 
+RECORD_COLUMNS = ("_raw", "_source")
+
+
+def reads_records(checks: tuple) -> bool:
+    """Whether expectations read a record's text or source after deduplication: to quarantine
+    rows as dead letters, or in a check. If not, deduplication leaves those columns out."""
+    for check in checks:
+        expr = getattr(check, "expr", None)
+        if expr is not None and not isinstance(getattr(expr, "columns", None), tuple):
+            return True  # a callable: its columns are unknown
+        used = {check.field, *(expr.columns if expr is not None else ())}
+        if getattr(check, "action", "count") == "quarantine" or used & set(RECORD_COLUMNS):
+            return True
+    return False
+
+
 def load_checks(cfg: EventsConfig) -> tuple:
     """The configured expectations, validated against the checked columns (ExpectationError)."""
     if cfg.expectations is None:
@@ -161,6 +177,7 @@ def _deduplicate(cfg: EventsConfig, io: EventsIO, cleaned):
         order_by=("ts", "_raw"),
         partitions=cfg.shuffle_partitions,
         spill_dir=join_path(io.scratch, "dedup") if io.scratch else None,
+        drop=() if reads_records(load_checks(cfg)) else RECORD_COLUMNS,
     )
 
 

@@ -82,3 +82,15 @@ def test_keep_first_matches_a_row_by_row_choice_on_random_rows():
     got = sorted(zip(out.column("event_id").to_pylist(), [d.hour for d in out.column("ts").to_pylist()],
                      out.column("_raw").to_pylist()))  # fmt: skip
     assert got == sorted(best.values())
+
+
+def test_keep_first_can_leave_out_its_tie_break_columns():
+    rows = [("a", 2, "a-late"), ("a", 2, "a-early"), ("b", 1, "b")]
+    full = keep_first(t(rows), "event_id", ("ts", "_raw"))
+    slim = keep_first(t(rows), "event_id", ("ts", "_raw"), drop=("_raw", "_source"))
+    assert slim.column_names == [c for c in full.column_names if c != "_raw"]
+    assert slim.equals(full.drop_columns(["_raw"]))
+    unique = keep_first(t(rows[1:]), "event_id", ("ts", "_raw"), drop=("_raw",))
+    assert unique.column_names == slim.column_names and unique.num_rows == 2
+    with pytest.raises(ValueError, match="key"):
+        Deduplicate("event_id", ("ts",), drop=("event_id",))

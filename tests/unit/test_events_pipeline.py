@@ -99,3 +99,24 @@ def test_report_conservation_is_computed():
     assert bad["conservation_ok"] is False
     good = make_report({"read": 10, "curated": 7, "dead_lettered": 2, "duplicates": 1, "dead_lettered.malformed": 2})
     assert good["conservation_ok"] is True and good["dead_letter_reasons"] == {"malformed": 2}
+
+
+def test_record_columns_are_dropped_after_dedup_only_when_no_expectation_reads_them():
+    from beam_pipelines.pipelines.events import reads_records
+    from transforms.quality.expectations_spec import AcceptedValues, Expression, NotNull
+
+    counted = (NotNull(name="a", column="event_id"), Expression(name="b", expr="amount > 0"))
+    assert reads_records(()) is False
+    assert reads_records(counted) is False
+    assert reads_records(load_checks_default()) is False
+    assert reads_records((AcceptedValues(name="q", column="event_type", values=["view"], action="quarantine"),))
+    assert reads_records((NotNull(name="r", column="_raw"),))
+    assert reads_records((Expression(name="s", expr="is_null(_source)"),))
+    assert reads_records((Expression(name="c", expr=lambda table: table.column("amount").is_valid()),))
+
+
+def load_checks_default():
+    from beam_pipelines.pipelines.events import CHECKED_TYPES, DEFAULT_EXPECTATIONS
+    from transforms.quality.expectations_spec import load_expectations
+
+    return load_expectations(DEFAULT_EXPECTATIONS, CHECKED_TYPES)
