@@ -162,3 +162,15 @@ def test_parquet_statistics_skip_many_valued_strings_unless_sorted_by(tmp_path):
     stats = {meta.column(i).path_in_schema: meta.column(i).is_stats_set for i in range(meta.num_columns)}
     assert stats == {"id": True, "email": False, "kind": True, "amount": True}
     assert pq.read_table(tmp_path / "f.parquet").equals(table)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_lines_array_drops_exactly_the_blank_lines(seed):
+    from transforms.ingest.files import _lines_array
+
+    rng = random.Random(seed)
+    pieces = [b"", b" ", b"\t", b"\x0b\x0c", b"\r", b"{}", b' {"a": 1}', b"x", b"\xc3\xa9", b"  y  "]
+    lines = [b"".join(rng.choices(pieces, k=rng.randint(0, 3))) for _ in range(rng.randint(1, 40))]
+    data = b"\n".join(lines)
+    want = [ln.rstrip(b"\r") for ln in data.split(b"\n") if ln.strip()]
+    assert _lines_array(data).to_pylist() == want

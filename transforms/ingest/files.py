@@ -13,6 +13,7 @@ import io
 import sys
 
 import apache_beam as beam
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,16 +64,38 @@ _BLANK = r"^[\t\n\x0b\x0c\r ]*$"  # what bytes.strip() removes
 def _lines_array(data: bytes, keep_blank: bool = False) -> pa.Array:
     """The lines of ``data`` (split on ``\n``, trailing ``\r`` removed) as one binary array,
     split by Arrow rather than by a Python loop; blank lines dropped unless ``keep_blank``."""
-    lines = pc.list_flatten(pc.split_pattern(pa.array([data], pa.binary()), "\n"))
+    block = pa.Array.from_buffers(pa.binary(), 1, [None, pa.array([0, len(data)], pa.int32()).buffers()[1], pa.py_buffer(data)])
+    lines = pc.list_flatten(pc.split_pattern(block, "\n"))
     if b"\r" in data:
         cr = pc.match_substring_regex(lines, "\r$")
         if pc.any(cr).as_py():
             lines = pc.replace_with_mask(lines, cr, pc.replace_substring_regex(lines.filter(cr), "\r+$", ""))
     if not keep_blank:
-        blank = pc.match_substring_regex(lines, _BLANK)
-        if pc.any(blank).as_py():
-            lines = lines.filter(pc.invert(blank))
+        blank = _blank_lines(lines)
+        if blank.any():
+            lines = lines.filter(pa.array(~blank))
     return lines
+
+
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[list(b"\t\n\x0b\x0c\r ")] = True
+_SPACE.flags.writeable = False
+
+
+def _blank_lines(lines: pa.Array) -> np.ndarray:
+    """Which lines are empty or whitespace only. A line that starts with another byte is not
+    blank: the regex runs only on lines that start with whitespace (rare)."""
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    empty = offsets[1:] == offsets[:-1]
+    if data is None or len(data) == 0:
+        return empty
+    first = np.frombuffer(data, dtype=np.uint8)[np.minimum(offsets[:-1], len(data) - 1)]
+    spaced = ~empty & _SPACE[first]
+    if spaced.any():
+        rows = np.flatnonzero(spaced)
+        empty[rows] = pc.match_substring_regex(lines.take(pa.array(rows)), _BLANK).to_numpy(zero_copy_only=False)
+    return empty
 
 
 def _iter_lines(fh, chunk_bytes: int, keep_blank: bool = False):
