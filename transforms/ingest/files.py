@@ -64,7 +64,9 @@ _BLANK = r"^[\t\n\x0b\x0c\r ]*$"  # what bytes.strip() removes
 def _lines_array(data: bytes, keep_blank: bool = False) -> pa.Array:
     """The lines of ``data`` (split on ``\n``, trailing ``\r`` removed) as one binary array,
     split by Arrow rather than by a Python loop; blank lines dropped unless ``keep_blank``."""
-    block = pa.Array.from_buffers(pa.binary(), 1, [None, pa.array([0, len(data)], pa.int32()).buffers()[1], pa.py_buffer(data)])
+    block = pa.Array.from_buffers(
+        pa.binary(), 1, [None, pa.array([0, len(data)], pa.int32()).buffers()[1], pa.py_buffer(data)]
+    )
     lines = pc.list_flatten(pc.split_pattern(block, "\n"))
     if b"\r" in data:
         cr = pc.match_substring_regex(lines, "\r$")
