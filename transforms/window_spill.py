@@ -23,9 +23,9 @@ from transforms.partials import partial_rows, window_starts
 from transforms.records import hash_partition, slices_by
 from transforms.sinks.files import spill_parts, unspill
 
-__all__ = ["SpilledPartials"]
+__all__ = ["WINDOW_COLUMN", "SpilledPartials"]
 
-_W = "_window"  # window start, microseconds since the epoch
+WINDOW_COLUMN = _W = "_window"  # window start, microseconds since the epoch
 FLUSH_ROWS = 1_000_000  # partial rows buffered per bundle before they are written out
 
 
@@ -95,14 +95,13 @@ class _MergeFn(beam.DoFn):
     def process(self, element):
         _, paths = element
         table = pa.concat_tables(unspill(sorted(paths)))
-        counted = merge_user_partials(table, self._s)
-        for start, rows in slices_by(counted, counted.column(_W).to_numpy()):
-            yield beam_window.TimestampedValue(rows.drop_columns([_W]), Timestamp(micros=start))
+        yield merge_user_partials(table, self._s)
 
 
 class SpilledPartials(beam.PTransform):
     """Tables -> per (window, keys) counts (``_events``, ``_users``, ``_units``), one small
-    table per window and partition, timestamped at the window start (not yet windowed).
+    table per partition in the global window, its windows' starts (epoch microseconds) in
+    column ``_window``: adding up the partitions' counts needs no per-window shuffle.
 
     Args:
         spec: WindowedAggregate's spec (time, size_us, keys, distinct, sum, scale).

@@ -18,7 +18,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from transforms.partials import merge_partials, partial_aggregate, sum_counts, window_starts
 from transforms.records import ArrowTableCoder, slices_by
-from transforms.window_spill import SpilledPartials
+from transforms.window_spill import WINDOW_COLUMN, SpilledPartials
 
 __all__ = ["WindowTables", "WindowedAggregate", "split_by_window", "window_into"]
 
@@ -145,14 +145,18 @@ class _SumCountsFn(_TablesCombineFn):
 
 
 class _FinalizeCountsFn(beam.DoFn):
+    """The summed counts of all windows -> one result table per window, timestamped at its start."""
+
     def __init__(self, spec: dict):
         self._s = spec
 
-    def process(self, counts: pa.Table | None, window=beam.DoFn.WindowParam):
+    def process(self, counts: pa.Table | None):
         if counts is None or counts.num_rows == 0:
             return
-        renames = {"_events": "events", "_users": "users"}
-        yield _result(counts.rename_columns([renames.get(c, c) for c in counts.column_names]), window, self._s)
+        counts = counts.rename_columns({"_events": "events", "_users": "users"})
+        for start, rows in slices_by(counts, counts.column(WINDOW_COLUMN).to_numpy()):
+            window = beam_window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=start + self._s["size_us"]))
+            yield beam_window.TimestampedValue(_result(rows, window, self._s), window.start)
 
 
 def window_into(window_seconds: int, lateness: int, early: int | None, late: bool) -> beam.WindowInto:
@@ -279,13 +283,18 @@ class WindowedAggregate(beam.PTransform):
     def expand(self, tables):
         s = self._spec
         if self._spill_dir is not None:
+            # Bounded input: every partition's counts are summed in one global combine (a
+            # per-window combine put thousands of small tables through the runner's trigger
+            # machinery), then each window's table is windowed as the other path's are.
             return (
                 tables
                 | "SpilledPartials" >> SpilledPartials(s, self._partitions, self._spill_dir)
-                | "Window" >> self._window_into()
                 | "Combine"
-                >> beam.CombineGlobally(_SumCountsFn(s["keys"])).without_defaults().with_output_types(pa.Table)
+                >> beam.CombineGlobally(_SumCountsFn((WINDOW_COLUMN, *s["keys"])))
+                .without_defaults()
+                .with_output_types(pa.Table)
                 | "Finalize" >> beam.ParDo(_FinalizeCountsFn(s)).with_output_types(pa.Table)
+                | "Window" >> self._window_into()
             )
         return (
             tables
