@@ -174,3 +174,27 @@ def test_lines_array_drops_exactly_the_blank_lines(seed):
     data = b"\n".join(lines)
     want = [ln.rstrip(b"\r") for ln in data.split(b"\n") if ln.strip()]
     assert _lines_array(data).to_pylist() == want
+
+
+def test_spill_step_holds_tables_of_a_bundle_and_spills_them_together(pipeline, tmp_path):
+    from transforms.sinks.files import _SpillFn, unspill
+
+    wide = [(f"w{i % 3}", pa.table({"n": list(range(i, i + 4)), "s": ["x"] * 4})) for i in range(12)]
+    narrow = [(f"n{i % 2}", pa.table({"n": [i]})) for i in range(5)]
+    elements = wide[:6] + narrow + wide[6:]
+    want = {}
+    for key, table in elements:
+        want.setdefault(key, []).extend(table.column("n").to_pylist())
+    with pipeline() as p:
+        got = (
+            p
+            | beam.Create(elements)
+            | beam.ParDo(_SpillFn(str(tmp_path), flush_rows=10))
+            | beam.GroupByKey()
+            | beam.MapTuple(
+                lambda key, refs: (key, sorted(n for t in unspill(list(refs)) for n in t.column("n").to_pylist()))
+            )
+        )
+        assert_that(got, equal_to([(k, sorted(v)) for k, v in want.items()]))
+    # Fewer files than tables: flushed every 10 rows, on a change of schema and at the end.
+    assert 3 <= len(list(tmp_path.iterdir())) < len(elements)

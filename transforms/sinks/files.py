@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.windowed_value import WindowedValue
 
 __all__ = ["WriteKeyedTables", "join_path", "spill", "spill_parts", "unspill"]
 
@@ -139,13 +141,41 @@ def unspill(refs: list[str]) -> list[pa.Table]:
     return tables
 
 
-class _SpillFn(beam.DoFn):
-    def __init__(self, spill_dir: str):
-        self._spill_dir = spill_dir
+SPILL_FLUSH_ROWS = 250_000  # rows a worker holds before its tables are spilled together
 
-    def process(self, element):
+
+class _SpillFn(beam.DoFn):
+    """Spills the tables of a bundle together (see :func:`spill_parts`): one file per
+    ``flush_rows`` rows or change of schema, not one per table."""
+
+    def __init__(self, spill_dir: str, flush_rows: int = SPILL_FLUSH_ROWS):
+        self._spill_dir, self._flush_rows = spill_dir, flush_rows
+
+    def start_bundle(self):
+        self._held, self._rows = [], 0
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
         relpath, table = element
-        yield relpath, spill(table, self._spill_dir)
+        if self._held and table.schema != self._held[0][1].schema:
+            yield from self._flush(windowed=False)
+        self._held.append((relpath, table, timestamp))
+        self._rows += table.num_rows
+        if self._rows >= self._flush_rows:
+            yield from self._flush(windowed=False)
+
+    def finish_bundle(self):
+        yield from self._flush(windowed=True)
+
+    def _flush(self, windowed: bool):
+        held, self._held, self._rows = self._held, [], 0
+        refs = spill_parts([(i, table) for i, (_, table, _) in enumerate(held)], self._spill_dir)
+        for (relpath, _, ts), (_, ref) in zip(held, refs):
+            # finish_bundle has no input element: its outputs name their (global) window.
+            yield (
+                WindowedValue((relpath, ref), ts, [GlobalWindow()])
+                if windowed
+                else TimestampedValue((relpath, ref), ts)
+            )
 
 
 class _WriteFn(beam.DoFn):
