@@ -27,6 +27,7 @@ __all__ = [
     "raw_text",
     "record_struct",
     "slices_by",
+    "string_buffers",
     "typed",
 ]
 
@@ -112,6 +113,17 @@ beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 _HASH_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=256, dtype=np.uint64) | 1
 
 
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (``len(arr) + 1`` of them, into the data) and the data bytes of a string or
+    binary array (either offset width), as numpy views: no copy."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)[
+        arr.offset : arr.offset + len(arr) + 1
+    ]
+    data = arr.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
 def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
     """Stable partition number in ``[0, partitions)`` for each string; nulls go to 0.
 
@@ -126,9 +138,8 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
         return np.zeros(0, dtype=np.int64)
     if arr.null_count:
         arr = pc.fill_null(arr, "")
-    width_type = np.int32 if pa.types.is_string(arr.type) else np.int64
-    offsets = np.frombuffer(arr.buffers()[1], dtype=width_type)[arr.offset : arr.offset + n + 1].astype(np.int64)
-    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8) if arr.buffers()[2] else np.zeros(0, np.uint8)
+    offsets, data = string_buffers(arr)
+    offsets = offsets.astype(np.int64)
     start, end = offsets[0], offsets[-1]
     lengths = np.diff(offsets)
     width = int(lengths[0])
@@ -220,12 +231,8 @@ def _escaped_bytes(strings: pa.Array) -> list[int]:
         return sorted({b for c in strings.chunks for b in _escaped_bytes(c)}, key=_escape_order)
     if not (pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type)):
         strings = strings.cast(pa.string())
-    width = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    offsets = np.frombuffer(strings.buffers()[1], dtype=width)[strings.offset : strings.offset + len(strings) + 1]
-    data = strings.buffers()[2]
-    if data is None:
-        return []
-    raw = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+    offsets, data = string_buffers(strings)
+    raw = data[offsets[0] : offsets[-1]]
     found = [b for b in (0x5C, 0x22) if (raw == b).any()]
     controls = raw < 0x20
     if controls.any():

@@ -154,3 +154,14 @@ def test_dead_letter_lines_are_what_orjson_writes(tmp_path):
     assert (tmp_path / "dl.jsonl").read_bytes() == expected
     write_jsonl(table.slice(0, 0), str(tmp_path / "empty.jsonl"))
     assert (tmp_path / "empty.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.binary(), pa.large_binary()])
+def test_string_buffers_are_views_of_a_sliced_array(kind):
+    from transforms.records import string_buffers
+
+    arr = pa.array(["ab", None, "", "xyz", "q"], kind).slice(1, 3)
+    offsets, data = string_buffers(arr)
+    assert [None if v is None else bytes(data[a:b]) for v, a, b in zip(arr.to_pylist(), offsets[:-1], offsets[1:])] == [
+        None, b"", b"xyz"
+    ]  # fmt: skip

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.records import string_buffers
+
 __all__ = ["ReadFiles", "format_from_path", "is_hidden"]
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
@@ -87,12 +89,11 @@ _SPACE.flags.writeable = False
 def _blank_lines(lines: pa.Array) -> np.ndarray:
     """Which lines are empty or whitespace only. A line that starts with another byte is not
     blank: the regex runs only on lines that start with whitespace (rare)."""
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
-    data = lines.buffers()[2]
+    offsets, data = string_buffers(lines)
     empty = offsets[1:] == offsets[:-1]
-    if data is None or len(data) == 0:
+    if len(data) == 0:
         return empty
-    first = np.frombuffer(data, dtype=np.uint8)[np.minimum(offsets[:-1], len(data) - 1)]
+    first = data[np.minimum(offsets[:-1], len(data) - 1)]
     spaced = ~empty & _SPACE[first]
     if spaced.any():
         rows = np.flatnonzero(spaced)

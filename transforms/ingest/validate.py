@@ -25,7 +25,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     Slots,
 )
-from transforms.records import dead_letters, iso_text, typed
+from transforms.records import dead_letters, iso_text, string_buffers, typed
 
 __all__ = [
     "CodeField",
@@ -243,8 +243,7 @@ def _has_offset(iso: pa.Array) -> pa.Array:
     n = len(iso)
     if n == 0 or iso.null_count == n:
         return pa.array(np.zeros(n, dtype=bool))
-    bounds = np.frombuffer(iso.buffers()[1], dtype=np.int32)[iso.offset : iso.offset + n + 1]
-    data = np.frombuffer(iso.buffers()[2], dtype=np.uint8)
+    bounds, data = string_buffers(iso)
     starts, ends = bounds[:-1], bounds[1:]
     filled = ends > starts
     last = data[np.where(filled, ends - 1, 0)]

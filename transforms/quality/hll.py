@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.records import string_buffers
+
 __all__ = ["LG_K_RANGE", "DistinctSketch", "coupons_of_floats", "coupons_of_ints", "coupons_of_strings"]
 
 LG_K_RANGE = (7, 21)  # what hll_sketch and hll_union accept
@@ -160,11 +162,7 @@ def coupons_of_floats(values: np.ndarray) -> np.ndarray:
 
 def _offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Offsets and bytes of a string or large_string array, without copying."""
-    n = len(arr)
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(arr.buffers()[1], width)[arr.offset : arr.offset + n + 1]
-    buf = arr.buffers()[2]
-    data = np.frombuffer(buf, np.uint8) if buf is not None else np.zeros(0, np.uint8)
+    offsets, data = string_buffers(arr)
     return offsets, data[offsets[0] : offsets[-1]]
 
 
