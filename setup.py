@@ -1,6 +1,6 @@
 """beam-pipelines: production data pipelines on Apache Beam with Arrow batches."""
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 with open("requirements.txt") as fh:
     REQUIRES = [line.strip() for line in fh if line.strip() and not line.startswith("#")]
@@ -14,5 +14,15 @@ setup(
     # Each pipeline's default expectations ship beside it (Dataflow workers and Flex Template images).
     package_data={"beam_pipelines.pipelines": ["*.expectations.yaml"]},
     install_requires=REQUIRES,
+    # The compiled jsonl scanner; where no C compiler is at hand the package installs without
+    # it and parses with Arrow alone (transforms/ingest/flatjson.py).
+    ext_modules=[
+        Extension(
+            "transforms.ingest._flatscan",
+            ["transforms/ingest/_flatscan.c"],
+            extra_compile_args=["-O2", "-std=c99", "-Wall"],
+            optional=True,
+        )
+    ],
     entry_points={"console_scripts": ["beam-pipelines=beam_pipelines.main:main"]},
 )

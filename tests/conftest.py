@@ -25,6 +25,16 @@ def prism_binary():
     return path
 
 
+@pytest.fixture(params=["compiled", "arrow"])
+def scanner(request, monkeypatch):
+    """Runs a test with each implementation of the flat-JSON fast path."""
+    from transforms.ingest import flatjson
+
+    if request.param == "arrow":
+        monkeypatch.setattr(flatjson, "_flatscan", None)
+    return request.param
+
+
 @pytest.fixture
 def pipeline():
     """A TestPipeline on the in-process FnApiRunner (what the ``direct`` profile uses)."""

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
@@ -34,7 +35,7 @@ def slots(table, name):
     )
 
 
-def test_json_homogeneous_and_mixed_types():
+def test_json_homogeneous_and_mixed_types(scanner):
     lines = [b'{"a": "x", "b": 1}', b'{"a": 2, "b": 1.5}', b'{"a": null, "b": true}', b'{"b": [1]}']
     parsed, bad = _parse_json_records(lines, ["s"] * 4, FIELDS)
     assert bad.num_rows == 0
@@ -50,7 +51,7 @@ def test_json_homogeneous_and_mixed_types():
     assert parsed.column("_raw").to_pylist() == [ln.decode() for ln in lines]
 
 
-def test_json_extras_and_unknown_keep_record_order():
+def test_json_extras_and_unknown_keep_record_order(scanner):
     parsed, _ = _parse_json_records([b'{"z": 1, "a": "x", "y": {"n": [1, 2]}}', b'{"a": "q"}'], ["s", "s"], FIELDS)
     assert [json.loads(e) if e else None for e in parsed.column("_extras").to_pylist()] == [
         {"z": 1, "y": {"n": [1, 2]}},
@@ -59,7 +60,7 @@ def test_json_extras_and_unknown_keep_record_order():
     assert parsed.column("_unknown").to_pylist() == ["z", None]
 
 
-def test_json_malformed_lines_become_dead_letters_with_raw_text():
+def test_json_malformed_lines_become_dead_letters_with_raw_text(scanner):
     lines = [b"{bad", b"[1, 2]", b'"text"', b'{"a": "caf\xe9"}', b'{"a": "ok"}']
     parsed, bad = _parse_json_records(lines, ["f.jsonl"] * 5, FIELDS)
     assert parsed.num_rows == 1
@@ -183,15 +184,17 @@ EDGE_LINES = [
 ]
 
 
-def test_json_vectorised_path_equals_per_line_parser():
-    from transforms.ingest.flatjson import flat_lines
+def test_json_vectorised_path_equals_per_line_parser(scanner):
+    from transforms.ingest.flatjson import scan_flat
     from transforms.ingest.parse import _parse_json_lines
 
     lines = EDGE_LINES * 3
     raw, sources = pa.array(lines, pa.binary()), pa.array([f"s{i}" for i in range(len(lines))])
-    flat = flat_lines(raw).tolist()[: len(EDGE_LINES)]
+    flat = np.zeros(len(lines), dtype=bool)
+    flat[scan_flat(raw, FIELDS)[1]] = True
     T, F = True, False
-    assert flat == [T] * 8 + [F, F] + [T] * 3 + [F] * 4 + [T, T] + [F, F] + [T, T] + [F] * 6 + [T, T, T]
+    # Duplicate keys (17, 18) are left to the per-line parser too.
+    assert flat[: len(EDGE_LINES)].tolist() == [T] * 8 + [F, F] + [T] * 3 + [F] * 8 + [T, T] + [F] * 6 + [T] * 3
     fast, fast_bad = _json(raw, sources, FIELDS)
     slow, slow_bad, _ = _parse_json_lines(raw, sources, FIELDS)
     assert fast.schema == slow.schema
@@ -200,7 +203,7 @@ def test_json_vectorised_path_equals_per_line_parser():
     assert fast.num_rows == 3 * 22 and fast_bad.num_rows == 3 * 10
 
 
-def test_json_vectorised_extras_match_orjson():
+def test_json_vectorised_extras_match_orjson(scanner):
     lines = [b'{"a":"x","z":-0}', b'{"z":1.5,"a":"x"}', b'{"y":"s","a":"x","z":true}', b'{"a":"x","w":null}']
     parsed, _ = _parse_json_records(lines, ["s"] * 4, FIELDS)
     assert parsed.column("_extras").to_pylist() == ['{"z":0}', '{"z":1.5}', '{"y":"s","z":true}', '{"w":null}']
@@ -208,12 +211,12 @@ def test_json_vectorised_extras_match_orjson():
     assert parsed.column("a.s").to_pylist() == ["x"] * 4
 
 
-def test_json_vectorised_path_reads_records_larger_than_a_reader_block():
+def test_json_vectorised_path_reads_records_larger_than_a_reader_block(scanner):
     from transforms.ingest import flatjson
 
     big = b'{"a":"' + b"x" * (3 << 20) + b'","b":7}'
     lines = [b'{"a":"s","b":1}', big, b'{"a":"t","b":2.5}']
-    parsed, rejected = flatjson.parse_flat(pa.array(lines, pa.binary()), FIELDS)
-    assert len(rejected) == 0
+    parsed, taken = flatjson.scan_flat(pa.array(lines, pa.binary()), FIELDS)
+    assert taken.tolist() == [0, 1, 2]
     assert parsed.column("a.s").to_pylist() == ["s", "x" * (3 << 20), "t"]
     assert parsed.column("b.k").to_pylist() == [KIND_INT, KIND_INT, KIND_FLOAT]

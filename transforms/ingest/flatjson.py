@@ -1,11 +1,16 @@
 """Vectorised parsing of flat JSON lines: the fast path of ``ParseRecords`` for jsonl.
 
-Most lines of a jsonl file are flat objects of scalars whose strings need no unescaping. For
-those, one RE2 pass over the bytes proves that shape (and valid UTF-8), a second turns every
-non-string scalar into a string marked with ``\\x01`` (a character such strings cannot hold),
-and Arrow's JSON reader (C++, multi-threaded) builds the columns, which then become slots.
-The slots equal what the per-line parser builds for the same lines; every other line
-(escapes, nesting, big numbers, bad UTF-8, duplicate keys, ...) is left to it.
+Most lines of a jsonl file are flat objects of scalars whose strings need no unescaping.
+:func:`scan_flat` takes those and builds their slots; every other line (escapes, nesting, big
+numbers, bad UTF-8, duplicate keys, ...) is left to the per-line parser, whose slots these
+equal for the same lines.
+
+Two implementations take the same lines. The compiled scanner (``_flatscan.c``, built when
+the package is installed) reads each line once and writes the Arrow buffers itself. Without
+it, Arrow does the work in three passes: one RE2 pass over the bytes proves the shape (and
+valid UTF-8), a second turns every non-string scalar into a string marked with ``\\x01`` (a
+character such strings cannot hold), and Arrow's JSON reader builds the columns, which then
+become slots.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from transforms.ingest.slots import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NULL, KIND_STR
-from transforms.records import joined_lines
+from transforms.records import joined_lines, string_buffers
 
-__all__ = ["flat_lines", "parse_flat"]
+try:
+    from transforms.ingest import _flatscan
+except ImportError:  # no compiler where the package was installed: the Arrow passes serve
+    _flatscan = None
+
+__all__ = ["compiled", "flat_lines", "parse_flat", "scan_flat"]
 
 _WS = r"[ \t]*"  # no \r: Arrow's line reader would split there
 _UTF8 = (
@@ -196,3 +206,77 @@ def parse_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | None,
         parts.append(pa.Table.from_arrays(arrays, names=names))
     slots = pa.concat_tables(parts) if parts else None
     return slots, np.array(rejected, dtype=np.int64)
+
+
+def compiled() -> bool:
+    """Whether the compiled scanner is in use."""
+    return _flatscan is not None
+
+
+def scan_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | None, np.ndarray]:
+    """Parses the flat lines of ``raw`` (a binary array of lines).
+
+    Args:
+        raw: The lines, as binary.
+        fields: The declared field names.
+
+    Returns ``(slots, taken)``: a table of each field's four slots plus ``_extras``,
+    ``_unknown`` and ``_raw`` for the lines taken, in input order (None if none was), and the
+    positions of those lines in ``raw``.
+    """
+    if _flatscan is None or raw.null_count:
+        flat = flat_lines(raw)
+        if not flat.any():
+            return None, np.zeros(0, dtype=np.int64)
+        every = bool(flat.all())
+        slots, rejected = parse_flat(raw if every else raw.filter(pa.array(flat)), fields)
+        return slots, np.delete(np.flatnonzero(flat), rejected)
+    return _scan_compiled(raw, fields)
+
+
+def _string_array(n: int, bits, offsets, data) -> pa.Array:
+    return pa.Array.from_buffers(pa.string(), n, [pa.py_buffer(bits), pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _scan_compiled(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | None, np.ndarray]:
+    offsets, data = string_buffers(raw)
+    n, status, columns, extras, unknown, (line_offsets, line_data) = _flatscan.scan(
+        data, offsets.astype(np.int64, copy=False), tuple(f.encode() for f in fields)
+    )
+    status = np.frombuffer(status, dtype=np.uint8)
+    if not n:
+        return None, np.zeros(0, dtype=np.int64)
+    taken = np.flatnonzero(status)
+    arrays, names = [], []
+    for f, (kinds, sbits, soffs, sdata, ibits, ints, fbits, floats, nfloat) in zip(fields, columns):
+        text = _string_array(n, sbits, soffs, sdata)
+        number = pa.Array.from_buffers(pa.float64(), n, [pa.py_buffer(fbits), pa.py_buffer(floats)])
+        if nfloat:  # floats' text is Arrow's, as on every other path
+            text = pc.replace_with_mask(text, number.is_valid(), number.drop_null().cast(pa.string()))
+        arrays += [
+            pa.Array.from_buffers(pa.int8(), n, [None, pa.py_buffer(kinds)]),
+            text,
+            pa.Array.from_buffers(pa.int64(), n, [pa.py_buffer(ibits), pa.py_buffer(ints)]),
+            number,
+        ]
+        names += [f + ".k", f + ".s", f + ".i", f + ".f"]
+    extras_col = _string_array(n, *extras)
+    slow = np.flatnonzero(status[taken] == 2)
+    if len(slow):
+        # Undeclared floats: orjson writes them its own way, so it writes these objects.
+        known = frozenset(fields)
+        texts = [
+            _dumps({k: v for k, v in orjson.loads(line).items() if k not in known})
+            for line in raw.take(pa.array(taken[slow])).to_pylist()
+        ]
+        mask = np.zeros(n, dtype=bool)
+        mask[slow] = True
+        extras_col = pc.replace_with_mask(extras_col, pa.array(mask), pa.array(texts, pa.string()))
+    # The scanner proved these lines valid UTF-8: no second check.
+    if n == len(raw):
+        text = pa.Array.from_buffers(pa.string(), n, raw.buffers()[:3], offset=raw.offset)
+    else:
+        text = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(line_offsets), pa.py_buffer(line_data)])
+    arrays += [extras_col, _string_array(n, *unknown), text]
+    names += ["_extras", "_unknown", "_raw"]
+    return pa.Table.from_arrays(arrays, names=names), taken

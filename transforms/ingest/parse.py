@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.ingest.flatjson import flat_lines, parse_flat
+from transforms.ingest.flatjson import scan_flat
 from transforms.ingest.slots import (
     KIND_BOOL,
     KIND_FLOAT,
@@ -146,20 +146,14 @@ def _parse_json_records(raw: pa.Array, sources: pa.Array, fields: tuple[str, ...
     Flat lines take the vectorised path (``transforms.ingest.flatjson``), the rest are parsed
     one by one; rows keep their input order.
     """
-    flat = flat_lines(raw)
-    if not flat.any():
-        return _parse_json_lines(raw, sources, fields)[:2]
-    every = bool(flat.all())
-    fast, rejected = parse_flat(raw if every else raw.filter(pa.array(flat)), fields)
-    flat_idx = np.flatnonzero(flat)
-    rest = np.sort(np.concatenate([np.flatnonzero(~flat), flat_idx[rejected]]))
+    fast, taken = scan_flat(raw, fields)
     if fast is None:
         return _parse_json_lines(raw, sources, fields)[:2]
-    if every and not len(rejected):
-        fast_sources = sources
-    else:
-        fast_sources = sources.take(pa.array(np.delete(flat_idx, rejected)))
+    fast_sources = sources if len(taken) == len(raw) else sources.take(pa.array(taken))
     fast = fast.append_column("_source", fast_sources).select(slot_schema(fields).names)
+    left = np.ones(len(raw), dtype=bool)
+    left[taken] = False
+    rest = np.flatnonzero(left)
     if not len(rest):
         return fast, _malformed([], sources.slice(0, 0), [])
     parsed, bad, good = _parse_json_lines(raw.take(pa.array(rest)), sources.take(pa.array(rest)), fields)
@@ -167,7 +161,7 @@ def _parse_json_records(raw: pa.Array, sources: pa.Array, fields: tuple[str, ...
         return fast, bad
     # Back to input order, as the per-line parser alone would give.
     good_rest = rest[good]
-    order = pa.array(np.argsort(np.concatenate([np.delete(flat_idx, rejected), good_rest]), kind="stable"))
+    order = pa.array(np.argsort(np.concatenate([taken, good_rest]), kind="stable"))
     # Column by column: a take across a two-chunk table costs twice as much.
     columns = [
         pa.concat_arrays([fast.column(i).combine_chunks(), parsed.column(i).combine_chunks()]).take(order)
