@@ -195,6 +195,18 @@ static Py_ssize_t int_text(int64_t v, char *buf) {
     return len;
 }
 
+/* The value buffer of a field's ints or floats, made when the field's first number is met:
+ * most fields hold none, and untouched rows cost nothing. Rows before it are zeroed. Takes
+ * the GIL for the allocation; on failure the error is set. */
+static int numbers(Out *o, Py_ssize_t n, Py_ssize_t m, PyThreadState *save) {
+    PyEval_RestoreThread(save);
+    int bad = out_init(o, 8 * n, 0);
+    PyEval_SaveThread();
+    if (bad) return -1;
+    memset(o->p, 0, (size_t)(8 * m));
+    return 0;
+}
+
 typedef struct {
     const unsigned char *name;
     Py_ssize_t len;
@@ -259,8 +271,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         seen[f] = -1;
         Field *fd = &fields[f];
         if (out_init(&fd->kinds, n, 0) || out_init(&fd->sbits, nbits, 1) || out_init(&fd->soffs, 4 * (n + 1), 0) ||
-            out_init(&fd->sdata, span, 0) || out_init(&fd->ibits, nbits, 1) || out_init(&fd->ints, 8 * n, 0) ||
-            out_init(&fd->fbits, nbits, 1) || out_init(&fd->floats, 8 * n, 0)) {
+            out_init(&fd->sdata, span, 0) || out_init(&fd->ibits, nbits, 1) || out_init(&fd->fbits, nbits, 1)) {
             PyMem_Free(vals);
             goto done;
         }
@@ -283,6 +294,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     for (int k = 0; k < MAX_KEYS; k++) order[k] = nf;
     Value extra_val[MAX_EXTRA];
 
+    int failed = 0;
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t r = 0; r < n; r++) {
         const unsigned char *p = buf + off[r], *e = buf + off[r + 1];
@@ -378,6 +390,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 set_bit(&fd->sbits, m);
                 break;
             case KIND_INT: {
+                if (!fd->ints.obj && numbers(&fd->ints, n, m, _save)) goto scan_failed;
                 char tmp[24];
                 put(&fd->sdata, tmp, int_text(v->i, tmp));
                 set_bit(&fd->sbits, m);
@@ -386,6 +399,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 break;
             }
             case KIND_FLOAT:
+                if (!fd->floats.obj && numbers(&fd->floats, n, m, _save)) goto scan_failed;
                 set_bit(&fd->fbits, m);
                 dv = v->f;
                 fd->nfloat++;
@@ -398,8 +412,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 break;
             }
             fd->kinds.p[m] = (char)v->kind;
-            memcpy(fd->ints.p + 8 * m, &iv, 8);
-            memcpy(fd->floats.p + 8 * m, &dv, 8);
+            if (fd->ints.obj) memcpy(fd->ints.p + 8 * m, &iv, 8);
+            if (fd->floats.obj) memcpy(fd->floats.p + 8 * m, &dv, 8);
             int32_t so = (int32_t)fd->sdata.len;
             memcpy(fd->soffs.p + 4 * (m + 1), &so, 4);
         }
@@ -433,9 +447,14 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         memcpy(uoffs.p + 4 * (m + 1), &uo, 4);
         memcpy(roffs.p + 4 * (m + 1), &ro, 4);
         m++;
+        continue;
+    scan_failed:
+        failed = 1;
+        break;
     }
     Py_END_ALLOW_THREADS;
     PyMem_Free(vals);
+    if (failed) goto done;
 
     /* Data buffers are cut to what was written; fixed-width ones stay n rows long (the
      * caller reads the first m). */
@@ -448,7 +467,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             goto done;
         }
         PyObject *t = Py_BuildValue("(OOOOOOOOn)", fd->kinds.obj, fd->sbits.obj, fd->soffs.obj, fd->sdata.obj,
-                                    fd->ibits.obj, fd->ints.obj, fd->fbits.obj, fd->floats.obj, fd->nfloat);
+                                    fd->ibits.obj, fd->ints.obj ? fd->ints.obj : Py_None, fd->fbits.obj,
+                                    fd->floats.obj ? fd->floats.obj : Py_None, fd->nfloat);
         if (!t) {
             Py_DECREF(cols);
             goto done;
@@ -503,7 +523,8 @@ static PyMethodDef methods[] = {
      "per-line parser, 1 taken, 2 taken but its undeclared fields are to be written by orjson.\n"
      "Taken lines are packed in input order: each column is (kinds, string validity, string\n"
      "offsets, string data, int validity, ints, float validity, floats, float count), Arrow\n"
-     "buffers of which the first `taken` rows count; floats have no text yet. extras and\n"
+     "buffers of which the first `taken` rows count (ints and floats are None where the field\n"
+     "held no such value); floats have no text yet. extras and\n"
      "unknown are (validity, offsets, data) of string columns; lines (offsets, data) holds\n"
      "the taken lines themselves."},
     {NULL, NULL, 0, NULL}};

@@ -238,6 +238,12 @@ def _string_array(n: int, bits, offsets, data) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [pa.py_buffer(bits), pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
+def _numbers(kind: pa.DataType, n: int, bits, values) -> pa.Array:
+    if values is None:
+        return pa.nulls(n, kind)
+    return pa.Array.from_buffers(kind, n, [pa.py_buffer(bits), pa.py_buffer(values)])
+
+
 def _scan_compiled(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | None, np.ndarray]:
     offsets, data = string_buffers(raw)
     n, status, columns, extras, unknown, (line_offsets, line_data) = _flatscan.scan(
@@ -250,15 +256,11 @@ def _scan_compiled(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | N
     arrays, names = [], []
     for f, (kinds, sbits, soffs, sdata, ibits, ints, fbits, floats, nfloat) in zip(fields, columns):
         text = _string_array(n, sbits, soffs, sdata)
-        number = pa.Array.from_buffers(pa.float64(), n, [pa.py_buffer(fbits), pa.py_buffer(floats)])
+        number = _numbers(pa.float64(), n, fbits, floats)
         if nfloat:  # floats' text is Arrow's, as on every other path
             text = pc.replace_with_mask(text, number.is_valid(), number.drop_null().cast(pa.string()))
-        arrays += [
-            pa.Array.from_buffers(pa.int8(), n, [None, pa.py_buffer(kinds)]),
-            text,
-            pa.Array.from_buffers(pa.int64(), n, [pa.py_buffer(ibits), pa.py_buffer(ints)]),
-            number,
-        ]
+        kinds = pa.Array.from_buffers(pa.int8(), n, [None, pa.py_buffer(kinds)])
+        arrays += [kinds, text, _numbers(pa.int64(), n, ibits, ints), number]
         names += [f + ".k", f + ".s", f + ".i", f + ".f"]
     extras_col = _string_array(n, *extras)
     slow = np.flatnonzero(status[taken] == 2)

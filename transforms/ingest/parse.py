@@ -26,7 +26,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     slot_schema,
 )
-from transforms.records import dead_letters, json_text, record_struct, typed
+from transforms.records import as_array, dead_letters, json_text, record_struct, typed
 
 __all__ = ["FORMATS", "ParseRecords"]
 
@@ -338,8 +338,10 @@ class _ParseFn(beam.DoFn):
         if self._fmt == "parquet":
             parsed, bad = _parse_arrow_records(batch, self._fields), None
         else:
-            raw = batch.column("raw").combine_chunks()
-            sources = batch.column("source").combine_chunks().cast(pa.string())
+            raw = as_array(batch.column("raw"))
+            sources = as_array(batch.column("source"))
+            if not pa.types.is_string(sources.type):
+                sources = sources.cast(pa.string())
             if self._fmt == "csv":
                 header = orjson.loads(batch.schema.metadata[b"csv_header"])
                 parsed, bad = _parse_csv_records(raw, sources, header, self._fields)
