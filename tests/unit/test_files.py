@@ -10,22 +10,30 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.ingest.files import ReadFiles, _iter_range_lines, format_from_path, is_hidden
 
 
-def _lines_of(data: bytes, bounds: list[int], chunk: int) -> list[bytes]:
+class _NoRereads(io.BytesIO):
+    """A stream that cannot go back to the unfinished line (seeks only to a range's start)."""
+
+    def seekable(self):
+        return False
+
+
+def _lines_of(data: bytes, bounds: list[int], chunk: int, stream=io.BytesIO) -> list[bytes]:
     out = []
     for start, end in zip(bounds, bounds[1:]):
-        for lines in _iter_range_lines(io.BytesIO(data), start, end, chunk):
+        for lines in _iter_range_lines(stream(data), start, end, chunk):
             out.extend(lines.to_pylist())
     return out
 
 
+@pytest.mark.parametrize("stream", [io.BytesIO, _NoRereads])
 @pytest.mark.parametrize("seed", range(30))
-def test_byte_ranges_read_every_line_exactly_once(seed):
+def test_byte_ranges_read_every_line_exactly_once(seed, stream):
     rng = random.Random(seed)
     lines = [("x" * rng.randint(0, 40)).encode() + str(i).encode() for i in range(rng.randint(1, 60))]
     data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
     cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 8))))
     bounds = [0] + cuts + [len(data)]
-    assert _lines_of(data, bounds, chunk=rng.choice([1, 3, 7, 64, 4096])) == lines
+    assert _lines_of(data, bounds, chunk=rng.choice([1, 3, 7, 64, 4096]), stream=stream) == lines
 
 
 def test_ranges_skip_blank_lines_and_strip_crlf():
@@ -198,3 +206,28 @@ def test_spill_step_holds_tables_of_a_bundle_and_spills_them_together(pipeline, 
         assert_that(got, equal_to([(k, sorted(v)) for k, v in want.items()]))
     # Fewer files than tables: flushed every 10 rows, on a change of schema and at the end.
     assert 3 <= len(list(tmp_path.iterdir())) < len(elements)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards):
+    import json
+
+    from transforms.records import dead_letters
+    from transforms.sinks.deadletters import WriteDeadLetters
+
+    raws = [f'{{"n":{i}}}' for i in range(40)]
+    batches = [
+        dead_letters("parse", "malformed", None, "bad", pa.array(raws[i : i + 10]), pa.array(["f.jsonl"] * 10))
+        for i in range(0, 40, 10)
+    ]
+    with pipeline() as p:
+        _ = p | beam.Create(batches) | WriteDeadLetters(str(tmp_path), shards=shards)
+    files = sorted(tmp_path.glob("*.jsonl"))
+    assert [f.name for f in files][:1] == ["part-00000.jsonl"]
+    assert 1 <= len(files) <= shards and (shards == 1 or len(files) > 1)
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert sorted(r["raw"] for r in rows) == sorted(raws)
+    # Each file's rows are sorted (source, raw, ...): the same bytes on every run.
+    for f in files:
+        got = [json.loads(line)["raw"] for line in f.read_text().splitlines()]
+        assert got == sorted(got)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressedFile
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.records import string_buffers
@@ -63,14 +64,16 @@ def _line_batch(lines: list[bytes] | pa.Array, path: str, metadata: dict | None 
 _BLANK = r"^[\t\n\x0b\x0c\r ]*$"  # what bytes.strip() removes
 
 
-def _lines_array(data: bytes, keep_blank: bool = False) -> pa.Array:
-    """The lines of ``data`` (split on ``\n``, trailing ``\r`` removed) as one binary array,
-    split by Arrow rather than by a Python loop; blank lines dropped unless ``keep_blank``."""
+def _lines_array(data: bytes, keep_blank: bool = False, size: int | None = None) -> pa.Array:
+    """The lines of ``data[:size]`` (split on ``\n``, trailing ``\r`` removed) as one binary
+    array, split by Arrow rather than by a Python loop; blank lines dropped unless
+    ``keep_blank``."""
+    size = len(data) if size is None else size
     block = pa.Array.from_buffers(
-        pa.binary(), 1, [None, pa.array([0, len(data)], pa.int32()).buffers()[1], pa.py_buffer(data)]
+        pa.binary(), 1, [None, pa.array([0, size], pa.int32()).buffers()[1], pa.py_buffer(data)]
     )
     lines = pc.list_flatten(pc.split_pattern(block, "\n"))
-    if b"\r" in data:
+    if data.find(b"\r", 0, size) >= 0:
         cr = pc.match_substring_regex(lines, "\r$")
         if pc.any(cr).as_py():
             lines = pc.replace_with_mask(lines, cr, pc.replace_substring_regex(lines.filter(cr), "\r+$", ""))
@@ -104,44 +107,59 @@ def _blank_lines(lines: pa.Array) -> np.ndarray:
 def _iter_lines(fh, chunk_bytes: int, keep_blank: bool = False):
     """Yields lists of lines (without line endings) of a whole binary stream; blank lines are
     dropped unless ``keep_blank``."""
-    for data in _iter_range_blocks(fh, 0, sys.maxsize, chunk_bytes):
-        yield [ln.rstrip(b"\r") for ln in data.split(b"\n") if keep_blank or ln.strip()]
+    for data, size in _iter_range_blocks(fh, 0, sys.maxsize, chunk_bytes):
+        yield [ln.rstrip(b"\r") for ln in data[:size].split(b"\n") if keep_blank or ln.strip()]
 
 
 def _iter_range_lines(fh, start: int, end: int, chunk_bytes: int):
     """Yields binary arrays of the non-blank lines of the byte range [start, end): the lines
     that *start* in it, so ranges that tile a file read every line exactly once."""
-    for data in _iter_range_blocks(fh, start, end, chunk_bytes):
-        yield _lines_array(data)
+    for data, size in _iter_range_blocks(fh, start, end, chunk_bytes):
+        yield _lines_array(data, size=size)
+
+
+def _rereads(fh) -> bool:
+    """Whether a stream can go back a few bytes cheaply: a compressed one would start over."""
+    return fh.seekable() and not isinstance(fh, CompressedFile)
 
 
 def _iter_range_blocks(fh, start: int, end: int, chunk_bytes: int):
-    """Yields blocks of whole lines (``\n``-separated, without the last line's ending) of
-    the lines that start in the byte range [start, end)."""
+    """Yields ``(data, size)``: blocks of whole lines (``\n``-separated, without the last line's
+    ending) of the lines that start in the byte range [start, end), as ``data[:size]``.
+
+    Each block is the bytes as read, not a copy: the next read starts at the line the block
+    left unfinished (where the stream can go back), rather than that line's bytes being
+    joined to the next block.
+    """
     if start > 0:
         fh.seek(start - 1)
         pos = start - 1 + len(fh.readline())  # the line under way belongs to the range before
     else:
         pos = 0
+    reread = _rereads(fh)
     tail = b""
     while pos < end:
         block = fh.read(chunk_bytes)
         if not block:
             if tail:
-                yield tail
+                yield tail, len(tail)
             return
-        data = tail + block
+        data = tail + block if tail else block
         cut = data.rfind(b"\n")
         if cut < 0:
             tail = data
             continue
         if pos + cut >= end:
             # The range ends in this block: keep the lines that start before `end`.
-            yield data[: data.find(b"\n", end - pos - 1)]
+            yield data, data.find(b"\n", end - pos - 1)
             return
-        tail = data[cut + 1 :]
         pos += cut + 1
-        yield data[:cut]
+        if reread and cut + 1 < len(data):
+            fh.seek(pos)
+            tail = b""
+        else:
+            tail = data[cut + 1 :]
+        yield data, cut
 
 
 def _in_quotes_after(line: bytes, in_quotes: bool) -> bool:

@@ -28,6 +28,9 @@ class _ShardFn(beam.DoFn):
         if table.num_rows == 0:
             return
         table = table.select(_COLUMNS)
+        if self._shards == 1:
+            yield "part-00000.jsonl", table
+            return
         shard = hash_partition(table.column("raw"), self._shards)
         for s in sorted(set(shard.tolist())):
             yield f"part-{s:05d}.jsonl", table.filter(pa.array(shard == s))
