@@ -12,7 +12,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.records import typed
+from transforms.records import as_array, typed
 
 __all__ = ["Cleanse", "CountryCode", "Email"]
 
@@ -55,7 +55,7 @@ def cleanse_table(table: pa.Table, rules: tuple) -> tuple[pa.Table, dict[str, in
     counts: dict[str, int] = {}
     for rule in rules:
         i = table.schema.get_field_index(rule.field)
-        value, bad = rule.apply(table.column(i).combine_chunks())
+        value, bad = rule.apply(as_array(table.column(i)))
         table = table.set_column(i, rule.field, value)
         counts[rule.quality] = counts.get(rule.quality, 0) + bad
     return table, counts

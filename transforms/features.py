@@ -6,6 +6,8 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.records import as_array
+
 __all__ = ["AddFeatures"]
 
 
@@ -14,7 +16,7 @@ def add_features(table: pa.Table, ts: str, email: str | None) -> pa.Table:
     and ``is_weekend``, all from UTC event time."""
     t = table.column(ts)
     if email is not None:
-        parts = pc.extract_regex(table.column(email).combine_chunks(), r"@(?P<d>[^@]+)$")
+        parts = pc.extract_regex(as_array(table.column(email)), r"@(?P<d>[^@]+)$")
         domain = pc.utf8_lower(pc.struct_field(parts, "d"))
         table = table.add_column(table.schema.get_field_index(email) + 1, "email_domain", domain)
     dow = pc.day_of_week(t)

@@ -130,7 +130,7 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
     Vectorised over the UTF-8 bytes, identical on every machine and process (unlike
     Python's salted ``hash``), so a shuffle keyed by it puts equal keys together.
     """
-    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = as_array(values)
     if not pa.types.is_string(arr.type):
         arr = arr.cast(pa.large_string())
     n = len(arr)
@@ -327,7 +327,7 @@ def json_text(table: pa.Table) -> pa.Array:
     parts: list = []
     literal = "{"
     for i, name in enumerate(table.column_names):
-        col = table.column(i).combine_chunks()
+        col = as_array(table.column(i))
         literal += ("" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
         value, bare = _json_value(col)
         if bare and col.null_count == 0:

@@ -173,6 +173,9 @@ def test_dead_letter_keeps_raw_and_message():
     assert row["raw"] == '{"event_id": "e1", "user_id": "u", "event_type": "view", "ts": "soon"}'
     assert row["stage"] == "validate" and row["source"] == "test"
     assert "soon" in row["error"]
+    _, dead = run([b'{"user_id": "u", "event_type": "view", "ts": "soon"}', b'{"event_id": "e"}'])
+    assert dead.column("error").to_pylist() == ["event_id is missing or null", "user_id is missing or null"]
+    assert dead.column("field").to_pylist() == ["event_id", "user_id"]
 
 
 def test_extras_additive_and_strict():
@@ -182,6 +185,7 @@ def test_extras_additive_and_strict():
     valid, dead = run([rec], policy="strict")
     assert valid.num_rows == 0
     assert dead.to_pylist()[0]["reason"] == "unknown_field" and dead.to_pylist()[0]["field"] == "session"
+    assert dead.to_pylist()[0]["error"] == "field session is not declared (policy strict)"
     valid, dead = run([BASE], policy="strict")
     assert valid.num_rows == 1
 

@@ -259,7 +259,7 @@ class _ReadFileFn(beam.DoFn):
             return
         for batch in pf.iter_batches(batch_size=rows, row_groups=list(groups)):
             table = pa.Table.from_batches([batch])
-            table = table.append_column("_source", pa.array([path] * table.num_rows, pa.string()))
+            table = table.append_column("_source", pa.repeat(pa.scalar(path, pa.string()), table.num_rows))
             yield table
 
 

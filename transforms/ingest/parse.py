@@ -302,7 +302,7 @@ def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
     columns = {}
     for f in fields:
         if f in data.column_names:
-            columns[f] = _typed_slots(data.column(f).combine_chunks(), n)
+            columns[f] = _typed_slots(as_array(data.column(f)), n)
         else:
             columns[f] = [pa.array([KIND_MISSING] * n, pa.int8()), pa.nulls(n, pa.string()),
                           pa.nulls(n, pa.int64()), pa.nulls(n, pa.float64())]  # fmt: skip
@@ -313,11 +313,11 @@ def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
     else:
         extras, unknown = pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
     # Typed rows stay typed: their JSON text is written only where a record is shown or compared.
-    raw = (
-        table.column("_raw").combine_chunks().cast(pa.string()) if "_raw" in table.column_names else record_struct(data)
-    )
+    raw = as_array(table.column("_raw")).cast(pa.string()) if "_raw" in table.column_names else record_struct(data)
     if "_source" in table.column_names:
-        source = table.column("_source").combine_chunks().cast(pa.string())
+        source = as_array(table.column("_source"))
+        if not pa.types.is_string(source.type):
+            source = source.cast(pa.string())
     else:
         source = pa.nulls(n, pa.string())
     return _slot_table(fields, columns, raw, source, extras, unknown)

@@ -25,7 +25,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     Slots,
 )
-from transforms.records import dead_letters, iso_text, string_buffers, typed
+from transforms.records import as_array, dead_letters, iso_text, string_buffers, typed
 
 __all__ = [
     "CodeField",
@@ -390,13 +390,13 @@ def validate_table(parsed: pa.Table, rules: tuple, policy: str) -> tuple[pa.Tabl
             hit = mask.to_numpy(zero_copy_only=False) & (code == _OK)
             code[hit] = kind
             which[hit] = i
-    unknown = parsed.column("_unknown").combine_chunks()
+    unknown = as_array(parsed.column("_unknown"))
     if policy == "strict":
         hit = pc.is_valid(unknown).to_numpy(zero_copy_only=False) & (code == _OK)
         code[hit] = _UNKNOWN
     columns = dict(done)
-    columns["extras"] = parsed.column("_extras").combine_chunks()
-    columns["_raw"] = parsed.column("_raw").combine_chunks()
+    columns["extras"] = as_array(parsed.column("_extras"))
+    columns["_raw"] = as_array(parsed.column("_raw"))
     table = pa.table(columns)
     ok = code == _OK
     valid = table.filter(pa.array(ok)) if not ok.all() else table
@@ -405,34 +405,45 @@ def validate_table(parsed: pa.Table, rules: tuple, policy: str) -> tuple[pa.Tabl
         return valid, dead_letters(STAGE, pa.array([], pa.string()), None, "", pa.array([], pa.string()),
                                    pa.array([], pa.string()))  # fmt: skip
     take = pa.array(bad_idx)
-    codes, rules_hit = code[bad_idx], which[bad_idx]
-    names = [r.name for r in rules]
-    reason, fld, error = [], [], []
-    unknown_bad = unknown.take(take).to_pylist()
-    texts: dict[int, list] = {}
-    for j, (c, r) in enumerate(zip(codes.tolist(), rules_hit.tolist())):
-        reason.append(_REASONS[c])
-        if c == _UNKNOWN:
-            fld.append(unknown_bad[j])
-            error.append(f"field {unknown_bad[j]} is not declared (policy strict)")
-            continue
-        fld.append(names[r])
-        if c == _MISSING:
-            error.append(f"{names[r]} is missing or null")
-            continue
-        if r not in texts:
-            text = outcomes[r].text
-            texts[r] = _shown(text(take) if callable(text) else text.take(take)).to_pylist()
-        error.append(f"{names[r]} {outcomes[r].what}, got {texts[r][j]}")
+    reason, fld, error = _failures(code[bad_idx], which[bad_idx], bad_idx, rules, outcomes, unknown.take(take))
     dead = dead_letters(
-        STAGE,
-        pa.array(reason, pa.string()),
-        pa.array(fld, pa.string()),
-        pa.array(error, pa.string()),
-        columns["_raw"].take(take),
-        parsed.column("_source").combine_chunks().take(take),
+        STAGE, reason, fld, error, columns["_raw"].take(take), as_array(parsed.column("_source")).take(take)
     )
     return valid, dead
+
+
+def _failures(codes, rules_hit, rows, rules: tuple, outcomes: list, unknown: pa.Array):
+    """(reason, field, error) of the failing rows, built a group at a time: one group per
+    (kind of failure, rule), each one vectorised join."""
+    reasons = list(_REASONS.values())
+    reason = pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int8) - 1), pa.array(reasons, pa.string())).cast(
+        pa.string()
+    )
+    parts, where = [], []
+    for c in (_MISSING, _INVALID, _UNKNOWN):
+        for r in np.unique(rules_hit[codes == c]).tolist() if c != _UNKNOWN else [None]:
+            sel = np.flatnonzero((codes == c) & (rules_hit == r)) if r is not None else np.flatnonzero(codes == c)
+            if not len(sel):
+                continue
+            if c == _UNKNOWN:
+                names = unknown.take(pa.array(sel))
+                errors = pc.binary_join_element_wise("field ", names, " is not declared (policy strict)", "")
+            else:
+                name = rules[r].name
+                names = pa.repeat(pa.scalar(name), len(sel))
+                if c == _MISSING:
+                    errors = pa.repeat(pa.scalar(f"{name} is missing or null"), len(sel))
+                else:
+                    text = outcomes[r].text
+                    idx = pa.array(rows[sel])
+                    shown = _shown(text(idx) if callable(text) else text.take(idx))
+                    errors = pc.binary_join_element_wise(f"{name} {outcomes[r].what}, got ", shown, "")
+            parts.append((names, errors))
+            where.append(sel)
+    back = pa.array(np.argsort(np.concatenate(where), kind="stable"))
+    fld = pa.concat_arrays([p[0].cast(pa.string()) for p in parts]).take(back)
+    error = pa.concat_arrays([p[1].cast(pa.string()) for p in parts]).take(back)
+    return reason, fld, error
 
 
 class _ValidateFn(beam.DoFn):
