@@ -125,11 +125,8 @@ def reads_records(checks: tuple) -> bool:
     """Whether expectations read a record's text or source after deduplication: to quarantine
     rows as dead letters, or in a check. If not, deduplication leaves those columns out."""
     for check in checks:
-        expr = getattr(check, "expr", None)
-        if expr is not None and not isinstance(getattr(expr, "columns", None), tuple):
-            return True  # a callable: its columns are unknown
-        used = {check.field, *(expr.columns if expr is not None else ())}
-        if getattr(check, "action", "count") == "quarantine" or used & set(RECORD_COLUMNS):
+        used = check.reads()
+        if used is None or check.quarantines or used & set(RECORD_COLUMNS):
             return True
     return False
 

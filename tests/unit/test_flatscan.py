@@ -120,6 +120,15 @@ def test_sliced_and_large_binary_lines(scanner):
         assert slots.column("_raw").to_pylist() == [lines[0].decode(), lines[2].decode(), lines[3].decode()]
 
 
+def test_every_line_taken_of_large_binary_reads_as_text(scanner):
+    lines = [b'{"a":"x","b":1}', b'{"a":"y"}']
+    for kind in (pa.binary(), pa.large_binary()):
+        slots, taken = flatjson.scan_flat(pa.array(lines, kind), FIELDS)
+        assert taken.tolist() == [0, 1]
+        assert slots.column("_raw").type == pa.string()
+        assert slots.column("_raw").to_pylist() == [line.decode() for line in lines]
+
+
 def test_no_line_taken(scanner):
     slots, taken = flatjson.scan_flat(pa.array([b"{bad", b"[1]"], pa.binary()), FIELDS)
     assert slots is None and len(taken) == 0

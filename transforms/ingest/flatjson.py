@@ -274,8 +274,9 @@ def _scan_compiled(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | N
         mask = np.zeros(n, dtype=bool)
         mask[slow] = True
         extras_col = pc.replace_with_mask(extras_col, pa.array(mask), pa.array(texts, pa.string()))
-    # The scanner proved these lines valid UTF-8: no second check.
-    if n == len(raw):
+    # The scanner proved these lines valid UTF-8: no second check. Its copy of the taken lines
+    # serves unless all were taken from 32-bit offsets, which the text can share.
+    if n == len(raw) and pa.types.is_binary(raw.type):
         text = pa.Array.from_buffers(pa.string(), n, raw.buffers()[:3], offset=raw.offset)
     else:
         text = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(line_offsets), pa.py_buffer(line_data)])

@@ -135,6 +135,15 @@ class Expectation:
         """The column the expectation is about (None for expressions and row counts)."""
         return getattr(self, "column", None)
 
+    def reads(self) -> frozenset[str] | None:
+        """The columns the expectation reads, or None when it cannot say (a callable)."""
+        return frozenset((self.field,)) if self.field else frozenset()
+
+    @property
+    def quarantines(self) -> bool:
+        """Whether failing rows leave the output as dead letters (with their record text)."""
+        return False
+
     def check(self, columns: Mapping[str, pa.DataType]) -> None:
         """Validates against the columns (name -> type) of the tables it will see.
 
@@ -155,6 +164,10 @@ class _RowLevel(Expectation):
     def _validate(self) -> None:
         if self.action not in ("count", "quarantine"):
             raise ValueError(f"action {self.action!r} must be 'count' or 'quarantine'")
+
+    @property
+    def quarantines(self) -> bool:
+        return self.action == "quarantine"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +308,9 @@ class Expression(_RowLevel):
     def _check(self, columns):
         if isinstance(self.expr, Expr):
             self.expr.check(columns)
+
+    def reads(self) -> frozenset[str] | None:
+        return frozenset(self.expr.columns) if isinstance(self.expr, Expr) else None
 
 
 @dataclass(frozen=True, kw_only=True)
