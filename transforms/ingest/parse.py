@@ -136,6 +136,12 @@ def _slot_table(
     return pa.Table.from_arrays(arrays, schema=slot_schema(fields, raw.type))
 
 
+def _strings(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one string array: a single string chunk as it is, without a copy."""
+    arr = as_array(column)
+    return arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+
+
 def _malformed(raw: list[str], sources: pa.Array, errors: list[str]) -> pa.Table:
     return dead_letters(STAGE, "malformed", None, pa.array(errors, pa.string()), pa.array(raw, pa.string()), sources)
 
@@ -315,9 +321,7 @@ def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
     # Typed rows stay typed: their JSON text is written only where a record is shown or compared.
     raw = as_array(table.column("_raw")).cast(pa.string()) if "_raw" in table.column_names else record_struct(data)
     if "_source" in table.column_names:
-        source = as_array(table.column("_source"))
-        if not pa.types.is_string(source.type):
-            source = source.cast(pa.string())
+        source = _strings(table.column("_source"))
     else:
         source = pa.nulls(n, pa.string())
     return _slot_table(fields, columns, raw, source, extras, unknown)
@@ -339,9 +343,7 @@ class _ParseFn(beam.DoFn):
             parsed, bad = _parse_arrow_records(batch, self._fields), None
         else:
             raw = as_array(batch.column("raw"))
-            sources = as_array(batch.column("source"))
-            if not pa.types.is_string(sources.type):
-                sources = sources.cast(pa.string())
+            sources = _strings(batch.column("source"))
             if self._fmt == "csv":
                 header = orjson.loads(batch.schema.metadata[b"csv_header"])
                 parsed, bad = _parse_csv_records(raw, sources, header, self._fields)
