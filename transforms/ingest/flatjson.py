@@ -138,6 +138,18 @@ def _dumps(value) -> str:
     return orjson.dumps(value).decode()
 
 
+def _undeclared(lines: pa.Array, fields: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The undeclared fields of a few lines, one by one: each line's JSON object of them (as
+    ``orjson`` writes it) and its first undeclared name. For the rare lines the vectorised
+    steps cannot write."""
+    known = frozenset(fields)
+    texts, firsts = [], []
+    for line in lines.to_pylist():
+        rest = {k: v for k, v in orjson.loads(line).items() if k not in known}
+        texts.append(_dumps(rest)), firsts.append(next(iter(rest)))
+    return texts, firsts
+
+
 def _extras(table: pa.Table, fields: tuple[str, ...], raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     """``_extras`` (undeclared fields as a JSON object, as ``orjson`` writes it) and
     ``_unknown`` (the first undeclared field name)."""
@@ -167,11 +179,7 @@ def _extras(table: pa.Table, fields: tuple[str, ...], raw: pa.Array) -> tuple[pa
     rows = np.flatnonzero(slow)
     if len(rows):
         # Several undeclared fields keep the line's key order: taken from the line itself.
-        known = frozenset(fields)
-        texts, firsts = [], []
-        for line in raw.take(pa.array(rows)).to_pylist():
-            rest = {k: v for k, v in orjson.loads(line).items() if k not in known}
-            texts.append(_dumps(rest)), firsts.append(next(iter(rest)))
+        texts, firsts = _undeclared(raw.take(pa.array(rows)), fields)
         mask = pa.array(slow)
         extras_col = pc.replace_with_mask(extras_col, mask, pa.array(texts, pa.string()))
         unknown_col = pc.replace_with_mask(unknown_col, mask, pa.array(firsts, pa.string()))
@@ -266,11 +274,7 @@ def _scan_compiled(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | N
     slow = np.flatnonzero(status[taken] == 2)
     if len(slow):
         # Undeclared floats: orjson writes them its own way, so it writes these objects.
-        known = frozenset(fields)
-        texts = [
-            _dumps({k: v for k, v in orjson.loads(line).items() if k not in known})
-            for line in raw.take(pa.array(taken[slow])).to_pylist()
-        ]
+        texts, _ = _undeclared(raw.take(pa.array(taken[slow])), fields)
         mask = np.zeros(n, dtype=bool)
         mask[slow] = True
         extras_col = pc.replace_with_mask(extras_col, pa.array(mask), pa.array(texts, pa.string()))
