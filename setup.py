@@ -14,15 +14,17 @@ setup(
     # Each pipeline's default expectations ship beside it (Dataflow workers and Flex Template images).
     package_data={"beam_pipelines.pipelines": ["*.expectations.yaml"]},
     install_requires=REQUIRES,
-    # The compiled jsonl scanner; where no C compiler is at hand the package installs without
-    # it and parses with Arrow alone (transforms/ingest/flatjson.py).
+    # The compiled jsonl scanner and HLL hash; where no C compiler is at hand the package
+    # installs without them, and Arrow and numpy do the same work (transforms/ingest/flatjson.py,
+    # transforms/quality/hll.py).
     ext_modules=[
         Extension(
-            "transforms.ingest._flatscan",
-            ["transforms/ingest/_flatscan.c"],
+            f"transforms.{name}",
+            [f"transforms/{name.replace('.', '/')}.c"],
             extra_compile_args=["-O2", "-std=c99", "-Wall"],
             optional=True,
         )
+        for name in ("ingest._flatscan", "quality._colscan")
     ],
     entry_points={"console_scripts": ["beam-pipelines=beam_pipelines.main:main"]},
 )

@@ -35,6 +35,16 @@ def scanner(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def hasher(request, monkeypatch):
+    """Runs a test with each implementation of the profiles' column passes (HLL coupons, string stats)."""
+    from transforms.quality import colscan
+
+    if request.param == "numpy":
+        monkeypatch.setattr(colscan, "native", None)
+    return request.param
+
+
 @pytest.fixture
 def pipeline():
     """A TestPipeline on the in-process FnApiRunner (what the ``direct`` profile uses)."""

@@ -10,6 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window as beam_window
 
+from transforms.quality import colscan
 from transforms.quality.hll import DistinctSketch, _coupons, coupons_of_floats, coupons_of_ints, coupons_of_strings
 from transforms.quality.profile import ProfileColumns, _Config, _ProfileCoder, _ProfileFn, profile_tables
 
@@ -124,7 +125,12 @@ def test_distinct_sketch_equals_library_sketch_at_every_size(batches):
         assert round(fed.estimate()) == n
 
 
-def test_coupons_match_the_library_hash():
+def test_compiled_column_passes_are_built():
+    # `make venv` builds them; without them column profiles cost about twice as much.
+    assert colscan.compiled(), "transforms/quality/_colscan.c was not built: is a C compiler installed?"
+
+
+def test_coupons_match_the_library_hash(hasher):
     def library_coupon(v):
         sketch = ds.hll_sketch(12)
         sketch.update(v)
@@ -138,6 +144,61 @@ def test_coupons_match_the_library_hash():
     assert coupons_of_ints(np.array(ints, np.int64)).tolist() == [library_coupon(v) for v in ints]
     floats = [0.0, -0.0, float("inf"), float("nan"), 5e-324, *rng.normal(0, 1e6, 200).tolist()]
     assert coupons_of_floats(np.array(floats)).tolist() == [library_coupon(v) for v in floats]
+
+
+def test_compiled_and_numpy_hashes_agree(monkeypatch):
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(0, 70, 3000)
+    strings = ["".join(chr(c) for c in rng.integers(1, 3000, k)) for k in lengths]
+    strings[::97] = [None] * len(strings[::97])
+    arr = pa.array(strings)
+    cases = [arr, arr.slice(5, 2000), arr.cast(pa.large_string()), arr.slice(0, 0), pa.array(["", None, "a"])]
+    words = rng.integers(-(2**63), 2**63 - 1, 3000)
+    floats = np.concatenate([rng.normal(0, 1e9, 3000), [0.0, -0.0, np.nan, -np.nan, np.inf]])
+    compiled = [coupons_of_strings(c).tolist() for c in cases], coupons_of_ints(words), coupons_of_floats(floats)
+    monkeypatch.setattr(colscan, "native", None)
+    numpy = [coupons_of_strings(c).tolist() for c in cases], coupons_of_ints(words), coupons_of_floats(floats)
+    assert compiled[0] == numpy[0]
+    assert compiled[0][4] == [0, 0, numpy[0][4][2]] and numpy[0][4][2] != 0
+    assert np.array_equal(compiled[1], numpy[1]) and np.array_equal(compiled[2], numpy[2])
+
+
+def test_compiled_hash_refuses_bad_buffers():
+    if not colscan.compiled():
+        pytest.fail("transforms/quality/_colscan.c was not built")
+    out = np.empty(2, np.uint64)
+    with pytest.raises(ValueError, match="inside the data"):
+        colscan.native.string_coupons(np.array([0, 4, 9], np.int64), np.zeros(8, np.uint8), out)
+    with pytest.raises(ValueError, match="ascending"):
+        colscan.native.string_coupons(np.array([0, 4, 2], np.int64), np.zeros(8, np.uint8), out)
+    with pytest.raises(ValueError, match="n \\+ 1"):
+        colscan.native.string_coupons(np.array([0, 4], np.int64), np.zeros(8, np.uint8), out)
+    with pytest.raises(ValueError, match="8 bytes per value"):
+        colscan.native.word_coupons(np.zeros(3, np.uint64), out)
+    with pytest.raises(ValueError, match="inside the data"):
+        colscan.native.string_stats(np.array([0, 4, 9], np.int64), np.zeros(8, np.uint8), None)
+    with pytest.raises(ValueError, match="valid n bytes"):
+        colscan.native.string_stats(np.array([0, 4, 8], np.int64), np.zeros(8, np.uint8), np.ones(3, np.uint8))
+
+
+def test_compiled_and_arrow_string_stats_agree(monkeypatch):
+    rng = np.random.default_rng(5)
+    alphabet = ["a", "b", "Z", "0", " ", "é", "ß", "日", "😀", "\x00", "\x7f"]
+    strings = ["".join(rng.choice(alphabet, k)) for k in rng.integers(0, 40, 2000)]
+    strings[::31] = [None] * len(strings[::31])
+    arr = pa.array(strings)
+    cases = [
+        arr,
+        arr.slice(7, 900),
+        arr.cast(pa.large_string()),
+        pa.array(["", None, "b", "a"]),
+        pa.array(["日本", "abcdefghij"]),
+    ]
+    compiled = [colscan.string_stats(c) for c in cases] + [colscan.string_stats(pa.array([None, None], pa.string()))]
+    monkeypatch.setattr(colscan, "native", None)
+    arrow = [colscan.string_stats(c) for c in cases] + [colscan.string_stats(pa.array([None, None], pa.string()))]
+    assert compiled == arrow
+    assert compiled[3] == ("", "b", 0, 1) and compiled[4] == ("abcdefghij", "日本", 2, 10) and compiled[-1] is None
 
 
 def test_coupon_rank_is_exact_where_float_conversion_rounds_up():
@@ -204,7 +265,7 @@ def test_top_values_of_mostly_distinct_strings():
     assert (col["min_length"], col["max_length"]) == (0, max(len(x) for x in texts))
 
 
-def test_strings_and_booleans():
+def test_strings_and_booleans(hasher):
     t = pa.table(
         {
             "word": pa.array(["pear", "apple", None, "fig", "apple", ""]),

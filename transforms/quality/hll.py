@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.quality import colscan
 from transforms.records import string_buffers
 
 __all__ = ["LG_K_RANGE", "DistinctSketch", "coupons_of_floats", "coupons_of_ints", "coupons_of_strings"]
@@ -139,13 +140,21 @@ def _murmur3_8(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return h1, h2
 
 
+def _word_coupons(words: np.ndarray) -> np.ndarray:
+    if colscan.native is None:
+        return _coupons(*_murmur3_8(words))
+    out = np.empty(len(words), _U)
+    colscan.native.word_coupons(np.ascontiguousarray(words), out)
+    return out
+
+
 def coupons_of_ints(values: np.ndarray) -> np.ndarray:
     """Coupons of int64 values, as ``hll_sketch.update(int)`` computes them.
 
     Args:
         values: int64 values.
     """
-    return _coupons(*_murmur3_8(np.asarray(values, dtype=np.int64).view(_U)))
+    return _word_coupons(np.asarray(values, dtype=np.int64).view(_U))
 
 
 def coupons_of_floats(values: np.ndarray) -> np.ndarray:
@@ -157,7 +166,7 @@ def coupons_of_floats(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     bits = np.where(values == 0.0, 0.0, values).view(_U)
     bits = np.where(np.isnan(values), _CANONICAL_NAN, bits)
-    return _coupons(*_murmur3_8(bits))
+    return _word_coupons(bits)
 
 
 def _offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -195,6 +204,13 @@ def coupons_of_strings(values: pa.Array) -> np.ndarray:
         values: A string or large_string array.
     """
     arr = values if pa.types.is_large_string(values.type) else values.cast(pa.string())
+    if colscan.native is not None:
+        offsets, data = string_buffers(arr)
+        coupons = np.empty(len(arr), _U)
+        colscan.native.string_coupons(offsets.astype(np.int64, copy=False), data, coupons)
+        if arr.null_count:
+            coupons[arr.is_null().to_numpy(zero_copy_only=False)] = 0
+        return coupons
     offsets, _ = _offsets_and_data(arr)
     lengths = np.diff(offsets).astype(np.int64)
     if len(arr) == 0:

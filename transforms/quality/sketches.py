@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.quality.colscan import string_stats
 from transforms.quality.hll import DistinctSketch
 
 __all__ = ["KLL_K", "ColumnSketch", "column_kind", "normalised", "signature"]
@@ -210,11 +211,10 @@ class ColumnSketch:
             self.distinct.update_strings(values)
             self._update_top(values, counts)
             self._mostly_distinct = len(values) * 2 > len(arr) - arr.null_count
-        lo, hi = pc.min_max(values).values()
-        self._update_range(lo.as_py(), hi.as_py())
-        short, long = pc.min_max(pc.utf8_length(values)).values()
-        self.min_len = _opt(min, self.min_len, short.as_py())
-        self.max_len = _opt(max, self.max_len, long.as_py())
+        lo, hi, short, long = string_stats(values)
+        self._update_range(lo, hi)
+        self.min_len = _opt(min, self.min_len, short)
+        self.max_len = _opt(max, self.max_len, long)
 
     def _update_boolean(self, arr: pa.Array) -> None:
         values, counts = _value_counts(arr)

@@ -1,0 +1,37 @@
+"""Passes over whole string columns for profiles: compiled (``_colscan.c``, built when the
+package is installed) or, where no compiler was at hand, Arrow and numpy giving the same results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.records import string_buffers
+
+try:
+    from transforms.quality import _colscan as native
+except ImportError:
+    native = None
+
+__all__ = ["compiled", "native", "string_stats"]
+
+
+def compiled() -> bool:
+    """Whether the compiled passes are in use."""
+    return native is not None
+
+
+def string_stats(arr: pa.Array) -> tuple[str, str, int, int] | None:
+    """The smallest and largest value (compared as bytes) and the fewest and most characters of
+    a string array's non-null values; None when it has none."""
+    if arr.null_count == len(arr):
+        return None
+    if native is None:
+        lo, hi = pc.min_max(arr).values()
+        short, long = pc.min_max(pc.utf8_length(arr)).values()
+        return lo.as_py(), hi.as_py(), short.as_py(), long.as_py()
+    offsets, data = string_buffers(arr)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8) if arr.null_count else None
+    lo, hi, short, long = native.string_stats(offsets.astype(np.int64, copy=False), data, valid)
+    return arr[lo].as_py(), arr[hi].as_py(), short, long
