@@ -18,7 +18,7 @@ help:
 	@echo "make format  - ruff format and autofix"
 	@echo "make clean   - remove venv, sample data and outputs"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt setup.py transforms/ingest/_flatscan.c transforms/quality/_colscan.c
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt setup.py transforms/ingest/_flatscan.c transforms/_colscan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-bench.txt

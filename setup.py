@@ -24,7 +24,7 @@ setup(
             extra_compile_args=["-O2", "-std=c99", "-Wall"],
             optional=True,
         )
-        for name in ("ingest._flatscan", "quality._colscan")
+        for name in ("ingest._flatscan", "_colscan")
     ],
     entry_points={"console_scripts": ["beam-pipelines=beam_pipelines.main:main"]},
 )

@@ -36,9 +36,9 @@ def scanner(request, monkeypatch):
 
 
 @pytest.fixture(params=["compiled", "numpy"])
-def hasher(request, monkeypatch):
+def colscan_impl(request, monkeypatch):
     """Runs a test with each implementation of the profiles' column passes (HLL coupons, string stats)."""
-    from transforms.quality import colscan
+    from transforms import colscan
 
     if request.param == "numpy":
         monkeypatch.setattr(colscan, "native", None)

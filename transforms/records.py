@@ -12,6 +12,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import colscan
+from transforms.colscan import string_buffers
+
 __all__ = [
     "DEAD_LETTER_SCHEMA",
     "ArrowTableCoder",
@@ -113,17 +116,6 @@ beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 _HASH_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=256, dtype=np.uint64) | 1
 
 
-def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The offsets (``len(arr) + 1`` of them, into the data) and the data bytes of a string or
-    binary array (either offset width), as numpy views: no copy."""
-    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)[
-        arr.offset : arr.offset + len(arr) + 1
-    ]
-    data = arr.buffers()[2]
-    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-
-
 def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:
     """Stable partition number in ``[0, partitions)`` for each string; nulls go to 0.
 
@@ -140,6 +132,10 @@ def hash_partition(values: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
         arr = pc.fill_null(arr, "")
     offsets, data = string_buffers(arr)
     offsets = offsets.astype(np.int64)
+    if colscan.native is not None:
+        parts = np.empty(n, np.int64)
+        colscan.native.hash_partitions(offsets, data, _HASH_WEIGHTS, partitions, parts)
+        return parts
     start, end = offsets[0], offsets[-1]
     lengths = np.diff(offsets)
     width = int(lengths[0])

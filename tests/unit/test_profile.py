@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window as beam_window
 
-from transforms.quality import colscan
+from transforms import colscan
 from transforms.quality.hll import DistinctSketch, _coupons, coupons_of_floats, coupons_of_ints, coupons_of_strings
 from transforms.quality.profile import ProfileColumns, _Config, _ProfileCoder, _ProfileFn, profile_tables
 
@@ -127,10 +127,10 @@ def test_distinct_sketch_equals_library_sketch_at_every_size(batches):
 
 def test_compiled_column_passes_are_built():
     # `make venv` builds them; without them column profiles cost about twice as much.
-    assert colscan.compiled(), "transforms/quality/_colscan.c was not built: is a C compiler installed?"
+    assert colscan.compiled(), "transforms/_colscan.c was not built: is a C compiler installed?"
 
 
-def test_coupons_match_the_library_hash(hasher):
+def test_coupons_match_the_library_hash(colscan_impl):
     def library_coupon(v):
         sketch = ds.hll_sketch(12)
         sketch.update(v)
@@ -165,7 +165,7 @@ def test_compiled_and_numpy_hashes_agree(monkeypatch):
 
 def test_compiled_hash_refuses_bad_buffers():
     if not colscan.compiled():
-        pytest.fail("transforms/quality/_colscan.c was not built")
+        pytest.fail("transforms/_colscan.c was not built")
     out = np.empty(2, np.uint64)
     with pytest.raises(ValueError, match="inside the data"):
         colscan.native.string_coupons(np.array([0, 4, 9], np.int64), np.zeros(8, np.uint8), out)
@@ -265,7 +265,7 @@ def test_top_values_of_mostly_distinct_strings():
     assert (col["min_length"], col["max_length"]) == (0, max(len(x) for x in texts))
 
 
-def test_strings_and_booleans(hasher):
+def test_strings_and_booleans(colscan_impl):
     t = pa.table(
         {
             "word": pa.array(["pear", "apple", None, "fig", "apple", ""]),

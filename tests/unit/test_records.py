@@ -18,7 +18,7 @@ from transforms.records import (
 )
 
 
-def test_hash_partition_is_stable_and_spreads():
+def test_hash_partition_is_stable_and_spreads(colscan_impl):
     values = pa.array([f"ev-{i}" for i in range(10_000)])
     a = hash_partition(values, 8)
     b = hash_partition(pa.chunked_array([values.slice(0, 4000), values.slice(4000)]), 8)
@@ -31,11 +31,23 @@ def test_hash_partition_is_stable_and_spreads():
     assert hash_partition(pa.array(["", "a", "ev-1", None]), 1000).tolist() == [0, 501, 7, 0]
 
 
-def test_hash_partition_handles_slices_and_long_strings():
+def test_hash_partition_handles_slices_and_long_strings(colscan_impl):
     values = pa.array(["x" * 1000, "y", "x" * 1000, "z" * 300_000])
     parts = hash_partition(values.slice(1), 16)
     assert len(parts) == 3
     assert parts[1] == hash_partition(values, 16)[0]
+
+
+def test_hash_partition_compiled_equals_numpy(monkeypatch):
+    from transforms import colscan
+
+    rng = np.random.default_rng(9)
+    keys = ["".join(rng.choice(["a", "7", "-", "é", "日"], k)) for k in rng.integers(0, 600, 3000)]
+    keys[::53] = [None] * len(keys[::53])
+    cases = [pa.array(keys), pa.array(keys).slice(11, 1500), pa.array(keys, pa.large_string()), pa.array(["ab"] * 9)]
+    compiled = [hash_partition(c, 997).tolist() for c in cases]
+    monkeypatch.setattr(colscan, "native", None)
+    assert compiled == [hash_partition(c, 997).tolist() for c in cases]
 
 
 def test_json_text_round_trips_through_json():
@@ -72,7 +84,7 @@ def test_arrow_table_coder_round_trip():
     assert back.equals(table) and back.schema.metadata == {b"k": b"v"}
 
 
-def test_hash_partition_same_for_fixed_and_mixed_width_keys():
+def test_hash_partition_same_for_fixed_and_mixed_width_keys(colscan_impl):
     from transforms.records import hash_partition
 
     ids = [f"ev-{i:010d}" for i in range(2000)] + ["é€" * 150]
@@ -158,7 +170,7 @@ def test_dead_letter_lines_are_what_orjson_writes(tmp_path):
 
 @pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.binary(), pa.large_binary()])
 def test_string_buffers_are_views_of_a_sliced_array(kind):
-    from transforms.records import string_buffers
+    from transforms.colscan import string_buffers
 
     arr = pa.array(["ab", None, "", "xyz", "q"], kind).slice(1, 3)
     offsets, data = string_buffers(arr)

@@ -22,7 +22,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressedFile
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.records import string_buffers
+from transforms.colscan import string_buffers
 
 __all__ = ["ReadFiles", "format_from_path", "is_hidden"]
 

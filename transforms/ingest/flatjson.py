@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from transforms.colscan import string_buffers
 from transforms.ingest.slots import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_NULL, KIND_STR
-from transforms.records import joined_lines, string_buffers
+from transforms.records import joined_lines
 
 try:
     from transforms.ingest import _flatscan

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms.colscan import string_buffers
 from transforms.ingest.slots import (
     KIND_FLOAT,
     KIND_INT,
@@ -25,7 +26,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     Slots,
 )
-from transforms.records import as_array, dead_letters, iso_text, string_buffers, typed
+from transforms.records import as_array, dead_letters, iso_text, typed
 
 __all__ = [
     "CodeField",

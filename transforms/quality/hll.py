@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.quality import colscan
-from transforms.records import string_buffers
+from transforms import colscan
+from transforms.colscan import string_buffers
 
 __all__ = ["LG_K_RANGE", "DistinctSketch", "coupons_of_floats", "coupons_of_ints", "coupons_of_strings"]
 

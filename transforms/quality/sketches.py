@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.quality.colscan import string_stats
+from transforms.colscan import string_stats
 from transforms.quality.hll import DistinctSketch
 
 __all__ = ["KLL_K", "ColumnSketch", "column_kind", "normalised", "signature"]

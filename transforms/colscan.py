@@ -1,5 +1,5 @@
-"""Passes over whole string columns for profiles: compiled (``_colscan.c``, built when the
-package is installed) or, where no compiler was at hand, Arrow and numpy giving the same results."""
+"""Passes over whole string columns: compiled (``_colscan.c``, built when the package is
+installed) or, where no compiler was at hand, Arrow and numpy giving the same results."""
 
 from __future__ import annotations
 
@@ -7,14 +7,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.records import string_buffers
-
 try:
-    from transforms.quality import _colscan as native
+    from transforms import _colscan as native
 except ImportError:
     native = None
 
-__all__ = ["compiled", "native", "string_stats"]
+__all__ = ["compiled", "native", "string_buffers", "string_stats"]
+
+
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets (``len(arr) + 1`` of them, into the data) and the data bytes of a string or
+    binary array (either offset width), as numpy views: no copy."""
+    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)[
+        arr.offset : arr.offset + len(arr) + 1
+    ]
+    data = arr.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
 
 
 def compiled() -> bool:

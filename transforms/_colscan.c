@@ -1,8 +1,9 @@
-/* Compiled passes over whole Arrow buffers for column profiles (transforms.quality), each with
- * an Arrow or numpy twin that gives the same result where this module is not built.
+/* Compiled passes over whole Arrow buffers (transforms.colscan), each with an Arrow or numpy
+ * twin that gives the same result where this module is not built.
  *
  * - string_coupons, word_coupons: the HLL library's coupons (transforms.quality.hll).
  * - string_stats: smallest and largest string, shortest and longest in characters.
+ * - hash_partitions: transforms.records.hash_partition.
  *
  * A coupon is what datasketches' hll_sketch derives from MurmurHash3_x64_128 (seed 9001) of
  * a value's bytes: the rank (leading zeros of the second half, plus one, capped at 63) above
@@ -209,10 +210,65 @@ done:
     return result;
 }
 
+/* hash_partitions(offsets, data, weights, partitions, out): each string's partition, from the
+ * sum over its bytes of (byte + 1) * weights[position % 256] (modulo 2**64), mixed. */
+static PyObject *hash_partitions(PyObject *self, PyObject *args) {
+    PyObject *o_off, *o_data, *o_w, *o_out;
+    unsigned long long partitions;
+    if (!PyArg_ParseTuple(args, "OOOKO", &o_off, &o_data, &o_w, &partitions, &o_out)) return NULL;
+    Py_buffer off, data, w, out;
+    if (get(o_off, &off, 0) < 0) return NULL;
+    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
+    if (get(o_w, &w, 0) < 0) { PyBuffer_Release(&off); PyBuffer_Release(&data); return NULL; }
+    if (get(o_out, &out, 1) < 0) {
+        PyBuffer_Release(&off);
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&w);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = out.len / 8;
+    if (out.len % 8 || off.len != (n + 1) * 8 || w.len != 256 * 8 || partitions < 1 || partitions > INT64_MAX) {
+        PyErr_SetString(PyExc_ValueError,
+                        "out must hold n int64s, offsets n + 1 int64s, weights 256 uint64s; partitions >= 1");
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)data.buf;
+    const int64_t *offsets = (const int64_t *)off.buf;
+    const uint64_t *weights = (const uint64_t *)w.buf;
+    int64_t *dst = (int64_t *)out.buf;
+    int bad = offsets[0] < 0 || offsets[n] > data.len;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        int64_t a = offsets[i], b = offsets[i + 1];
+        if (b < a) { bad = 1; break; }
+        uint64_t h = 0;
+        for (int64_t j = 0; j < b - a; j++) h += ((uint64_t)base[a + j] + 1) * weights[j & 255];
+        h ^= h >> 31;
+        h *= 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+        dst[i] = (int64_t)(h % partitions);
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"string_coupons", string_coupons, METH_VARARGS, "Coupons of strings given their offsets and bytes."},
     {"word_coupons", word_coupons, METH_VARARGS, "Coupons of 8-byte values."},
     {"string_stats", string_stats, METH_VARARGS, "Smallest, largest, shortest and longest string."},
+    {"hash_partitions", hash_partitions, METH_VARARGS, "Stable partition numbers of strings."},
     {NULL, NULL, 0, NULL},
 };
 
