@@ -4,6 +4,7 @@
  * - string_coupons, word_coupons: the HLL library's coupons (transforms.quality.hll).
  * - string_stats: smallest and largest string, shortest and longest in characters.
  * - hash_partitions: transforms.records.hash_partition.
+ * - iso_micros: the common ISO-8601 timestamps (the rest are left to Arrow's parser).
  *
  * A coupon is what datasketches' hll_sketch derives from MurmurHash3_x64_128 (seed 9001) of
  * a value's bytes: the rank (leading zeros of the second half, plus one, capped at 63) above
@@ -264,11 +265,146 @@ done:
     return result;
 }
 
+static inline int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+static inline int digits(const unsigned char *p, int n, int *out) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* YYYY-MM-DD, optionally [T ]hh:mm[:ss[.f{1,6}]][Z|+hh[[:]mm]], between ASCII whitespace:
+ * microseconds since the epoch (no offset means UTC). Returns 0 for anything else, including
+ * out-of-range fields and more than 6 fractional digits: those are left to Arrow. */
+static int parse_iso(const unsigned char *p, const unsigned char *e, int64_t *out) {
+    while (p < e && is_space(*p)) p++;
+    while (e > p && is_space(e[-1])) e--;
+    int y, mo, d, h = 0, mi = 0, sec = 0, frac = 0, zone = 0;
+    if (e - p < 10 || p[4] != '-' || p[7] != '-') return 0;
+    if (!digits(p, 4, &y) || !digits(p + 5, 2, &mo) || !digits(p + 8, 2, &d)) return 0;
+    static const int dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    /* Years 1 and 9999 can leave the calendar once an offset is applied: left to Arrow. */
+    if (y < 2 || y > 9998 || mo < 1 || mo > 12 || d < 1) return 0;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > dim[mo - 1] + (mo == 2 && leap)) return 0;
+    p += 10;
+    if (p < e) {
+        if (*p != 'T' && *p != 't' && *p != ' ') return 0;
+        p++;
+        if (e - p < 5 || p[2] != ':' || !digits(p, 2, &h) || !digits(p + 3, 2, &mi)) return 0;
+        p += 5;
+        if (p < e && *p == ':') {
+            if (e - p < 3 || !digits(p + 1, 2, &sec)) return 0;
+            p += 3;
+            if (p < e && *p == '.') {
+                p++;
+                int n = 0;
+                while (p + n < e && p[n] >= '0' && p[n] <= '9') n++;
+                if (n < 1 || n > 6) return 0;
+                digits(p, n, &frac);
+                for (int i = n; i < 6; i++) frac *= 10;
+                p += n;
+            }
+        }
+        if (h > 23 || mi > 59 || sec > 59) return 0;
+        if (p < e && (*p == 'Z' || *p == 'z')) {
+            p++;
+        } else if (p < e && (*p == '+' || *p == '-')) {
+            int sign = *p == '-' ? -1 : 1, zh, zm = 0;
+            p++;
+            if (e - p < 2 || !digits(p, 2, &zh)) return 0;
+            p += 2;
+            if (p < e) {
+                if (*p == ':') p++;
+                if (e - p < 2 || !digits(p, 2, &zm)) return 0;
+                p += 2;
+            }
+            if (zh > 23 || zm > 59) return 0;
+            zone = sign * (zh * 3600 + zm * 60);
+        }
+        if (p != e) return 0;
+    }
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - zone;
+    *out = secs * 1000000 + frac;
+    return 1;
+}
+
+/* iso_micros(offsets, data, where, out, handled): for each string ``where`` marks (a byte per
+ * entry), its microseconds when it is a timestamp parse_iso takes; handled says which were. */
+static PyObject *iso_micros(PyObject *self, PyObject *args) {
+    PyObject *o_off, *o_data, *o_where, *o_out, *o_handled;
+    if (!PyArg_ParseTuple(args, "OOOOO", &o_off, &o_data, &o_where, &o_out, &o_handled)) return NULL;
+    Py_buffer off, data, where, out, handled;
+    if (get(o_off, &off, 0) < 0) return NULL;
+    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
+    if (get(o_where, &where, 0) < 0) { PyBuffer_Release(&off); PyBuffer_Release(&data); return NULL; }
+    if (get(o_out, &out, 1) < 0) {
+        PyBuffer_Release(&off);
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&where);
+        return NULL;
+    }
+    if (get(o_handled, &handled, 1) < 0) {
+        PyBuffer_Release(&off);
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&where);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = where.len;
+    if (off.len != (n + 1) * 8 || out.len != n * 8 || handled.len != n) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be n + 1 int64s, out n int64s, where and handled n bytes");
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)data.buf;
+    const int64_t *offsets = (const int64_t *)off.buf;
+    const unsigned char *mask = (const unsigned char *)where.buf;
+    int64_t *dst = (int64_t *)out.buf;
+    unsigned char *ok = (unsigned char *)handled.buf;
+    int bad = offsets[0] < 0 || offsets[n] > data.len;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !bad; i++) {
+        int64_t a = offsets[i], b = offsets[i + 1];
+        if (b < a) { bad = 1; break; }
+        dst[i] = 0;
+        ok[i] = mask[i] && parse_iso(base + a, base + b, &dst[i]);
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&where);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&handled);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"string_coupons", string_coupons, METH_VARARGS, "Coupons of strings given their offsets and bytes."},
     {"word_coupons", word_coupons, METH_VARARGS, "Coupons of 8-byte values."},
     {"string_stats", string_stats, METH_VARARGS, "Smallest, largest, shortest and longest string."},
     {"hash_partitions", hash_partitions, METH_VARARGS, "Stable partition numbers of strings."},
+    {"iso_micros", iso_micros, METH_VARARGS, "Microseconds of the common ISO-8601 timestamps."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,7 +12,7 @@ try:
 except ImportError:
     native = None
 
-__all__ = ["compiled", "native", "string_buffers", "string_stats"]
+__all__ = ["compiled", "iso_micros", "native", "string_buffers", "string_stats"]
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -44,3 +44,20 @@ def string_stats(arr: pa.Array) -> tuple[str, str, int, int] | None:
     valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8) if arr.null_count else None
     lo, hi, short, long = native.string_stats(offsets.astype(np.int64, copy=False), data, valid)
     return arr[lo].as_py(), arr[hi].as_py(), short, long
+
+
+def iso_micros(text: pa.Array, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the rows ``where`` marks: which hold an ISO-8601 timestamp of the common shapes
+    (``YYYY-MM-DD``, then ``[T ]hh:mm[:ss[.ffffff]]`` and ``Z`` or ``+hh[[:]mm]``, between ASCII
+    whitespace, every field in range) and its microseconds since the epoch in UTC. Everything
+    else, and every row without the compiled pass, is left to the caller (handled is False)."""
+    n = len(text)
+    handled = np.zeros(n, dtype=bool)
+    micros = np.zeros(n, dtype=np.int64)
+    if native is None or n == 0:
+        return handled, micros
+    if text.null_count:
+        where = where & text.is_valid().to_numpy(zero_copy_only=False)
+    offsets, data = string_buffers(text)
+    native.iso_micros(offsets.astype(np.int64, copy=False), data, where.view(np.uint8), micros, handled.view(np.uint8))
+    return handled, micros

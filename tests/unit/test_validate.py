@@ -128,7 +128,7 @@ def test_currency_rejects(value):
         (" 2024-01-01T10:00:00z ", utc(2024, 1, 1, 10)),
     ],
 )
-def test_ts_formats(value, expected):
+def test_ts_formats(value, expected, colscan_impl):
     row, err = one(ts=value)
     assert err is None, err
     assert row["ts"] == expected
@@ -149,9 +149,13 @@ def test_ts_formats(value, expected):
         (4102444800, "invalid_value"),
         (True, "invalid_value"),
         ("", "invalid_value"),
+        ("2024-03-01T25:00:00Z", "invalid_value"),
+        ("2024-03-01T10:00:00+05:", "invalid_value"),
+        ("0001-01-01T00:00:00+05:00", "invalid_value"),  # before year 1 in UTC
+        ("9999-12-31T23:00:00-05:00", "invalid_value"),  # after year 9999 in UTC
     ],
 )
-def test_ts_rejects(value, reason):
+def test_ts_rejects(value, reason, colscan_impl):
     assert one(ts=value)[1] == (reason, "ts")
 
 
@@ -230,6 +234,8 @@ VARIED = {
         "2024-03-01T10:00:00-0130", "2024-03-01T00:51:35.5332451Z", "2024-03-01", "2024-02-30",
         "1709251817", "+1709251817", "1709251763505", "1709251817.25", 1709251817, 1709251763505,
         1709251817.5, "yesterday", "", 10**18, -1, None, ..., "1999-12-31T23:59:59Z",
+        " 2024-03-01T10:00:00Z\t", "2024-03-01T10:00+05", "2024-03-01T10:00:00+14:92", "0001-01-01T00:00+05:00",
+        "\u00a02024-03-01", "2024-02-29T10:00:00Z", "2023-02-29T10:00:00Z",
     ],
     "email": ["A@B.co", 5, None, ...],
     "country": ["de", None, ..., 1],
@@ -237,7 +243,7 @@ VARIED = {
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_a_batch_validates_as_its_rows_do_one_by_one(seed):
+def test_a_batch_validates_as_its_rows_do_one_by_one(seed, colscan_impl):
     import random
 
     rng = random.Random(seed)
@@ -271,3 +277,58 @@ def test_typed_batch_validates_as_its_rows_do_one_by_one():
     assert whole[0].to_pylist() == [row for v, _ in alone for row in v.to_pylist()]
     assert whole[1].to_pylist() == [row for _, d in alone for row in d.to_pylist()]
     assert whole[0].num_rows == 2 and whole[1].num_rows == 4
+
+
+def _iso_like(rng) -> str:
+    def two(hi):
+        if rng.random() < 0.9:
+            return f"{rng.randrange(hi + 1):02d}"
+        return rng.choice(["7", "1x", "00", f"{hi:02d}"])
+
+    text = f"{rng.choice(['2024', '2024', '2000', '2099', '1999', '0001', '9999', '20x4'])}-{two(13)}-{two(32)}"
+    if rng.random() < 0.85:
+        text += rng.choice("Tt ;") + two(24) + rng.choice([":", ":", ";"]) + two(60)
+        if rng.random() < 0.8:
+            text += ":" + two(60)
+            if rng.random() < 0.6:
+                text += "." + "".join(rng.choice("0123456789") for _ in range(rng.randrange(9)))
+        zone = rng.random()
+        if zone < 0.35:
+            text += rng.choice("Zz")
+        elif zone < 0.75:
+            text += rng.choice("+-") + two(24) + (rng.choice([":", "", ":"]) + two(60) if rng.random() < 0.7 else "")
+    if rng.random() < 0.15:
+        text = rng.choice([" ", "\t", "\u00a0", "\x1c"]) + text
+    if rng.random() < 0.15:
+        text += rng.choice([" ", "\r\n", "\u2003", "Z", "0", ":"])
+    if rng.random() < 0.05:
+        text = text[: rng.randrange(len(text) + 1)]
+    return text
+
+
+def test_compiled_iso_timestamps_parse_as_arrow_does():
+    # Every string the compiled pass takes must match the ISO pattern and parse to the same
+    # instant as the Arrow path (which is what it was before the pass existed).
+    import random
+
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from transforms import colscan
+    from transforms.ingest.validate import _ISO, _parse_iso
+
+    if not colscan.compiled():
+        pytest.fail("transforms/_colscan.c was not built")
+    rng = random.Random(11)
+    strings = [_iso_like(rng) for _ in range(4000)] + [None]
+    arr = pa.array(strings)
+    handled, micros = colscan.iso_micros(arr, np.ones(len(arr), bool))
+    assert 300 < handled.sum() < len(strings) - 500  # both paths are exercised
+    trimmed = pc.utf8_trim_whitespace(arr)
+    iso = pc.fill_null(pc.match_substring_regex(trimmed, _ISO), False).to_numpy(zero_copy_only=False)
+    assert not (handled & ~iso).any()
+    for i in np.flatnonzero(handled):
+        assert _parse_iso(trimmed.slice(int(i), 1)).cast(pa.int64())[0].as_py() == micros[i], strings[i]
+    where = np.zeros(len(arr), bool)
+    where[::2] = True
+    assert not colscan.iso_micros(arr, where)[0][1::2].any()

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.colscan import string_buffers
+from transforms.colscan import iso_micros, string_buffers
 from transforms.ingest.slots import (
     KIND_FLOAT,
     KIND_INT,
@@ -271,9 +271,9 @@ def _parse_iso_one(value: str | None) -> datetime | None:
         return None
     try:
         dt = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
+        return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: an offset moved it past year 1 or 9999
         return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,13 @@ class TimestampField:
         trimmed = pc.utf8_trim_whitespace(s.text)
         is_str = _kind_in(s, KIND_STR)
         null_str = pa.scalar(None, pa.string())
-        iso_str = _matches(trimmed, is_str, _ISO)
+        # The common ISO shapes are parsed in one compiled pass; Arrow takes the rest.
+        fast, fast_micros = iso_micros(s.text, is_str.to_numpy(zero_copy_only=False))
+        slow = pc.and_not(is_str, pa.array(fast)) if fast.any() else is_str
+        iso_str = _matches(trimmed, slow, _ISO)
+        slow_iso = iso_str
+        if fast.any():
+            iso_str = pc.or_(iso_str, pa.array(fast))
         # Each source of a value (ISO string, typed timestamp, integer, float) is worked out
         # only when the batch holds it; a JSON batch is mostly ISO strings and integers.
         # A date has '-' between digits, so no ISO string is numeric: the rest only are tried.
@@ -339,7 +345,12 @@ class TimestampField:
         is_ts = _kind_in(s, KIND_TIMESTAMP) if s.has(KIND_TIMESTAMP) else None
         if is_ts is not None:
             micros_f = pc.if_else(is_ts, _as_float(s.int), micros_f)
-        iso = _parse_iso(pc.if_else(iso_str, trimmed, null_str)).cast(pa.int64()) if iso_str.true_count else None
+        iso = None
+        if slow_iso.true_count:
+            iso = _parse_iso(pc.if_else(slow_iso, trimmed, null_str)).cast(pa.int64())
+        if fast.any():
+            fast_iso = pa.array(fast_micros, mask=~fast)
+            iso = fast_iso if iso is None else pc.if_else(fast, fast_iso, iso)
         if iso is not None:
             micros_f = pc.if_else(pc.is_valid(iso), _as_float(iso), micros_f)
         in_range = _mask(pc.and_(pc.greater_equal(micros_f, lo), pc.less(micros_f, hi)))
