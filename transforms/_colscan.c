@@ -5,6 +5,8 @@
  * - string_stats: smallest and largest string, shortest and longest in characters.
  * - hash_partitions: transforms.records.hash_partition.
  * - iso_micros: the common ISO-8601 timestamps (the rest are left to Arrow's parser).
+ * - json_quote: JSON string literals, escaped as orjson and json.dumps escape.
+ * - json_rows: rows assembled from columns of JSON value text and the literals between them.
  *
  * A coupon is what datasketches' hll_sketch derives from MurmurHash3_x64_128 (seed 9001) of
  * a value's bytes: the rank (leading zeros of the second half, plus one, capped at 63) above
@@ -399,18 +401,263 @@ done:
     return result;
 }
 
+static const char hex_digits[] = "0123456789abcdef";
+
+/* Bytes a character takes inside a JSON string literal, less one: 0 for most. */
+static unsigned char extra_size[256];
+
+static void init_escapes(void) {
+    for (int c = 0; c < 256; c++) extra_size[c] = c < 0x20 ? 5 : 0;
+    extra_size['"'] = extra_size['\\'] = 1;
+    extra_size['\b'] = extra_size['\t'] = extra_size['\n'] = extra_size['\f'] = extra_size['\r'] = 1;
+}
+
+/* Size of the bytes [p, e) escaped (without quotes). */
+static inline int64_t escaped_len(const unsigned char *p, const unsigned char *e) {
+    int64_t extra = 0;
+    for (const unsigned char *q = p; q < e; q++) extra += extra_size[*q];
+    return (e - p) + extra;
+}
+
+/* Writes the bytes [p, e) escaped to dst (``size`` bytes, from escaped_len); returns the end. */
+static inline unsigned char *write_escaped(unsigned char *dst, const unsigned char *p, const unsigned char *e,
+                                           int64_t size) {
+    if (size == e - p) {
+        memcpy(dst, p, (size_t)size);
+        return dst + size;
+    }
+    for (; p < e; p++) {
+        unsigned char c = *p;
+        switch (extra_size[c]) {
+        case 0:
+            *dst++ = c;
+            break;
+        case 1:
+            *dst++ = '\\';
+            *dst++ = c == '"' ? '"' : c == '\\' ? '\\' : c == '\b' ? 'b' : c == '\t' ? 't' : c == '\n' ? 'n'
+                   : c == '\f' ? 'f' : 'r';
+            break;
+        default:
+            memcpy(dst, "\\u00", 4);
+            dst[4] = hex_digits[c >> 4];
+            dst[5] = hex_digits[c & 15];
+            dst += 6;
+        }
+    }
+    return dst;
+}
+
+/* json_quote(offsets, data, valid) -> (offsets, data): each string as a quoted, escaped JSON
+ * literal (int64 offsets; entries ``valid`` marks false, a byte each, or None for all valid,
+ * are left empty). */
+static PyObject *json_quote(PyObject *self, PyObject *args) {
+    PyObject *o_off, *o_data, *o_valid;
+    if (!PyArg_ParseTuple(args, "OOO", &o_off, &o_data, &o_valid)) return NULL;
+    Py_buffer off, data, valid = {0};
+    if (get(o_off, &off, 0) < 0) return NULL;
+    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
+    if (o_valid != Py_None && get(o_valid, &valid, 0) < 0) {
+        PyBuffer_Release(&off);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *result = NULL, *out_off = NULL, *out_data = NULL;
+    Py_ssize_t n = off.len / 8 - 1;
+    const int64_t *offsets = (const int64_t *)off.buf;
+    const unsigned char *mask = o_valid == Py_None ? NULL : (const unsigned char *)valid.buf;
+    if (off.len % 8 || n < 0 || (mask && valid.len != n)) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be n + 1 int64s and valid n bytes");
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)data.buf;
+    int bad = offsets[0] < 0 || offsets[n] > data.len;
+    for (Py_ssize_t i = 0; i < n && !bad; i++) bad = offsets[i + 1] < offsets[i];
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
+        goto done;
+    }
+    out_off = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
+    if (!out_off) goto done;
+    int64_t *dst_off = (int64_t *)PyByteArray_AS_STRING(out_off);
+    dst_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t size = mask && !mask[i] ? 0 : escaped_len(base + offsets[i], base + offsets[i + 1]) + 2;
+        dst_off[i + 1] = dst_off[i] + size;
+    }
+    out_data = PyByteArray_FromStringAndSize(NULL, dst_off[n]);
+    if (!out_data) goto done;
+    unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(out_data);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t size = dst_off[i + 1] - dst_off[i];
+        if (!size) continue;
+        *dst++ = '"';
+        dst = write_escaped(dst, base + offsets[i], base + offsets[i + 1], size - 2);
+        *dst++ = '"';
+    }
+    result = PyTuple_Pack(2, out_off, out_data);
+done:
+    Py_XDECREF(out_off);
+    Py_XDECREF(out_data);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&data);
+    if (mask) PyBuffer_Release(&valid);
+    return result;
+}
+
+typedef struct {
+    Py_buffer off, data, valid;
+    int has_valid, mode; /* 0: text as it is; 1: quoted; 2: escaped and quoted */
+} column_t;
+
+/* json_rows(columns, literals) -> (offsets, data): row i is literals[0], the text of column 0
+ * at i, literals[1], ... literals[k]. A column is (offsets: n + 1 int64s, data, valid: n bytes
+ * or None, mode: 0 for JSON text, 1 for text to quote, 2 for strings to escape and quote); a null
+ * value is written as null. */
+static PyObject *json_rows(PyObject *self, PyObject *args) {
+    PyObject *o_cols, *o_lits;
+    if (!PyArg_ParseTuple(args, "OO", &o_cols, &o_lits)) return NULL;
+    PyObject *cols = PySequence_Fast(o_cols, "columns must be a sequence");
+    if (!cols) return NULL;
+    PyObject *lits = PySequence_Fast(o_lits, "literals must be a sequence");
+    if (!lits) { Py_DECREF(cols); return NULL; }
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(cols), got = 0, n = -1;
+    column_t *c = PyMem_Calloc(k ? k : 1, sizeof(column_t));
+    PyObject *result = NULL, *out_off = NULL, *out_data = NULL;
+    if (!c) { PyErr_NoMemory(); goto done; }
+    if (PySequence_Fast_GET_SIZE(lits) != k + 1) {
+        PyErr_SetString(PyExc_ValueError, "one literal more than columns is needed");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j <= k; j++) {
+        if (!PyBytes_Check(PySequence_Fast_GET_ITEM(lits, j))) {
+            PyErr_SetString(PyExc_TypeError, "literals must be bytes");
+            goto done;
+        }
+    }
+    for (; got < k; got++) {
+        PyObject *o_off, *o_data, *o_valid;
+        int mode;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(cols, got), "OOOi", &o_off, &o_data, &o_valid, &mode)) goto done;
+        if (mode < 0 || mode > 2) {
+            PyErr_SetString(PyExc_ValueError, "a column's mode is 0, 1 or 2");
+            goto done;
+        }
+        column_t *col = &c[got];
+        if (get(o_off, &col->off, 0) < 0) goto done;
+        if (get(o_data, &col->data, 0) < 0) { PyBuffer_Release(&col->off); goto done; }
+        if (o_valid != Py_None) {
+            if (get(o_valid, &col->valid, 0) < 0) {
+                PyBuffer_Release(&col->off);
+                PyBuffer_Release(&col->data);
+                goto done;
+            }
+            col->has_valid = 1;
+        }
+        col->mode = mode;
+        Py_ssize_t rows = col->off.len / 8 - 1;
+        const int64_t *o = (const int64_t *)col->off.buf;
+        int bad = col->off.len % 8 || rows < 0 || (n >= 0 && rows != n) || (col->has_valid && col->valid.len != rows);
+        if (!bad) {
+            bad = o[0] < 0 || o[rows] > col->data.len;
+            for (Py_ssize_t i = 0; i < rows && !bad; i++) bad = o[i + 1] < o[i];
+        }
+        if (bad) {
+            got++;
+            PyErr_SetString(PyExc_ValueError, "every column needs n + 1 ascending int64 offsets inside its data and n valid bytes");
+            goto done;
+        }
+        n = rows;
+    }
+    if (n < 0) n = 0;
+    int64_t lit_total = 0;
+    for (Py_ssize_t j = 0; j <= k; j++) lit_total += PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(lits, j));
+    int64_t total = lit_total * n;
+    /* Escaped sizes are kept per value, so the writing pass knows which need escaping. */
+    int64_t **sizes = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
+    if (!sizes) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        const int64_t *o = (const int64_t *)c[j].off.buf;
+        const unsigned char *v = c[j].has_valid ? (const unsigned char *)c[j].valid.buf : NULL;
+        const unsigned char *b = (const unsigned char *)c[j].data.buf;
+        if (c[j].mode == 2 && !(sizes[j] = PyMem_Malloc((n ? n : 1) * sizeof(int64_t)))) {
+            for (Py_ssize_t q = 0; q < j; q++) PyMem_Free(sizes[q]);
+            PyMem_Free(sizes);
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (v && !v[i]) total += 4;
+            else if (c[j].mode == 2) total += (sizes[j][i] = escaped_len(b + o[i], b + o[i + 1])) + 2;
+            else total += o[i + 1] - o[i] + (c[j].mode == 1 ? 2 : 0);
+        }
+    }
+    out_off = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
+    out_data = PyByteArray_FromStringAndSize(NULL, total);
+    if (!out_off || !out_data) {
+        for (Py_ssize_t j = 0; j < k; j++) PyMem_Free(sizes[j]);
+        PyMem_Free(sizes);
+        goto done;
+    }
+    int64_t *dst_off = (int64_t *)PyByteArray_AS_STRING(out_off);
+    unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(out_data);
+    int64_t at = 0;
+    dst_off[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t j = 0; j <= k; j++) {
+            PyObject *lit = PySequence_Fast_GET_ITEM(lits, j);
+            memcpy(dst + at, PyBytes_AS_STRING(lit), PyBytes_GET_SIZE(lit));
+            at += PyBytes_GET_SIZE(lit);
+            if (j == k) break;
+            const int64_t *o = (const int64_t *)c[j].off.buf;
+            if (c[j].has_valid && !((const unsigned char *)c[j].valid.buf)[i]) {
+                memcpy(dst + at, "null", 4);
+                at += 4;
+                continue;
+            }
+            const unsigned char *b = (const unsigned char *)c[j].data.buf;
+            if (c[j].mode) dst[at++] = '"';
+            if (c[j].mode == 2) {
+                at = write_escaped(dst + at, b + o[i], b + o[i + 1], sizes[j][i]) - dst;
+            } else {
+                memcpy(dst + at, b + o[i], o[i + 1] - o[i]);
+                at += o[i + 1] - o[i];
+            }
+            if (c[j].mode) dst[at++] = '"';
+        }
+        dst_off[i + 1] = at;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) PyMem_Free(sizes[j]);
+    PyMem_Free(sizes);
+    result = PyTuple_Pack(2, out_off, out_data);
+done:
+    Py_XDECREF(out_off);
+    Py_XDECREF(out_data);
+    for (Py_ssize_t j = 0; j < got; j++) {
+        PyBuffer_Release(&c[j].off);
+        PyBuffer_Release(&c[j].data);
+        if (c[j].has_valid) PyBuffer_Release(&c[j].valid);
+    }
+    PyMem_Free(c);
+    Py_DECREF(cols);
+    Py_DECREF(lits);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"string_coupons", string_coupons, METH_VARARGS, "Coupons of strings given their offsets and bytes."},
     {"word_coupons", word_coupons, METH_VARARGS, "Coupons of 8-byte values."},
     {"string_stats", string_stats, METH_VARARGS, "Smallest, largest, shortest and longest string."},
     {"hash_partitions", hash_partitions, METH_VARARGS, "Stable partition numbers of strings."},
     {"iso_micros", iso_micros, METH_VARARGS, "Microseconds of the common ISO-8601 timestamps."},
+    {"json_quote", json_quote, METH_VARARGS, "Strings as quoted, escaped JSON literals."},
+    {"json_rows", json_rows, METH_VARARGS, "Rows from columns of JSON value text and literals."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_colscan", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__colscan(void) {
+    init_escapes();
     const uint16_t probe = 1;
     if (*(const unsigned char *)&probe != 1) {
         PyErr_SetString(PyExc_ImportError, "_colscan supports little-endian hosts only");

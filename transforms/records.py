@@ -25,6 +25,7 @@ __all__ = [
     "hash_partition",
     "iso_text",
     "json_quote",
+    "json_lines",
     "json_text",
     "joined_lines",
     "raw_text",
@@ -187,6 +188,9 @@ _SHORT_ESCAPES = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r
 
 def json_quote(strings: pa.Array) -> pa.Array:
     """JSON string literals for a string array (null stays null)."""
+    quoted = colscan.json_quote(strings)
+    if quoted is not None:
+        return quoted if pa.types.is_string(quoted.type) else quoted.cast(pa.string())
     if pa.types.is_large_string(strings.type):
         strings = strings.cast(pa.string())
     # One scan finds which bytes need escaping (clean text is the common case): each Arrow
@@ -247,6 +251,8 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
     t = column.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         strings = column.cast(pa.string())
+        if colscan.compiled():  # quoting in one pass costs less than looking for what to escape
+            return json_quote(strings), False
         if _needs_escape(strings):
             return json_quote(strings), False
         return strings, True
@@ -266,6 +272,35 @@ def as_array(x: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(x, pa.ChunkedArray):
         return x.chunk(0) if x.num_chunks == 1 else x.combine_chunks()
     return x
+
+
+def json_lines(table: pa.Table) -> pa.Buffer:
+    """The rows as JSON objects (see :func:`json_text`), each followed by a newline, in one buffer."""
+    if colscan.compiled() and table.num_columns:
+        return pa.py_buffer(_compiled_rows(table, "}\n")[1])
+    return joined_lines(json_text(table))
+
+
+def _compiled_rows(table: pa.Table, end: str) -> tuple[np.ndarray, bytearray]:
+    """Row offsets and bytes of the rows as JSON objects, each closed by ``end``: one pass of the
+    compiled column code over every column's JSON value text."""
+    columns, literals, literal = [], [], "{"
+    for i, name in enumerate(table.column_names):
+        literal += ("" if i == 0 else ",") + orjson.dumps(name).decode() + ":"
+        value = as_array(table.column(i))
+        if pa.types.is_string(value.type) or pa.types.is_large_string(value.type):
+            mode = 2  # escaped and quoted as it is written
+        else:
+            value, bare = _json_value(value)
+            mode = int(bare)
+        offsets, data = string_buffers(value)
+        valid = value.is_valid().to_numpy(zero_copy_only=False).view(np.uint8) if value.null_count else None
+        columns.append((offsets.astype(np.int64, copy=False), data, valid, mode))
+        literals.append(literal.encode())
+        literal = ""
+    literals.append(end.encode())
+    offsets, data = colscan.native.json_rows(columns, literals)
+    return np.frombuffer(offsets, dtype=np.int64), data
 
 
 def joined_lines(strings: pa.Array) -> pa.Buffer:
@@ -319,6 +354,14 @@ def json_text(table: pa.Table) -> pa.Array:
     n = table.num_rows
     if table.num_columns == 0:
         return pa.array(["{}"] * n, pa.string())
+    if colscan.compiled():
+        offsets, data = _compiled_rows(table, "}")
+        kind = pa.string()
+        if offsets[-1] < 2**31:
+            offsets = offsets.astype(np.int32)
+        else:
+            kind = pa.large_string()
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     # Literal text between values is gathered so each column costs one join argument.
     parts: list = []
     literal = "{"

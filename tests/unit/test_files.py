@@ -220,14 +220,20 @@ def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards):
         dead_letters("parse", "malformed", None, "bad", pa.array(raws[i : i + 10]), pa.array(["f.jsonl"] * 10))
         for i in range(0, 40, 10)
     ]
-    with pipeline() as p:
-        _ = p | beam.Create(batches) | WriteDeadLetters(str(tmp_path), shards=shards)
-    files = sorted(tmp_path.glob("*.jsonl"))
+    from transforms.records import hash_partition
+
+    for name, order in (("a", batches), ("b", batches[::-1])):
+        with pipeline() as p:
+            _ = p | name >> beam.Create(order) | WriteDeadLetters(str(tmp_path / name), shards=shards)
+    files = sorted((tmp_path / "a").glob("*.jsonl"))
     assert [f.name for f in files][:1] == ["part-00000.jsonl"]
     assert 1 <= len(files) <= shards and (shards == 1 or len(files) > 1)
     rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert sorted(r["raw"] for r in rows) == sorted(raws)
-    # Each file's rows are sorted (source, raw, ...): the same bytes on every run.
+    # Each file lists its rows by (source, stable hash of raw, raw, ...): the same bytes on
+    # every run, whatever order the batches came in.
     for f in files:
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
         got = [json.loads(line)["raw"] for line in f.read_text().splitlines()]
-        assert got == sorted(got)
+        assert got == sorted(got, key=lambda r: (hash_partition(pa.array([r]), 2**62)[0], r))
+        assert got != sorted(got)  # not merely the text order

@@ -50,7 +50,7 @@ def test_hash_partition_compiled_equals_numpy(monkeypatch):
     assert compiled == [hash_partition(c, 997).tolist() for c in cases]
 
 
-def test_json_text_round_trips_through_json():
+def test_json_text_round_trips_through_json(colscan_impl):
     table = pa.table(
         {
             "s": ['a"b\\c', "tab\there", None],
@@ -66,9 +66,33 @@ def test_json_text_round_trips_through_json():
     assert docs[2]["s"] is None and docs[2]["ts"] is None
 
 
-def test_json_quote_escapes_control_characters():
+def test_json_quote_escapes_control_characters(colscan_impl):
     out = json_quote(pa.array(["a\nb", "\x01"])).to_pylist()
     assert [json.loads(x) for x in out] == ["a\nb", "\x01"]
+
+
+def test_compiled_json_quote_writes_what_orjson_writes(monkeypatch):
+    import random
+
+    import orjson
+
+    from transforms import colscan
+
+    if not colscan.compiled():
+        pytest.fail("transforms/_colscan.c was not built")
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(0x20)] + ['"', "\\", "/", "a", " ", "\x7f", "é", "\u2028", "日", "😀"]
+    strings = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(12))) for _ in range(3000)]
+    strings[::41] = [None] * len(strings[::41])
+    arr = pa.array(strings)
+    for case in (arr, arr.slice(17, 1000), arr.cast(pa.large_string()), pa.array([], pa.string())):
+        quoted = json_quote(case)
+        assert quoted.type == pa.string() and quoted.null_count == case.null_count
+        expected = [None if v is None else orjson.dumps(v).decode() for v in case.to_pylist()]
+        assert quoted.to_pylist() == expected
+        monkeypatch.setattr(colscan, "native", None)
+        assert json_quote(case).to_pylist() == expected
+        monkeypatch.undo()
 
 
 def test_dead_letters_broadcast_scalars():
@@ -97,7 +121,7 @@ def test_hash_partition_same_for_fixed_and_mixed_width_keys(colscan_impl):
     assert (long_fixed == long_mixed[:2]).all() and long_fixed[0] != long_fixed[1]
 
 
-def test_json_text_plain_strings_and_timestamps_without_nulls():
+def test_json_text_plain_strings_and_timestamps_without_nulls(colscan_impl):
     table = pa.table(
         {
             "id": ["a", "b"],
@@ -132,7 +156,7 @@ def test_slices_by_groups_rows_by_id_in_id_order_keeping_row_order():
     assert list(slices_by(table.slice(0, 0), np.array([], np.int64))) == []
 
 
-def test_raw_text_writes_typed_records_as_json_and_keeps_text():
+def test_raw_text_writes_typed_records_as_json_and_keeps_text(colscan_impl):
     typed = record_struct(pa.table({"id": [1, None], "name": ['a"b', "c"]}))
     assert raw_text(typed).to_pylist() == ['{"id":1,"name":"a\\"b"}', '{"id":null,"name":"c"}']
     assert raw_text(typed.slice(1)).to_pylist() == ['{"id":null,"name":"c"}']
@@ -153,7 +177,7 @@ def test_concat_records_turns_differing_struct_records_into_text():
     assert mixed.column("k").to_pylist() == [1, 2]
 
 
-def test_dead_letter_lines_are_what_orjson_writes(tmp_path):
+def test_dead_letter_lines_are_what_orjson_writes(tmp_path, colscan_impl):
     import orjson
 
     from transforms.sinks.deadletters import write_jsonl
