@@ -313,7 +313,9 @@ def file_io(cfg: EventsConfig, root: str) -> EventsIO:
             spill_dir=join_path(scratch, "curated"),
         ),
         aggregates=WriteLake(join_path(root, "aggregates"), sort_by=AGGREGATE_KEYS),
-        dead_letters=WriteDeadLetters(join_path(root, "dlq"), shards=cfg.dlq_shards),
+        dead_letters=WriteDeadLetters(
+            join_path(root, "dlq"), shards=cfg.dlq_shards, spill_dir=join_path(scratch, "dlq")
+        ),
         report=WriteJson(join_path(root, "_run", "report.json")),
         profile=WriteJson(join_path(root, "_run", "profile.json")) if cfg.profile else None,
     )

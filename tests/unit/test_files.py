@@ -208,8 +208,8 @@ def test_spill_step_holds_tables_of_a_bundle_and_spills_them_together(pipeline, 
     assert 3 <= len(list(tmp_path.iterdir())) < len(elements)
 
 
-@pytest.mark.parametrize("shards", [1, 3])
-def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards):
+@pytest.mark.parametrize("shards,spill", [(1, False), (3, False), (1, True), (3, True)])
+def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards, spill):
     import json
 
     from transforms.records import dead_letters
@@ -224,7 +224,8 @@ def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards):
 
     for name, order in (("a", batches), ("b", batches[::-1])):
         with pipeline() as p:
-            _ = p | name >> beam.Create(order) | WriteDeadLetters(str(tmp_path / name), shards=shards)
+            spill_dir = str(tmp_path / f"spill-{name}") if spill else None
+            _ = p | name >> beam.Create(order) | WriteDeadLetters(str(tmp_path / name), shards, spill_dir)
     files = sorted((tmp_path / "a").glob("*.jsonl"))
     assert [f.name for f in files][:1] == ["part-00000.jsonl"]
     assert 1 <= len(files) <= shards and (shards == 1 or len(files) > 1)
@@ -232,6 +233,7 @@ def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards):
     assert sorted(r["raw"] for r in rows) == sorted(raws)
     # Each file lists its rows by (source, stable hash of raw, raw, ...): the same bytes on
     # every run, whatever order the batches came in.
+    assert any((tmp_path / "spill-a").iterdir()) if spill else not (tmp_path / "spill-a").exists()
     for f in files:
         assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
         got = [json.loads(line)["raw"] for line in f.read_text().splitlines()]

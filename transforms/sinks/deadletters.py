@@ -46,15 +46,17 @@ class WriteDeadLetters(beam.PTransform):
     Args:
         root: Output directory on any Beam filesystem.
         shards: Number of files, split by a stable hash of ``raw``.
+        spill_dir: If set, dead letters are written there as Arrow files on their way to the
+            writer and only their paths are shuffled (see ``WriteKeyedTables``).
 
     Returns a PCollection of ``{"path", "rows"}`` dicts, one per file written.
     """
 
-    def __init__(self, root: str, shards: int = 1, label: str | None = None):
+    def __init__(self, root: str, shards: int = 1, spill_dir: str | None = None, label: str | None = None):
         super().__init__(label)
         if shards < 1:
             raise ValueError("shards must be >= 1")
-        self._root, self._shards = root, shards
+        self._root, self._shards, self._spill_dir = root, shards, spill_dir
 
     def expand(self, tables):
         return (
@@ -64,5 +66,7 @@ class WriteDeadLetters(beam.PTransform):
             .with_input_types(pa.Table)
             .with_output_types(beam.typehints.KV[str, pa.Table])
             | "Files"
-            >> WriteKeyedTables(self._root, ("source", _ORDER, "raw", "stage", "reason", "field"), write_jsonl)
+            >> WriteKeyedTables(
+                self._root, ("source", _ORDER, "raw", "stage", "reason", "field"), write_jsonl, self._spill_dir
+            )
         )
