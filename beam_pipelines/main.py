@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import gc
 import json
 import logging
 import math
@@ -309,6 +310,9 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         try:
             p = beam.Pipeline(runner=runner, options=options)
             module.build(p, cfg, module.file_io(cfg, staging))
+            # The launcher's heap (Beam, Arrow, the built pipeline) is left out of garbage
+            # collection while the runner works: each full collection walked all of it.
+            gc.freeze()
             beam_result = p.run()
             beam_result.wait_until_finish()
         except Exception as e:
@@ -331,25 +335,29 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         observer.close()
         raise RunError(f"audit failed, nothing published: {reason} (staged outputs and report.html kept "
                        f"in {staging})")  # fmt: skip
-    publish.publish(staging, cfg.output)
-    run_dir = join_path(cfg.output, "_run")
-    report = read_json(join_path(run_dir, "report.json"))
-    published = publish.count_published(cfg.output)
-    result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
-    if workers:
-        result["workers"] = workers
-    doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
-    observer.close()
-    result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))
-    with FileSystems.create(join_path(run_dir, "summary.json")) as fh:
-        fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
-    out.write(summary.render(result))
-    out.flush()
-    if not result["conservation_ok"]:
-        raise RunError("conservation check failed: read != curated + dead_lettered + duplicates + late "
-                       f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
-    if not result["files_match"]:
-        raise RunError("published files do not hold the counted rows (see _run/summary.json)")
+    cleanup = publish.publish(staging, cfg.output)
+    try:
+        run_dir = join_path(cfg.output, "_run")
+        report = read_json(join_path(run_dir, "report.json"))
+        published = publish.count_published(cfg.output)
+        result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
+        if workers:
+            result["workers"] = workers
+        doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
+        observer.close()
+        result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))
+        with FileSystems.create(join_path(run_dir, "summary.json")) as fh:
+            fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
+        out.write(summary.render(result))
+        out.flush()
+        if not result["conservation_ok"]:
+            raise RunError("conservation check failed: read != curated + dead_lettered + duplicates + late "
+                           f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
+        if not result["files_match"]:
+            raise RunError("published files do not hold the counted rows (see _run/summary.json)")
+    finally:
+        if cleanup is not None:
+            cleanup.join()
     return result
 
 

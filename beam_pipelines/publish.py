@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 
 import pyarrow.parquet as pq
@@ -58,8 +59,13 @@ def _files_under(root: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
-def publish(staging: str, output: str) -> None:
-    """Moves each staged output directory into place, replacing the previous one whole."""
+def publish(staging: str, output: str) -> threading.Thread | None:
+    """Moves each staged output directory into place, replacing the previous one whole.
+
+    On a local filesystem what is left of the staging directory (the shuffle's scratch files,
+    gigabytes on a large run) is removed by the returned thread, so the caller can go on with
+    the report meanwhile; join it before exiting.
+    """
     if is_local(output):
         out, stage = _local(output), _local(staging)
         for name in OUTPUTS:
@@ -72,12 +78,9 @@ def publish(staging: str, output: str) -> None:
             os.replace(src, dst)
             if os.path.exists(old):
                 shutil.rmtree(old)
-        shutil.rmtree(stage, ignore_errors=True)
-        try:
-            os.rmdir(os.path.join(out, "_staging"))
-        except OSError:
-            pass
-        return
+        cleanup = threading.Thread(target=_remove_staging, args=(stage, out), name="remove-staging")
+        cleanup.start()
+        return cleanup
     for name in OUTPUTS:
         dst = join_path(output, name)
         stale = _files_under(dst)
@@ -89,6 +92,15 @@ def publish(staging: str, output: str) -> None:
             targets = [dst + s[len(src_root) :] for s in sources]
             FileSystems.rename(sources, targets)
     discard(staging)  # what is left: scratch files of the shuffle
+    return None
+
+
+def _remove_staging(stage: str, out: str) -> None:
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        os.rmdir(os.path.join(out, "_staging"))
+    except OSError:
+        pass
 
 
 def discard(staging: str) -> None:
