@@ -69,72 +69,114 @@ static inline uint64_t coupon(const unsigned char *p, size_t len) {
     return (rank << 26) | (h1 & ADDR_MASK);
 }
 
-static int get(PyObject *obj, Py_buffer *view, int writable) {
-    return PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE);
+/* A string column: n + 1 ascending int64 offsets into its bytes, checked once on the way in. */
+typedef struct {
+    Py_buffer off, data;
+    Py_ssize_t n;
+    const int64_t *at;
+    const unsigned char *bytes;
+} strings_t;
+
+static int get_strings(PyObject *o_off, PyObject *o_data, strings_t *s) {
+    if (PyObject_GetBuffer(o_off, &s->off, PyBUF_SIMPLE) < 0) return -1;
+    if (PyObject_GetBuffer(o_data, &s->data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&s->off);
+        return -1;
+    }
+    s->n = s->off.len / 8 - 1;
+    s->at = (const int64_t *)s->off.buf;
+    s->bytes = (const unsigned char *)s->data.buf;
+    int bad = s->off.len % 8 || s->n < 0 || s->at[0] < 0 || s->at[s->n] > s->data.len;
+    for (Py_ssize_t i = 0; i < s->n && !bad; i++) bad = s->at[i + 1] < s->at[i];
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "offsets must be n + 1 ascending int64s inside the data");
+        PyBuffer_Release(&s->off);
+        PyBuffer_Release(&s->data);
+        return -1;
+    }
+    return 0;
 }
 
-/* string_coupons(offsets, data, out): coupons of n strings whose int64 offsets (n + 1 of
- * them) index ``data``; empty strings get 0. */
+static void release_strings(strings_t *s) {
+    PyBuffer_Release(&s->off);
+    PyBuffer_Release(&s->data);
+}
+
+/* A buffer of exactly ``size`` bytes (writable when asked); ``what`` names it in the error. */
+static int get_sized(PyObject *obj, Py_ssize_t size, int writable, Py_buffer *view, const char *what) {
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
+    if (view->len != size) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %zd bytes, not %zd", what, size, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* An optional mask of n bytes (None: every entry); *mask is NULL for None. */
+static int get_mask(PyObject *obj, Py_ssize_t n, Py_buffer *view, const unsigned char **mask) {
+    *mask = NULL;
+    if (obj == Py_None) return 0;
+    if (get_sized(obj, n, 0, view, "a mask") < 0) return -1;
+    *mask = (const unsigned char *)view->buf;
+    return 0;
+}
+
+/* The arguments (offsets, data, valid) of a pass over a column's strings and their mask. */
+static int get_masked_strings(PyObject *args, strings_t *s, Py_buffer *valid, const unsigned char **mask) {
+    PyObject *o_off, *o_data, *o_valid;
+    if (!PyArg_ParseTuple(args, "OOO", &o_off, &o_data, &o_valid) || get_strings(o_off, o_data, s) < 0) return -1;
+    if (get_mask(o_valid, s->n, valid, mask) < 0) {
+        release_strings(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* string_coupons(offsets, data, out): coupons of n strings (out: n uint64s); empty strings get 0. */
 static PyObject *string_coupons(PyObject *self, PyObject *args) {
     PyObject *o_off, *o_data, *o_out;
-    if (!PyArg_ParseTuple(args, "OOO", &o_off, &o_data, &o_out)) return NULL;
-    Py_buffer off, data, out;
-    if (get(o_off, &off, 0) < 0) return NULL;
-    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
-    if (get(o_out, &out, 1) < 0) { PyBuffer_Release(&off); PyBuffer_Release(&data); return NULL; }
-    Py_ssize_t n = out.len / 8;
-    PyObject *result = NULL;
-    if (out.len % 8 || off.len != (n + 1) * 8) {
-        PyErr_SetString(PyExc_ValueError, "out must hold 8 bytes per string and offsets n + 1 int64s");
-        goto done;
+    strings_t s;
+    Py_buffer out;
+    if (!PyArg_ParseTuple(args, "OOO", &o_off, &o_data, &o_out) || get_strings(o_off, o_data, &s) < 0) return NULL;
+    if (get_sized(o_out, s.n * 8, 1, &out, "out") < 0) {
+        release_strings(&s);
+        return NULL;
     }
-    const unsigned char *base = (const unsigned char *)data.buf;
-    const int64_t *offsets = (const int64_t *)off.buf;
     uint64_t *dst = (uint64_t *)out.buf;
-    int bad = offsets[0] < 0 || offsets[n] > data.len;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        int64_t a = offsets[i], b = offsets[i + 1];
-        if (b < a) bad = 1;
-        else dst[i] = b > a ? coupon(base + a, (size_t)(b - a)) : 0;
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        int64_t a = s.at[i], b = s.at[i + 1];
+        dst[i] = b > a ? coupon(s.bytes + a, (size_t)(b - a)) : 0;
     }
     Py_END_ALLOW_THREADS
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
-done:
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&data);
     PyBuffer_Release(&out);
-    return result;
+    release_strings(&s);
+    Py_RETURN_NONE;
 }
 
 /* word_coupons(words, out): coupons of 8-byte values (int64, or a double's bits). */
 static PyObject *word_coupons(PyObject *self, PyObject *args) {
     PyObject *o_in, *o_out;
-    if (!PyArg_ParseTuple(args, "OO", &o_in, &o_out)) return NULL;
     Py_buffer in, out;
-    if (get(o_in, &in, 0) < 0) return NULL;
-    if (get(o_out, &out, 1) < 0) { PyBuffer_Release(&in); return NULL; }
-    PyObject *result = NULL;
-    if (in.len % 8 || out.len != in.len) {
-        PyErr_SetString(PyExc_ValueError, "words and out must both hold 8 bytes per value");
-    } else {
-        const unsigned char *src = (const unsigned char *)in.buf;
-        uint64_t *dst = (uint64_t *)out.buf;
-        Py_ssize_t n = in.len / 8;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++) dst[i] = coupon(src + 8 * i, 8);
-        Py_END_ALLOW_THREADS
-        Py_INCREF(Py_None);
-        result = Py_None;
+    if (!PyArg_ParseTuple(args, "OO", &o_in, &o_out) || PyObject_GetBuffer(o_in, &in, PyBUF_SIMPLE) < 0) return NULL;
+    if (in.len % 8) {
+        PyErr_SetString(PyExc_ValueError, "words must hold 8 bytes per value");
+        PyBuffer_Release(&in);
+        return NULL;
     }
+    if (get_sized(o_out, in.len, 1, &out, "out") < 0) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    const unsigned char *src = (const unsigned char *)in.buf;
+    uint64_t *dst = (uint64_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < in.len / 8; i++) dst[i] = coupon(src + 8 * i, 8);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&in);
     PyBuffer_Release(&out);
-    return result;
+    Py_RETURN_NONE;
 }
 
 static inline int less(const unsigned char *a, int64_t na, const unsigned char *b, int64_t nb) {
@@ -157,34 +199,18 @@ static inline int64_t chars(const unsigned char *p, int64_t n) {
  * characters, most characters) over the entries ``valid`` marks (a byte per entry, or None for
  * all); None when there are none. Strings compare as bytes, as Arrow's min_max does. */
 static PyObject *string_stats(PyObject *self, PyObject *args) {
-    PyObject *o_off, *o_data, *o_valid;
-    if (!PyArg_ParseTuple(args, "OOO", &o_off, &o_data, &o_valid)) return NULL;
-    Py_buffer off, data, valid = {0};
-    if (get(o_off, &off, 0) < 0) return NULL;
-    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
-    if (o_valid != Py_None && get(o_valid, &valid, 0) < 0) {
-        PyBuffer_Release(&off);
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    Py_ssize_t n = off.len / 8 - 1;
-    const int64_t *offsets = (const int64_t *)off.buf;
-    const unsigned char *mask = o_valid == Py_None ? NULL : (const unsigned char *)valid.buf;
-    if (off.len % 8 || n < 0 || (mask && valid.len != n)) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be n + 1 int64s and valid n bytes");
-        goto done;
-    }
-    const unsigned char *base = (const unsigned char *)data.buf;
+    strings_t s;
+    Py_buffer valid;
+    const unsigned char *mask;
+    if (get_masked_strings(args, &s, &valid, &mask) < 0) return NULL;
     Py_ssize_t lo = -1, hi = -1;
     int64_t fewest = 0, most = 0;
-    int bad = offsets[0] < 0 || offsets[n] > data.len;
+    const int64_t *at = s.at;
+    const unsigned char *base = s.bytes;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        int64_t a = offsets[i], b = offsets[i + 1];
-        if (b < a) { bad = 1; break; }
+    for (Py_ssize_t i = 0; i < s.n; i++) {
         if (mask && !mask[i]) continue;
-        int64_t c = chars(base + a, b - a);
+        int64_t a = at[i], b = at[i + 1], c = chars(base + a, b - a);
         if (lo < 0) {
             lo = hi = i;
             fewest = most = c;
@@ -192,79 +218,56 @@ static PyObject *string_stats(PyObject *self, PyObject *args) {
         }
         if (c < fewest) fewest = c;
         if (c > most) most = c;
-        if (less(base + a, b - a, base + offsets[lo], offsets[lo + 1] - offsets[lo])) lo = i;
-        else if (less(base + offsets[hi], offsets[hi + 1] - offsets[hi], base + a, b - a)) hi = i;
+        if (less(base + a, b - a, base + at[lo], at[lo + 1] - at[lo])) lo = i;
+        else if (less(base + at[hi], at[hi + 1] - at[hi], base + a, b - a)) hi = i;
     }
     Py_END_ALLOW_THREADS
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
-        goto done;
-    }
-    if (lo < 0) {
-        Py_INCREF(Py_None);
-        result = Py_None;
-    } else {
-        result = Py_BuildValue("nnLL", lo, hi, (long long)fewest, (long long)most);
-    }
-done:
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&data);
     if (mask) PyBuffer_Release(&valid);
-    return result;
+    release_strings(&s);
+    if (lo < 0) Py_RETURN_NONE;
+    return Py_BuildValue("nnLL", lo, hi, (long long)fewest, (long long)most);
 }
 
-/* hash_partitions(offsets, data, weights, partitions, out): each string's partition, from the
- * sum over its bytes of (byte + 1) * weights[position % 256] (modulo 2**64), mixed. */
+/* hash_partitions(offsets, data, weights, partitions, out): each string's partition (out: n
+ * int64s), from the sum over its bytes of (byte + 1) * weights[position % 256] (modulo 2**64),
+ * mixed. */
 static PyObject *hash_partitions(PyObject *self, PyObject *args) {
     PyObject *o_off, *o_data, *o_w, *o_out;
     unsigned long long partitions;
+    strings_t s;
+    Py_buffer w, out;
     if (!PyArg_ParseTuple(args, "OOOKO", &o_off, &o_data, &o_w, &partitions, &o_out)) return NULL;
-    Py_buffer off, data, w, out;
-    if (get(o_off, &off, 0) < 0) return NULL;
-    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
-    if (get(o_w, &w, 0) < 0) { PyBuffer_Release(&off); PyBuffer_Release(&data); return NULL; }
-    if (get(o_out, &out, 1) < 0) {
-        PyBuffer_Release(&off);
-        PyBuffer_Release(&data);
-        PyBuffer_Release(&w);
+    if (partitions < 1 || partitions > INT64_MAX) {
+        PyErr_SetString(PyExc_ValueError, "partitions must be in [1, 2**63)");
         return NULL;
     }
-    PyObject *result = NULL;
-    Py_ssize_t n = out.len / 8;
-    if (out.len % 8 || off.len != (n + 1) * 8 || w.len != 256 * 8 || partitions < 1 || partitions > INT64_MAX) {
-        PyErr_SetString(PyExc_ValueError,
-                        "out must hold n int64s, offsets n + 1 int64s, weights 256 uint64s; partitions >= 1");
-        goto done;
+    if (get_strings(o_off, o_data, &s) < 0) return NULL;
+    if (get_sized(o_w, 256 * 8, 0, &w, "weights") < 0) {
+        release_strings(&s);
+        return NULL;
     }
-    const unsigned char *base = (const unsigned char *)data.buf;
-    const int64_t *offsets = (const int64_t *)off.buf;
+    if (get_sized(o_out, s.n * 8, 1, &out, "out") < 0) {
+        PyBuffer_Release(&w);
+        release_strings(&s);
+        return NULL;
+    }
     const uint64_t *weights = (const uint64_t *)w.buf;
     int64_t *dst = (int64_t *)out.buf;
-    int bad = offsets[0] < 0 || offsets[n] > data.len;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        int64_t a = offsets[i], b = offsets[i + 1];
-        if (b < a) { bad = 1; break; }
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        const unsigned char *p = s.bytes + s.at[i];
         uint64_t h = 0;
-        for (int64_t j = 0; j < b - a; j++) h += ((uint64_t)base[a + j] + 1) * weights[j & 255];
+        for (int64_t j = 0; j < s.at[i + 1] - s.at[i]; j++) h += ((uint64_t)p[j] + 1) * weights[j & 255];
         h ^= h >> 31;
         h *= 0x9e3779b97f4a7c15ULL;
         h ^= h >> 29;
         dst[i] = (int64_t)(h % partitions);
     }
     Py_END_ALLOW_THREADS
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
-done:
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&data);
     PyBuffer_Release(&w);
     PyBuffer_Release(&out);
-    return result;
+    release_strings(&s);
+    Py_RETURN_NONE;
 }
 
 static inline int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
@@ -344,61 +347,44 @@ static int parse_iso(const unsigned char *p, const unsigned char *e, int64_t *ou
     return 1;
 }
 
-/* iso_micros(offsets, data, where, out, handled): for each string ``where`` marks (a byte per
- * entry), its microseconds when it is a timestamp parse_iso takes; handled says which were. */
+/* iso_micros(offsets, data, where, out, handled): for each string ``where`` marks (n bytes),
+ * its microseconds (out: n int64s) when it is a timestamp parse_iso takes; handled (n bytes)
+ * says which were. */
 static PyObject *iso_micros(PyObject *self, PyObject *args) {
     PyObject *o_off, *o_data, *o_where, *o_out, *o_handled;
+    strings_t s;
+    Py_buffer where, out, handled;
     if (!PyArg_ParseTuple(args, "OOOOO", &o_off, &o_data, &o_where, &o_out, &o_handled)) return NULL;
-    Py_buffer off, data, where, out, handled;
-    if (get(o_off, &off, 0) < 0) return NULL;
-    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
-    if (get(o_where, &where, 0) < 0) { PyBuffer_Release(&off); PyBuffer_Release(&data); return NULL; }
-    if (get(o_out, &out, 1) < 0) {
-        PyBuffer_Release(&off);
-        PyBuffer_Release(&data);
-        PyBuffer_Release(&where);
+    if (get_strings(o_off, o_data, &s) < 0) return NULL;
+    if (get_sized(o_where, s.n, 0, &where, "where") < 0) {
+        release_strings(&s);
         return NULL;
     }
-    if (get(o_handled, &handled, 1) < 0) {
-        PyBuffer_Release(&off);
-        PyBuffer_Release(&data);
+    if (get_sized(o_out, s.n * 8, 1, &out, "out") < 0) {
         PyBuffer_Release(&where);
+        release_strings(&s);
+        return NULL;
+    }
+    if (get_sized(o_handled, s.n, 1, &handled, "handled") < 0) {
         PyBuffer_Release(&out);
+        PyBuffer_Release(&where);
+        release_strings(&s);
         return NULL;
     }
-    PyObject *result = NULL;
-    Py_ssize_t n = where.len;
-    if (off.len != (n + 1) * 8 || out.len != n * 8 || handled.len != n) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be n + 1 int64s, out n int64s, where and handled n bytes");
-        goto done;
-    }
-    const unsigned char *base = (const unsigned char *)data.buf;
-    const int64_t *offsets = (const int64_t *)off.buf;
     const unsigned char *mask = (const unsigned char *)where.buf;
     int64_t *dst = (int64_t *)out.buf;
     unsigned char *ok = (unsigned char *)handled.buf;
-    int bad = offsets[0] < 0 || offsets[n] > data.len;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n && !bad; i++) {
-        int64_t a = offsets[i], b = offsets[i + 1];
-        if (b < a) { bad = 1; break; }
+    for (Py_ssize_t i = 0; i < s.n; i++) {
         dst[i] = 0;
-        ok[i] = mask[i] && parse_iso(base + a, base + b, &dst[i]);
+        ok[i] = mask[i] && parse_iso(s.bytes + s.at[i], s.bytes + s.at[i + 1], &dst[i]);
     }
     Py_END_ALLOW_THREADS
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
-done:
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&where);
-    PyBuffer_Release(&out);
     PyBuffer_Release(&handled);
-    return result;
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&where);
+    release_strings(&s);
+    Py_RETURN_NONE;
 }
 
 static const char hex_digits[] = "0123456789abcdef";
@@ -451,79 +437,58 @@ static inline unsigned char *write_escaped(unsigned char *dst, const unsigned ch
  * literal (int64 offsets; entries ``valid`` marks false, a byte each, or None for all valid,
  * are left empty). */
 static PyObject *json_quote(PyObject *self, PyObject *args) {
-    PyObject *o_off, *o_data, *o_valid;
-    if (!PyArg_ParseTuple(args, "OOO", &o_off, &o_data, &o_valid)) return NULL;
-    Py_buffer off, data, valid = {0};
-    if (get(o_off, &off, 0) < 0) return NULL;
-    if (get(o_data, &data, 0) < 0) { PyBuffer_Release(&off); return NULL; }
-    if (o_valid != Py_None && get(o_valid, &valid, 0) < 0) {
-        PyBuffer_Release(&off);
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    PyObject *result = NULL, *out_off = NULL, *out_data = NULL;
-    Py_ssize_t n = off.len / 8 - 1;
-    const int64_t *offsets = (const int64_t *)off.buf;
-    const unsigned char *mask = o_valid == Py_None ? NULL : (const unsigned char *)valid.buf;
-    if (off.len % 8 || n < 0 || (mask && valid.len != n)) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be n + 1 int64s and valid n bytes");
-        goto done;
-    }
-    const unsigned char *base = (const unsigned char *)data.buf;
-    int bad = offsets[0] < 0 || offsets[n] > data.len;
-    for (Py_ssize_t i = 0; i < n && !bad; i++) bad = offsets[i + 1] < offsets[i];
-    if (bad) {
-        PyErr_SetString(PyExc_ValueError, "offsets must be ascending and inside the data");
-        goto done;
-    }
-    out_off = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
+    PyObject *out_off = NULL, *out_data = NULL, *result = NULL;
+    strings_t s;
+    Py_buffer valid;
+    const unsigned char *mask;
+    if (get_masked_strings(args, &s, &valid, &mask) < 0) return NULL;
+    out_off = PyByteArray_FromStringAndSize(NULL, (s.n + 1) * 8);
     if (!out_off) goto done;
     int64_t *dst_off = (int64_t *)PyByteArray_AS_STRING(out_off);
     dst_off[0] = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t size = mask && !mask[i] ? 0 : escaped_len(base + offsets[i], base + offsets[i + 1]) + 2;
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        int64_t size = mask && !mask[i] ? 0 : escaped_len(s.bytes + s.at[i], s.bytes + s.at[i + 1]) + 2;
         dst_off[i + 1] = dst_off[i] + size;
     }
-    out_data = PyByteArray_FromStringAndSize(NULL, dst_off[n]);
+    out_data = PyByteArray_FromStringAndSize(NULL, dst_off[s.n]);
     if (!out_data) goto done;
     unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(out_data);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < s.n; i++) {
         int64_t size = dst_off[i + 1] - dst_off[i];
         if (!size) continue;
         *dst++ = '"';
-        dst = write_escaped(dst, base + offsets[i], base + offsets[i + 1], size - 2);
+        dst = write_escaped(dst, s.bytes + s.at[i], s.bytes + s.at[i + 1], size - 2);
         *dst++ = '"';
     }
     result = PyTuple_Pack(2, out_off, out_data);
 done:
     Py_XDECREF(out_off);
     Py_XDECREF(out_data);
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&data);
     if (mask) PyBuffer_Release(&valid);
+    release_strings(&s);
     return result;
 }
 
 typedef struct {
-    Py_buffer off, data, valid;
-    int has_valid, mode; /* 0: text as it is; 1: quoted; 2: escaped and quoted */
+    strings_t text;
+    Py_buffer valid;
+    const unsigned char *mask;
+    int mode; /* 0: text as it is; 1: quoted; 2: escaped and quoted */
 } column_t;
 
 /* json_rows(columns, literals) -> (offsets, data): row i is literals[0], the text of column 0
- * at i, literals[1], ... literals[k]. A column is (offsets: n + 1 int64s, data, valid: n bytes
- * or None, mode: 0 for JSON text, 1 for text to quote, 2 for strings to escape and quote); a null
- * value is written as null. */
+ * at i, literals[1], ... literals[k]. A column is (offsets, data, valid: n bytes or None, mode:
+ * 0 for JSON text, 1 for text to quote, 2 for strings to escape and quote); a null value is
+ * written as null. */
 static PyObject *json_rows(PyObject *self, PyObject *args) {
-    PyObject *o_cols, *o_lits;
+    PyObject *o_cols, *o_lits, *cols = NULL, *lits = NULL, *out_off = NULL, *out_data = NULL, *result = NULL;
+    column_t *c = NULL;
+    int64_t **sizes = NULL;
+    Py_ssize_t k = 0, got = 0, n = 0;
     if (!PyArg_ParseTuple(args, "OO", &o_cols, &o_lits)) return NULL;
-    PyObject *cols = PySequence_Fast(o_cols, "columns must be a sequence");
-    if (!cols) return NULL;
-    PyObject *lits = PySequence_Fast(o_lits, "literals must be a sequence");
-    if (!lits) { Py_DECREF(cols); return NULL; }
-    Py_ssize_t k = PySequence_Fast_GET_SIZE(cols), got = 0, n = -1;
-    column_t *c = PyMem_Calloc(k ? k : 1, sizeof(column_t));
-    PyObject *result = NULL, *out_off = NULL, *out_data = NULL;
-    if (!c) { PyErr_NoMemory(); goto done; }
+    if (!(cols = PySequence_Fast(o_cols, "columns must be a sequence"))) goto done;
+    if (!(lits = PySequence_Fast(o_lits, "literals must be a sequence"))) goto done;
+    k = PySequence_Fast_GET_SIZE(cols);
     if (PySequence_Fast_GET_SIZE(lits) != k + 1) {
         PyErr_SetString(PyExc_ValueError, "one literal more than columns is needed");
         goto done;
@@ -534,112 +499,88 @@ static PyObject *json_rows(PyObject *self, PyObject *args) {
             goto done;
         }
     }
+    c = PyMem_Calloc(k ? k : 1, sizeof(column_t));
+    sizes = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
+    if (!c || !sizes) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (; got < k; got++) {
         PyObject *o_off, *o_data, *o_valid;
-        int mode;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(cols, got), "OOOi", &o_off, &o_data, &o_valid, &mode)) goto done;
-        if (mode < 0 || mode > 2) {
+        column_t *col = &c[got];
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(cols, got), "OOOi", &o_off, &o_data, &o_valid, &col->mode)) {
+            goto done;
+        }
+        if (col->mode < 0 || col->mode > 2) {
             PyErr_SetString(PyExc_ValueError, "a column's mode is 0, 1 or 2");
             goto done;
         }
-        column_t *col = &c[got];
-        if (get(o_off, &col->off, 0) < 0) goto done;
-        if (get(o_data, &col->data, 0) < 0) { PyBuffer_Release(&col->off); goto done; }
-        if (o_valid != Py_None) {
-            if (get(o_valid, &col->valid, 0) < 0) {
-                PyBuffer_Release(&col->off);
-                PyBuffer_Release(&col->data);
-                goto done;
-            }
-            col->has_valid = 1;
-        }
-        col->mode = mode;
-        Py_ssize_t rows = col->off.len / 8 - 1;
-        const int64_t *o = (const int64_t *)col->off.buf;
-        int bad = col->off.len % 8 || rows < 0 || (n >= 0 && rows != n) || (col->has_valid && col->valid.len != rows);
-        if (!bad) {
-            bad = o[0] < 0 || o[rows] > col->data.len;
-            for (Py_ssize_t i = 0; i < rows && !bad; i++) bad = o[i + 1] < o[i];
-        }
-        if (bad) {
-            got++;
-            PyErr_SetString(PyExc_ValueError, "every column needs n + 1 ascending int64 offsets inside its data and n valid bytes");
+        if (get_strings(o_off, o_data, &col->text) < 0) goto done;
+        if ((got && col->text.n != n) || get_mask(o_valid, col->text.n, &col->valid, &col->mask) < 0) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "every column needs the same rows");
+            release_strings(&col->text);
             goto done;
         }
-        n = rows;
+        n = col->text.n;
     }
-    if (n < 0) n = 0;
-    int64_t lit_total = 0;
-    for (Py_ssize_t j = 0; j <= k; j++) lit_total += PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(lits, j));
-    int64_t total = lit_total * n;
+    int64_t total = 0;
+    for (Py_ssize_t j = 0; j <= k; j++) total += n * PyBytes_GET_SIZE(PySequence_Fast_GET_ITEM(lits, j));
     /* Escaped sizes are kept per value, so the writing pass knows which need escaping. */
-    int64_t **sizes = PyMem_Calloc(k ? k : 1, sizeof(int64_t *));
-    if (!sizes) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t j = 0; j < k; j++) {
-        const int64_t *o = (const int64_t *)c[j].off.buf;
-        const unsigned char *v = c[j].has_valid ? (const unsigned char *)c[j].valid.buf : NULL;
-        const unsigned char *b = (const unsigned char *)c[j].data.buf;
+        const strings_t *t = &c[j].text;
         if (c[j].mode == 2 && !(sizes[j] = PyMem_Malloc((n ? n : 1) * sizeof(int64_t)))) {
-            for (Py_ssize_t q = 0; q < j; q++) PyMem_Free(sizes[q]);
-            PyMem_Free(sizes);
             PyErr_NoMemory();
             goto done;
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (v && !v[i]) total += 4;
-            else if (c[j].mode == 2) total += (sizes[j][i] = escaped_len(b + o[i], b + o[i + 1])) + 2;
-            else total += o[i + 1] - o[i] + (c[j].mode == 1 ? 2 : 0);
+            if (c[j].mask && !c[j].mask[i]) total += 4;
+            else if (c[j].mode == 2) total += (sizes[j][i] = escaped_len(t->bytes + t->at[i], t->bytes + t->at[i + 1])) + 2;
+            else total += t->at[i + 1] - t->at[i] + (c[j].mode == 1 ? 2 : 0);
         }
     }
     out_off = PyByteArray_FromStringAndSize(NULL, (n + 1) * 8);
     out_data = PyByteArray_FromStringAndSize(NULL, total);
-    if (!out_off || !out_data) {
-        for (Py_ssize_t j = 0; j < k; j++) PyMem_Free(sizes[j]);
-        PyMem_Free(sizes);
-        goto done;
-    }
+    if (!out_off || !out_data) goto done;
     int64_t *dst_off = (int64_t *)PyByteArray_AS_STRING(out_off);
-    unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(out_data);
-    int64_t at = 0;
+    unsigned char *dst = (unsigned char *)PyByteArray_AS_STRING(out_data), *at = dst;
     dst_off[0] = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         for (Py_ssize_t j = 0; j <= k; j++) {
             PyObject *lit = PySequence_Fast_GET_ITEM(lits, j);
-            memcpy(dst + at, PyBytes_AS_STRING(lit), PyBytes_GET_SIZE(lit));
+            memcpy(at, PyBytes_AS_STRING(lit), PyBytes_GET_SIZE(lit));
             at += PyBytes_GET_SIZE(lit);
             if (j == k) break;
-            const int64_t *o = (const int64_t *)c[j].off.buf;
-            if (c[j].has_valid && !((const unsigned char *)c[j].valid.buf)[i]) {
-                memcpy(dst + at, "null", 4);
+            const strings_t *t = &c[j].text;
+            if (c[j].mask && !c[j].mask[i]) {
+                memcpy(at, "null", 4);
                 at += 4;
                 continue;
             }
-            const unsigned char *b = (const unsigned char *)c[j].data.buf;
-            if (c[j].mode) dst[at++] = '"';
+            const unsigned char *p = t->bytes + t->at[i], *e = t->bytes + t->at[i + 1];
+            if (c[j].mode) *at++ = '"';
             if (c[j].mode == 2) {
-                at = write_escaped(dst + at, b + o[i], b + o[i + 1], sizes[j][i]) - dst;
+                at = write_escaped(at, p, e, sizes[j][i]);
             } else {
-                memcpy(dst + at, b + o[i], o[i + 1] - o[i]);
-                at += o[i + 1] - o[i];
+                memcpy(at, p, (size_t)(e - p));
+                at += e - p;
             }
-            if (c[j].mode) dst[at++] = '"';
+            if (c[j].mode) *at++ = '"';
         }
-        dst_off[i + 1] = at;
+        dst_off[i + 1] = at - dst;
     }
-    for (Py_ssize_t j = 0; j < k; j++) PyMem_Free(sizes[j]);
-    PyMem_Free(sizes);
     result = PyTuple_Pack(2, out_off, out_data);
 done:
     Py_XDECREF(out_off);
     Py_XDECREF(out_data);
     for (Py_ssize_t j = 0; j < got; j++) {
-        PyBuffer_Release(&c[j].off);
-        PyBuffer_Release(&c[j].data);
-        if (c[j].has_valid) PyBuffer_Release(&c[j].valid);
+        release_strings(&c[j].text);
+        if (c[j].mask) PyBuffer_Release(&c[j].valid);
     }
+    for (Py_ssize_t j = 0; sizes && j < k; j++) PyMem_Free(sizes[j]);
+    PyMem_Free(sizes);
     PyMem_Free(c);
-    Py_DECREF(cols);
-    Py_DECREF(lits);
+    Py_XDECREF(cols);
+    Py_XDECREF(lits);
     return result;
 }
 

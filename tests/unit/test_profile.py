@@ -163,24 +163,6 @@ def test_compiled_and_numpy_hashes_agree(monkeypatch):
     assert np.array_equal(compiled[1], numpy[1]) and np.array_equal(compiled[2], numpy[2])
 
 
-def test_compiled_hash_refuses_bad_buffers():
-    if not colscan.compiled():
-        pytest.fail("transforms/_colscan.c was not built")
-    out = np.empty(2, np.uint64)
-    with pytest.raises(ValueError, match="inside the data"):
-        colscan.native.string_coupons(np.array([0, 4, 9], np.int64), np.zeros(8, np.uint8), out)
-    with pytest.raises(ValueError, match="ascending"):
-        colscan.native.string_coupons(np.array([0, 4, 2], np.int64), np.zeros(8, np.uint8), out)
-    with pytest.raises(ValueError, match="n \\+ 1"):
-        colscan.native.string_coupons(np.array([0, 4], np.int64), np.zeros(8, np.uint8), out)
-    with pytest.raises(ValueError, match="8 bytes per value"):
-        colscan.native.word_coupons(np.zeros(3, np.uint64), out)
-    with pytest.raises(ValueError, match="inside the data"):
-        colscan.native.string_stats(np.array([0, 4, 9], np.int64), np.zeros(8, np.uint8), None)
-    with pytest.raises(ValueError, match="valid n bytes"):
-        colscan.native.string_stats(np.array([0, 4, 8], np.int64), np.zeros(8, np.uint8), np.ones(3, np.uint8))
-
-
 def test_compiled_and_arrow_string_stats_agree(monkeypatch):
     rng = np.random.default_rng(5)
     alphabet = ["a", "b", "Z", "0", " ", "é", "ß", "日", "😀", "\x00", "\x7f"]
