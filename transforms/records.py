@@ -251,8 +251,6 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
     t = column.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         strings = column.cast(pa.string())
-        if colscan.compiled():  # quoting in one pass costs less than looking for what to escape
-            return json_quote(strings), False
         if _needs_escape(strings):
             return json_quote(strings), False
         return strings, True
