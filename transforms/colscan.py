@@ -12,7 +12,16 @@ try:
 except ImportError:
     native = None
 
-__all__ = ["compiled", "iso_micros", "json_quote", "native", "string_buffers", "string_stats"]
+__all__ = [
+    "compiled",
+    "iso_micros",
+    "json_quote",
+    "native",
+    "native_strings",
+    "string_array",
+    "string_buffers",
+    "string_stats",
+]
 
 
 def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +33,24 @@ def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     ]
     data = arr.buffers()[2]
     return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
+def native_strings(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A string column as the compiled passes take it: int64 offsets, the bytes, and a byte
+    per entry marking the non-null ones (None when there are no nulls)."""
+    offsets, data = string_buffers(arr)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8) if arr.null_count else None
+    return offsets.astype(np.int64, copy=False), data, valid
+
+
+def string_array(offsets, data, n: int, bitmap: pa.Buffer | None = None, nulls: int = 0) -> pa.Array:
+    """A string array over what a compiled pass wrote (int64 offsets, bytes): ``string`` when
+    the bytes fit 32-bit offsets, else ``large_string``."""
+    offsets = np.frombuffer(offsets, dtype=np.int64)
+    kind = pa.large_string()
+    if offsets[-1] < 2**31:
+        kind, offsets = pa.string(), offsets.astype(np.int32)
+    return pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)], nulls)
 
 
 def compiled() -> bool:
@@ -40,9 +67,7 @@ def string_stats(arr: pa.Array) -> tuple[str, str, int, int] | None:
         lo, hi = pc.min_max(arr).values()
         short, long = pc.min_max(pc.utf8_length(arr)).values()
         return lo.as_py(), hi.as_py(), short.as_py(), long.as_py()
-    offsets, data = string_buffers(arr)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False).view(np.uint8) if arr.null_count else None
-    lo, hi, short, long = native.string_stats(offsets.astype(np.int64, copy=False), data, valid)
+    lo, hi, short, long = native.string_stats(*native_strings(arr))
     return arr[lo].as_py(), arr[hi].as_py(), short, long
 
 
@@ -68,15 +93,6 @@ def json_quote(strings: pa.Array) -> pa.Array | None:
     one compiled pass; None without the compiled pass."""
     if native is None:
         return None
-    offsets, data = string_buffers(strings)
-    valid = strings.is_valid() if strings.null_count else None
-    mask = valid.to_numpy(zero_copy_only=False).view(np.uint8) if valid is not None else None
-    out_offsets, out_data = native.json_quote(offsets.astype(np.int64, copy=False), data, mask)
-    out_offsets = np.frombuffer(out_offsets, dtype=np.int64)
-    kind = pa.large_string()
-    if out_offsets[-1] < 2**31:
-        kind, out_offsets = pa.string(), out_offsets.astype(np.int32)
-    bitmap = valid.buffers()[1] if valid is not None else None
-    return pa.Array.from_buffers(
-        kind, len(strings), [bitmap, pa.py_buffer(out_offsets), pa.py_buffer(out_data)], strings.null_count
-    )
+    out_offsets, out_data = native.json_quote(*native_strings(strings))
+    bitmap = strings.is_valid().buffers()[1] if strings.null_count else None
+    return string_array(out_offsets, out_data, len(strings), bitmap, strings.null_count)

@@ -279,7 +279,7 @@ def json_lines(table: pa.Table) -> pa.Buffer:
     return joined_lines(json_text(table))
 
 
-def _compiled_rows(table: pa.Table, end: str) -> tuple[np.ndarray, bytearray]:
+def _compiled_rows(table: pa.Table, end: str) -> tuple[bytearray, bytearray]:
     """Row offsets and bytes of the rows as JSON objects, each closed by ``end``: one pass of the
     compiled column code over every column's JSON value text."""
     columns, literals, literal = [], [], "{"
@@ -291,14 +291,11 @@ def _compiled_rows(table: pa.Table, end: str) -> tuple[np.ndarray, bytearray]:
         else:
             value, bare = _json_value(value)
             mode = int(bare)
-        offsets, data = string_buffers(value)
-        valid = value.is_valid().to_numpy(zero_copy_only=False).view(np.uint8) if value.null_count else None
-        columns.append((offsets.astype(np.int64, copy=False), data, valid, mode))
+        columns.append((*colscan.native_strings(value), mode))
         literals.append(literal.encode())
         literal = ""
     literals.append(end.encode())
-    offsets, data = colscan.native.json_rows(columns, literals)
-    return np.frombuffer(offsets, dtype=np.int64), data
+    return colscan.native.json_rows(columns, literals)
 
 
 def joined_lines(strings: pa.Array) -> pa.Buffer:
@@ -353,13 +350,7 @@ def json_text(table: pa.Table) -> pa.Array:
     if table.num_columns == 0:
         return pa.array(["{}"] * n, pa.string())
     if colscan.compiled():
-        offsets, data = _compiled_rows(table, "}")
-        kind = pa.string()
-        if offsets[-1] < 2**31:
-            offsets = offsets.astype(np.int32)
-        else:
-            kind = pa.large_string()
-        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+        return colscan.string_array(*_compiled_rows(table, "}"), n)
     # Literal text between values is gathered so each column costs one join argument.
     parts: list = []
     literal = "{"
