@@ -11,8 +11,8 @@ setup(
     description="Composite Apache Beam transforms and reference pipelines over Arrow batches",
     python_requires=">=3.10",
     packages=find_packages(include=["beam_pipelines", "beam_pipelines.*", "transforms", "transforms.*"]),
-    # Each pipeline's default expectations ship beside it (Dataflow workers and Flex Template images).
-    package_data={"beam_pipelines.pipelines": ["*.expectations.yaml"]},
+    # Each packaged pipeline ships its spec, contracts and expectations (Dataflow workers, Flex Template images).
+    package_data={"beam_pipelines.pipelines": ["*.yaml", "schemas/*/*.yaml"]},
     install_requires=REQUIRES,
     # The compiled jsonl scanner and HLL hash; where no C compiler is at hand the package
     # installs without them, and Arrow and numpy do the same work (transforms/ingest/flatjson.py,

@@ -34,11 +34,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import pipelines, publish, streaming, summary
+from beam_pipelines import publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
-from beam_pipelines.pipelines.events import DEFAULT_EXPECTATIONS, load_checks
 from beam_pipelines.runners import (
     RunnerError,
     RunnerUnavailable,
@@ -49,15 +48,16 @@ from beam_pipelines.runners import (
     parallel_direct_runner,
     profile_name,
 )
-from beam_pipelines.spec import ConfigError, EventsConfig
+from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
+from beam_pipelines.spec import build as spec_build
 from beam_pipelines.warm_workers import WarmWorkers
 from transforms.ingest.files import format_from_path, is_hidden
-from transforms.quality.expectations_spec import ExpectationError
 from transforms.sinks.files import join_path
 
-USAGE = """usage: python -m beam_pipelines.main --pipeline=events --input=PATTERN --output=DIR [options]
+USAGE = """usage: python -m beam_pipelines.main --pipeline=events|SPEC.yaml --input=PATTERN --output=DIR [options]
 
-Runs a beam-pipelines pipeline. Pipelines: {pipelines}.
+Runs a beam-pipelines pipeline: a packaged one ({pipelines}) or a pipeline spec file (YAML; see the
+README's Pipeline specs section and `python -m beam_pipelines.spec --help`).
 
 {groups}
 Any standard Apache Beam pipeline option (--runner, --project, --flink_master, ...) is accepted
@@ -96,7 +96,7 @@ def help_text() -> str:
         cls._add_argparse_args(parser)
         title = cls.__doc__.strip().splitlines()[0]
         groups.append(title + "\n" + parser.format_help().split("\n", 1)[1])
-    return USAGE.format(pipelines=", ".join(sorted(pipelines.PIPELINES)), groups="\n".join(groups))
+    return USAGE.format(pipelines=", ".join(spec_build.packaged()), groups="\n".join(groups))
 
 
 def _resolve_format(pattern: str, given: str | None) -> str:
@@ -112,24 +112,30 @@ def _resolve_format(pattern: str, given: str | None) -> str:
     raise UsageError(f"cannot tell the input format of {pattern!r}; pass --input_format=jsonl|csv|avro|parquet")
 
 
-def _expectations_path(given: str | None) -> str | None:
-    if given is None:
-        return DEFAULT_EXPECTATIONS
-    return None if given.lower() == "none" else given
+def spec_file(pipeline: str) -> str:
+    """The spec file ``--pipeline`` names (UsageError when there is none)."""
+    path = spec_build.spec_path(pipeline)
+    if not os.path.isfile(path):
+        known = ", ".join(spec_build.packaged())
+        raise UsageError(f"unknown pipeline {pipeline!r}: not a packaged pipeline ({known}) nor a spec file")
+    return path
 
 
 def events_config(options: PipelineOptions, run_time: datetime | None = None) -> EventsConfig:
+    """The run config from flags, with the spec checked against it (SpecError names the place)."""
     run, ev = options.view_as(RunOptions), options.view_as(EventsOptions)
     cfg = _events_config(options, run, ev, run_time or datetime.now(timezone.utc))
-    try:
-        load_checks(cfg)  # a bad expectations file fails here, before any data is read
-    except (ExpectationError, OSError) as e:
-        raise UsageError(f"--expectations: {e}") from e
+    plan = spec_build.plan_for(cfg)  # a bad spec or expectations file fails here, before any data is read
+    plan.check_io()
+    if not cfg.streaming:  # the source the spec reads, whether or not it came from --input
+        source = plan.source.step
+        cfg = dataclasses.replace(cfg, input=source.config["path"], input_format=source.format())
     return cfg
 
 
 def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: datetime) -> EventsConfig:
-    quality = {"expectations": _expectations_path(ev.expectations), "profile": ev.profile, "run_time": run_time}
+    quality = {"expectations": ev.expectations, "profile": ev.profile, "run_time": run_time,
+               "pipeline": spec_file(run.pipeline)}  # fmt: skip
     if options.view_as(StandardOptions).streaming:
         if not run.output:
             raise UsageError("--output is required (the output root directory)")
@@ -154,11 +160,10 @@ def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: dateti
             )
         except ConfigError as e:
             raise UsageError(str(e)) from e
-    if not ev.input:
-        raise UsageError("--input is required (a file pattern, e.g. 'data/in/*.jsonl')")
     if not run.output:
         raise UsageError("--output is required (the output root directory)")
-    fmt = _resolve_format(ev.input, ev.input_format)
+    # Without --input the spec's own source path applies (a spec needing --input says so).
+    fmt = _resolve_format(ev.input, ev.input_format) if ev.input else ev.input_format
     try:
         return EventsConfig(
             input=ev.input,
@@ -236,7 +241,8 @@ def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging
     runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
     transforms = len(graph.components.transforms)
     what = f"kafka topic {cfg.kafka_topic}" if cfg.streaming else cfg.input_format
-    out.write(f"dry run: {what} events pipeline for {runner_name}, {transforms} transforms, "
+    name = module.plan_for(cfg).name
+    out.write(f"dry run: {what} {name} pipeline for {runner_name}, {transforms} transforms, "
               f"graph written to {path}; nothing was run or submitted\n")  # fmt: skip
     return {"dry_run": True, "runner": runner_name, "graph": path, "transforms": transforms}
 
@@ -254,8 +260,8 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     # them s3:// ignores --s3_endpoint_url and the credential flags.
     FileSystems.set_options(options)
     run_opts = options.view_as(RunOptions)
+    module = spec_build
     try:
-        module = pipelines.load(run_opts.pipeline)
         profile = profile_name(options.view_as(StandardOptions).runner)
     except (ValueError, RunnerError) as e:
         raise UsageError(str(e)) from e
@@ -399,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             logging.exception("usage error")
         print(f"error: {e}  (see --help)", file=sys.stderr)
+        return 2
+    except SpecError as e:
+        if debug:
+            logging.exception("spec error")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except (RunError, RunnerError) as e:
         if debug:

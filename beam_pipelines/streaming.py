@@ -87,7 +87,7 @@ def _aggregate_rows(cfg: EventsConfig) -> int:
 def render(s: dict) -> str:
     c = s["counts"]
     lines = [
-        f"events (streaming) on {s['runner']}: {c['read']:,} records from Kafka topic {s['topic']} "
+        f"{s['pipeline']} (streaming) on {s['runner']}: {c['read']:,} records from Kafka topic {s['topic']} "
         f"in {s['elapsed_s']:.1f} s",
         "",
     ]
@@ -134,7 +134,7 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
             fh.write(json.dumps(report, indent=2, sort_keys=True).encode() + b"\n")
     result = {
         "run_id": run_id,
-        "pipeline": "events",
+        "pipeline": module.pipeline_name(cfg),
         "streaming": True,
         "runner": options.view_as(StandardOptions).runner,
         "topic": cfg.kafka_topic,

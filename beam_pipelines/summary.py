@@ -5,6 +5,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipelines import __version__
+from beam_pipelines.spec.build import pipeline_name
 from transforms.sinks.files import join_path
 
 
@@ -18,7 +19,7 @@ def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, 
     return {
         "run_id": run_id,
         "version": __version__,
-        "pipeline": "events",
+        "pipeline": pipeline_name(cfg),
         "runner": options.view_as(StandardOptions).runner or "DirectRunner",
         "input": cfg.input,
         "input_format": cfg.input_format,
@@ -78,7 +79,7 @@ def render(s: dict) -> str:
     width = max(len(f"{v:,}") for v in c.values())
     workers = f" ({s['workers']} worker processes)" if s.get("workers", 0) > 1 else ""
     lines = [
-        f"events on {s['runner']}{workers}: {c['read']:,} records in {s['elapsed_s']:.1f} s"
+        f"{s['pipeline']} on {s['runner']}{workers}: {c['read']:,} records in {s['elapsed_s']:.1f} s"
         f" ({s['rows_per_s'] or 0:,} rows/s, {s['input_format']}, {s['input_bytes'] / 1e6:,.1f} MB)",
         "",
         "  stage           rows",

@@ -30,7 +30,7 @@ def source():
 
 
 def cfg():
-    return EventsConfig(input=None, input_format="jsonl", output="unused", shuffle_partitions=2)
+    return EventsConfig(input=None, input_format="jsonl", output="unused", shuffle_partitions=2, expectations="none")
 
 
 def test_whole_pipeline_outputs(pipeline):

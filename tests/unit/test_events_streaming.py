@@ -58,7 +58,7 @@ class _Source(beam.PTransform):
 
 def test_streaming_events_fire_on_time_then_late_and_count_late_records():
     cfg = EventsConfig(
-        input=None, input_format="jsonl", output="unused", shuffle_partitions=2, streaming=True,
+        input=None, input_format="jsonl", output="unused", shuffle_partitions=2, streaming=True, expectations="none",
         kafka_bootstrap="unused:9092", kafka_topic="events", pg_dsn="postgresql://unused",
     )  # fmt: skip
     options = PipelineOptions()

@@ -1,4 +1,4 @@
-"""Typed, validated pipeline config: built from CLI options (or a dict, e.g. from YAML)."""
+"""Typed, validated run config: built from CLI options and the compiled spec."""
 
 from __future__ import annotations
 
@@ -37,13 +37,14 @@ class EventsConfig:
         pg_table: PostgreSQL table of the aggregates (streaming).
         early_firing_seconds: Early firings every N seconds of processing time (streaming).
         dlq_topic: Kafka topic for the dead letters instead of files (streaming).
-        expectations: Path of the expectations YAML (None: no expectations).
+        expectations: Path of the expectations YAML; ``none`` for none; None: the spec's own.
         profile: Profile the curated columns into ``_run/profile.json``.
         run_time: When the run started (timezone-aware); ``freshness`` is measured against it.
+        pipeline: The pipeline spec: a packaged pipeline's name or a YAML file's path.
     """
 
     input: str | None
-    input_format: str
+    input_format: str | None
     output: str
     schema_policy: str = "additive"
     window_seconds: int = 3600
@@ -63,9 +64,10 @@ class EventsConfig:
     expectations: str | None = None
     profile: bool = True
     run_time: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    pipeline: str = "events"
 
     def __post_init__(self):
-        if self.input_format not in FORMATS:
+        if self.input_format is not None and self.input_format not in FORMATS:
             raise ConfigError(f"--input_format must be one of {', '.join(FORMATS)}, got {self.input_format!r}")
         if self.schema_policy not in POLICIES:
             raise ConfigError(f"--schema_policy must be one of {', '.join(POLICIES)}, got {self.schema_policy!r}")
