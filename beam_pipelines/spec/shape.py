@@ -103,19 +103,22 @@ def check(value, schema: dict, place: str, file: str | None, parent=None, key=No
 
 def _check_object(value: dict, schema: dict, place: str, file: str | None, fail) -> None:
     props = schema.get("properties", {})
+    extra = schema.get("additionalProperties", False)
+    if not extra:  # an unknown key first: a misspelt required key is reported as the misspelling
+        for name in value:
+            if name not in props:
+                known = ", ".join(sorted(props)) or "none"
+                hint = did_you_mean(name, props) or f" (known: {known})"
+                fail(f"unknown key{hint}", at=place_of(place, name), line=line_of(value, name))
     for name in schema.get("required", ()):
         if name not in value:
             fail(f"missing required key {name!r}", line=getattr(value, "line", 0))
-    extra = schema.get("additionalProperties", False)
     for name, item in value.items():
         at = place_of(place, name)
         if name in props:
             check(item, props[name], at, file, value, name)
         elif isinstance(extra, dict):
             check(item, extra, at, file, value, name)
-        elif not extra:
-            known = ", ".join(sorted(props)) or "none"
-            fail(f"unknown key{did_you_mean(name, props) or f' (known: {known})'}", at=at, line=line_of(value, name))
 
 
 def _article(kind: str) -> str:

@@ -73,7 +73,8 @@ class ReadFiles(Source):
     }
 
     def columns(self, inputs):
-        self.ctx.source_format = self.format()
+        if "path" in self.config:  # else --input is missing: Plan.check_io says so when it matters
+            self.ctx.source_format = self.format()
         return None
 
     def format(self) -> str:
