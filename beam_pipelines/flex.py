@@ -1,11 +1,14 @@
-"""Dataflow Flex Template files, generated from the options classes so nothing is written twice.
+"""Dataflow Flex Template files, generated from the options classes and the pipeline spec so
+nothing is written twice.
 
-    python -m beam_pipelines.flex metadata          # (re)writes templates/flex/events/metadata.json
-    python -m beam_pipelines.flex metadata --check  # exit 1 when the committed file is stale
-    python -m beam_pipelines.flex commands          # the docker/gcloud commands to build and run it
+    python -m beam_pipelines.flex metadata [--template NAME]   # (re)writes templates/flex/NAME/metadata.json
+    python -m beam_pipelines.flex metadata --check             # exit 1 when a committed file is stale
+    python -m beam_pipelines.flex commands [--template NAME]   # the docker/gcloud commands to build and run it
 
-Each parameter's help text is the flag's ``--help`` text; choices and integer flags become
-validation regexes; only ``input`` and ``output`` are required.
+One template per packaged pipeline spec (``--template`` defaults to events). Each parameter's
+help text is the flag's ``--help`` text; choices and integer flags become validation regexes.
+A template offers the launch flags and the pipeline flags its spec takes (``${flag}``) or every
+spec uses (sizes, profiles); those a spec requires are required.
 """
 
 from __future__ import annotations
@@ -17,24 +20,36 @@ import sys
 from pathlib import Path
 
 from beam_pipelines.options import EventsOptions, RunOptions
+from beam_pipelines.spec.build import packaged, spec_path
+from beam_pipelines.spec.yamlsrc import load
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES = {
-    "events": {
-        "dir": ROOT / "templates" / "flex" / "events",
-        "name": "beam-pipelines events",
-        "description": "Parses, validates, cleanses and deduplicates event files into a curated parquet lake, "
-        "hourly aggregates and a dead-letter output; every record read is accounted for in _run/report.json.",
-        "options": (EventsOptions, RunOptions),
-        "required": ("input", "output"),
+# Pipeline flags every spec uses, whether or not it names them.
+GENERAL = ("shuffle_partitions", "curated_buckets", "dlq_shards", "read_chunk_kb", "profile")
+_PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
+
+
+def _spec(template: str) -> dict:
+    doc = load(spec_path(template))["pipeline"]
+    text = Path(spec_path(template)).read_text()
+    used = {m.group(1) for m in _PARAM.finditer(text)}
+    # A flag the spec takes without a default in a batch source is one the job cannot run without.
+    required = {"output"} | ({"input"} if "${input}" in text else set())
+    return {
+        "dir": ROOT / "templates" / "flex" / template,
+        "name": f"beam-pipelines {doc['name']}",
+        "description": " ".join(doc.get("doc", doc["name"]).split()),
+        "used": used,
+        "required": tuple(sorted(required)),
     }
-}
+
+
 # Launch-layer flags that make no sense for a template job (it must run the one pipeline, for real,
 # on Dataflow: local_workers is for the direct runner).
 EXCLUDED = ("pipeline", "dry_run", "dry_run_out", "local_workers")
 
 
-def parameters(options_classes, required: tuple[str, ...]) -> list[dict]:
+def parameters(options_classes, required: tuple[str, ...], used: set | None = None) -> list[dict]:
     params = []
     for cls in options_classes:
         parser = argparse.ArgumentParser(add_help=False)
@@ -42,6 +57,8 @@ def parameters(options_classes, required: tuple[str, ...]) -> list[dict]:
         for action in parser._actions:
             name = action.dest
             if name in EXCLUDED:
+                continue
+            if cls is EventsOptions and used is not None and name not in used and name not in GENERAL:
                 continue
             param = {
                 "name": name,
@@ -58,11 +75,11 @@ def parameters(options_classes, required: tuple[str, ...]) -> list[dict]:
 
 
 def metadata(template: str = "events") -> dict:
-    t = TEMPLATES[template]
+    t = _spec(template)
     return {
         "name": t["name"],
         "description": t["description"],
-        "parameters": parameters(t["options"], t["required"]),
+        "parameters": parameters((EventsOptions, RunOptions), t["required"], t["used"]),
     }
 
 
@@ -71,7 +88,7 @@ def metadata_text(template: str = "events") -> str:
 
 
 def metadata_path(template: str = "events") -> Path:
-    return TEMPLATES[template]["dir"] / "metadata.json"
+    return _spec(template)["dir"] / "metadata.json"
 
 
 COMMANDS = """\
@@ -81,8 +98,8 @@ COMMANDS = """\
 PROJECT=my-project REGION=europe-west1 BUCKET=my-bucket REPO=beam-pipelines
 IMAGE=$REGION-docker.pkg.dev/$PROJECT/$REPO/{template}:$(python -c 'import beam_pipelines; print(beam_pipelines.__version__)')
 
-python -m beam_pipelines.flex metadata --check
-docker build -f {dockerfile} -t $IMAGE .
+python -m beam_pipelines.flex metadata --check --template {template}
+docker build -f {dockerfile} --build-arg PIPELINE={template} -t $IMAGE .
 docker push $IMAGE
 gcloud dataflow flex-template build gs://$BUCKET/templates/{template}.json \\
     --image $IMAGE --sdk-language PYTHON --metadata-file {metadata}
@@ -93,15 +110,16 @@ gcloud dataflow flex-template run "{template}-$(date -u +%Y%m%d-%H%M%S)" \\
     --parameters "input=gs://$BUCKET/in/*.jsonl,output=gs://$BUCKET/out"
 
 # Check the job graph first, without GCP credentials (writes it as JSON, submits nothing):
-python -m beam_pipelines.main --runner=DataflowRunner --project $PROJECT --region $REGION \\
+python -m beam_pipelines.main --pipeline={template} --runner=DataflowRunner --project $PROJECT --region $REGION \\
     --temp_location gs://$BUCKET/tmp --input "gs://$BUCKET/in/*.jsonl" --output gs://$BUCKET/out \\
     --dry_run --dry_run_out {template}-pipeline.json
 """
 
 
 def commands(template: str = "events") -> str:
-    d = TEMPLATES[template]["dir"].relative_to(ROOT)
-    return COMMANDS.format(template=template, dockerfile=d / "Dockerfile", metadata=d / "metadata.json")
+    d = _spec(template)["dir"].relative_to(ROOT)
+    dockerfile = ROOT.joinpath("templates", "flex", "events", "Dockerfile").relative_to(ROOT)
+    return COMMANDS.format(template=template, dockerfile=dockerfile, metadata=d / "metadata.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,22 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--check", action="store_true", help="do not write; exit 1 when the file is stale")
     sub.add_parser("commands", help="print the docker and gcloud commands that build and run the template")
     for p in sub.choices.values():
-        p.add_argument("--template", default="events", choices=sorted(TEMPLATES))
+        p.add_argument("--template", default=None, choices=packaged(),
+                       help="The packaged pipeline. Default: events (metadata: every packaged pipeline).")  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "commands":
-        print(commands(args.template), end="")
+        print(commands(args.template or "events"), end="")
         return 0
-    path, text = metadata_path(args.template), metadata_text(args.template)
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"error: {path} is stale; run `python -m beam_pipelines.flex metadata`", file=sys.stderr)
-            return 1
-        print(f"{path} is current")
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path} ({len(metadata(args.template)['parameters'])} parameters)")
-    return 0
+    status = 0
+    for template in [args.template] if args.template else packaged():
+        path, text = metadata_path(template), metadata_text(template)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"error: {path} is stale; run `python -m beam_pipelines.flex metadata`", file=sys.stderr)
+                status = 1
+            else:
+                print(f"{path} is current")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path} ({len(metadata(template)['parameters'])} parameters)")
+    return status
 
 
 if __name__ == "__main__":

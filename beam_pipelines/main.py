@@ -134,8 +134,9 @@ def events_config(options: PipelineOptions, run_time: datetime | None = None) ->
 
 
 def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: datetime) -> EventsConfig:
+    modules = tuple(m.strip() for m in run.python_modules.split(",") if m.strip())
     quality = {"expectations": ev.expectations, "profile": ev.profile, "run_time": run_time,
-               "pipeline": spec_file(run.pipeline)}  # fmt: skip
+               "pipeline": spec_file(run.pipeline), "python_modules": modules}  # fmt: skip
     if options.view_as(StandardOptions).streaming:
         if not run.output:
             raise UsageError("--output is required (the output root directory)")

@@ -3,6 +3,8 @@ are generated from these classes)."""
 
 from __future__ import annotations
 
+import os
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 __all__ = ["EventsOptions", "RunOptions"]
@@ -30,12 +32,18 @@ class RunOptions(PipelineOptions):
         alert_webhook: Slack-compatible webhook for anomalies and failed expectations.
         lineage: OpenLineage target (a file of JSON lines, or an http(s) URL).
         pushgateway: Prometheus Pushgateway URL the run's metrics are pushed to.
+        python_modules: Modules a spec's PythonFunction steps may import from.
         local_workers: Worker processes of the direct runner (``auto`` or a number).
     """
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--pipeline", default="events", help="Pipeline to run. Default: events.")
+        parser.add_argument(
+            "--pipeline",
+            default=os.environ.get("BEAM_PIPELINES_PIPELINE", "events"),
+            help="Pipeline to run: a packaged pipeline's name (events) or a pipeline spec file (YAML). Default: "
+            "events (or $BEAM_PIPELINES_PIPELINE, which a Flex Template image sets).",
+        )
         parser.add_argument(
             "--output",
             default=None,
@@ -97,6 +105,12 @@ class RunOptions(PipelineOptions):
             help="OpenLineage run events (START, COMPLETE, FAIL): a file (JSON lines, appended) or an http(s) URL "
             "of an OpenLineage endpoint; 'none' sends nothing. Default: <output>/_lineage/events.jsonl for a local "
             "--output, none otherwise.",
+        )
+        parser.add_argument(
+            "--python_modules",
+            default="",
+            help="Comma-separated Python modules a pipeline spec's PythonFunction steps may import from (a "
+            "package allows its submodules). A spec can run no Python code of its own otherwise. Default: none.",
         )
         parser.add_argument(
             "--pushgateway",

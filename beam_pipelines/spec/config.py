@@ -41,6 +41,7 @@ class EventsConfig:
         profile: Profile the curated columns into ``_run/profile.json``.
         run_time: When the run started (timezone-aware); ``freshness`` is measured against it.
         pipeline: The pipeline spec: a packaged pipeline's name or a YAML file's path.
+        python_modules: Modules (and their submodules) a spec's PythonFunction steps may import.
     """
 
     input: str | None
@@ -65,6 +66,7 @@ class EventsConfig:
     profile: bool = True
     run_time: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
     pipeline: str = "events"
+    python_modules: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.input_format is not None and self.input_format not in FORMATS:
