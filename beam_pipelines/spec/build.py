@@ -49,8 +49,17 @@ def packaged() -> list[str]:
     return sorted(f[:-5] for f in os.listdir(PACKAGED) if f.endswith(".yaml") and ".expectations" not in f)
 
 
-@functools.lru_cache(maxsize=16)
 def _load(path: str):
+    try:
+        stat = os.stat(path)
+        return _load_version(path, stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        return load(path)  # raises the SpecError naming the file
+
+
+@functools.lru_cache(maxsize=16)
+def _load_version(path: str, mtime_ns: int, size: int):
+    # Keyed by the file's version: a spec edited in the same process is read again.
     return load(path)
 
 
