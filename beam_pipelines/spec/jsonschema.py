@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+from beam_pipelines.contracts import CONTRACT_SCHEMA
 from beam_pipelines.spec.compile import SPEC_SCHEMA, TRANSFORM_SCHEMA
 from beam_pipelines.spec.steps import STEP_TYPES
 
@@ -65,7 +66,9 @@ def spec_schema() -> dict:
         for name, cls in sorted(STEP_TYPES.items())
     ]
     schema = _closed(copy.deepcopy(SPEC_SCHEMA))
-    schema["properties"]["pipeline"]["properties"]["transforms"]["items"] = transform
+    pipeline = schema["properties"]["pipeline"]["properties"]
+    pipeline["transforms"]["items"] = transform
+    pipeline["contract"]["anyOf"][1] = _allow_params(_closed(copy.deepcopy(CONTRACT_SCHEMA)))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://beam-pipelines.dev/schemas/pipeline-spec-v1.json",

@@ -101,7 +101,7 @@ def test_the_events_spec_compiles_to_the_pipelines_rules_and_columns(tmp_path):
          "pipeline.transforms[3].config.unknown_fields", "unknown parameter ${schema_polcy} (did you mean 'schema_policy'?)"),
         ("{path: curated, partition_by: ts,", "{path: ../curated, partition_by: ts,",
          "pipeline.transforms[10].config.path", "A directory under --output"),
-        ("contract: events@1", "contract: evnts@1", "pipeline.contract", "no contract 'evnts@1'"),
+        ("contract: events@1", "contract: evnts@1", "pipeline.contract", "no contract 'evnts' in"),
         ("    - name: Cleanse\n      type: Cleanse\n", "    - name: Deduplicate\n      type: Cleanse\n",
          "pipeline.transforms[5].name", "step name 'Deduplicate' is already used by transforms[4]"),
     ],
