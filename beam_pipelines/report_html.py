@@ -213,6 +213,32 @@ def _dead_letters(report: dict) -> str:
     return _section("dead-letters", "Dead letters", body)
 
 
+def _drift(report: dict) -> str:
+    drift = _dict(report.get("drift"))
+    if not drift:
+        return _section("drift", "Schema drift", '<p class="okmsg">The records fit their contract.</p>')
+    rows = []
+    for name, info in _dict(drift.get("unknown_fields")).items():
+        info = _dict(info)
+        rows.append(
+            f'<tr><td><code>{esc(name)}</code></td><td>not in the contract</td><td data-v="{esc(info.get("records"))}">'
+            f"{esc(fmt_num(info.get('records')))}</td><td>{_samples(info.get('samples'))}</td></tr>"
+        )
+    for name, kinds in _dict(drift.get("type_changes")).items():
+        for kind, n in _dict(kinds).items():
+            rows.append(
+                f"<tr><td><code>{esc(name)}</code></td><td>sent as {esc(kind)}</td>"
+                f'<td data-v="{esc(n)}">{esc(fmt_num(n))}</td><td></td></tr>'
+            )
+    for name, n in _dict(drift.get("missing_fields")).items():
+        rows.append(
+            f"<tr><td><code>{esc(name)}</code></td><td>absent or null</td>"
+            f'<td data-v="{esc(n)}">{esc(fmt_num(n))}</td><td></td></tr>'
+        )
+    table = _table((("Field", "text"), ("Drift", "text"), ("Records", "num"), ("Samples", "text")), rows)
+    return _section("drift", "Schema drift", table, "parsed records against the contract")
+
+
 def _samples(samples: object) -> str:
     values = samples if isinstance(samples, list) else ([] if samples is None else [samples])
     shown = "".join(f"<code>{fmt_value(v, 60)}</code>" for v in values[:_MAX_SAMPLES])
@@ -477,6 +503,7 @@ def render_report(doc: dict) -> str:
         for a, t in (
             ("funnel", "Records"),
             ("dead-letters", "Dead letters"),
+            ("drift", "Drift"),
             ("expectations", "Expectations"),
             ("profiles", "Profiles"),
             ("history", "History"),
@@ -491,6 +518,7 @@ def render_report(doc: dict) -> str:
         _kpis(counts, _list(expectations), doc.get("anomalies")),
         _funnel(counts, conservation),
         _dead_letters(report),
+        _drift(report),
         _expectations(expectations),
         _profiles(doc.get("profile")),
         _history(doc.get("history"), doc.get("anomalies")),

@@ -31,6 +31,7 @@ def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, 
         "counts": counts,
         "dead_letter_reasons": report["dead_letter_reasons"],
         "quality": report["quality"],
+        "drift": report.get("drift", {}),
         "conservation_ok": report["conservation_ok"],
         "published": published,
         "files_match": files_match,
@@ -74,6 +75,21 @@ def _quality_lines(s: dict) -> list[str]:
     return lines
 
 
+def _drift_lines(drift: dict) -> list[str]:
+    """Schema drift against the contract, one line each (nothing when the records fit it)."""
+    lines = []
+    if drift.get("unknown_fields"):
+        shown = ", ".join(f"{k} {v['records']:,}" for k, v in list(drift["unknown_fields"].items())[:5])
+        lines.append(f"  drift, fields the contract lacks (records): {shown}")
+    if drift.get("type_changes"):
+        shown = ", ".join(
+            f"{k} ({', '.join(f'{kind} {n:,}' for kind, n in kinds.items())})"
+            for k, kinds in list(drift["type_changes"].items())[:5]
+        )
+        lines.append(f"  drift, values of another kind than declared: {shown}")
+    return lines
+
+
 def render(s: dict) -> str:
     c = s["counts"]
     width = max(len(f"{v:,}") for v in c.values())
@@ -92,6 +108,7 @@ def render(s: dict) -> str:
     if s["quality"]:
         quality = ", ".join(f"{k} {v:,}" for k, v in s["quality"].items())
         lines.append(f"  quality (kept, value nulled): {quality}")
+    lines += _drift_lines(s.get("drift") or {})
     check = "OK" if s["conservation_ok"] else "FAILED"
     lines += [
         "",

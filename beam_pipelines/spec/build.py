@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
+from transforms.ingest.drift import drift_report
 from transforms.quality.counts import CountRows, MergeCounts
 from transforms.quality.profile import ProfileColumns
 from transforms.sinks.files import join_path
@@ -126,6 +127,9 @@ def make_report(counts: dict, expectations: dict | None = None) -> dict:
     quality = {k.split(".", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("quality.")}
     ok = c["read"] == c["curated"] + c["dead_lettered"] + c["duplicates"] + c["late"]
     report = {"counts": c, "dead_letter_reasons": reasons, "quality": quality, "conservation_ok": ok}
+    drift = drift_report(counts)
+    if drift:
+        report["drift"] = drift
     if expectations is not None:
         report["expectations"] = expectations["results"]
     return report

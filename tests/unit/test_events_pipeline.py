@@ -87,6 +87,13 @@ def test_whole_pipeline_outputs(pipeline):
                         "dead_letter_reasons": {"invalid_value": 1, "malformed": 2, "missing_field": 1},
                         "quality": {"invalid_country": 1, "invalid_email": 1},
                         "conservation_ok": True,
+                        # Records parsed (6 of 8) against the contract: one undeclared field, an amount
+                        # sent as text, and optional fields absent or null.
+                        "drift": {
+                            "unknown_fields": {"promo": {"records": 1, "samples": ['{"promo":"spring"}']}},
+                            "type_changes": {"amount": {"string": 1}},
+                            "missing_fields": {"amount": 3, "country": 4, "currency": 5, "email": 4},
+                        },
                     }
                 ]
             ),

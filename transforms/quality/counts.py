@@ -47,11 +47,17 @@ class CountRows(beam.PTransform):
         )
 
 
+SAMPLES = 5  # most samples a list-valued entry keeps (the smallest, so any merge order gives the same)
+
+
 def _sum_dicts(dicts) -> dict:
     total: dict = {}
     for d in dicts:
         for k, v in d.items():
-            total[k] = total.get(k, 0) + v
+            if isinstance(v, list):  # samples, not counts
+                total[k] = sorted(set(total.get(k, ())) | set(v))[:SAMPLES]
+            else:
+                total[k] = total.get(k, 0) + v
     return total
 
 

@@ -14,10 +14,12 @@ from transforms.cleanse import Cleanse, CountryCode, Email
 from transforms.dedup import Deduplicate
 from transforms.dedup_stream import DeduplicateStream
 from transforms.features import AddFeatures
+from transforms.ingest.drift import drift_counts
 from transforms.ingest.parse import FORMATS, ParseRecords
 from transforms.ingest.validate import ValidateSchema
 from transforms.quality.expectations import CheckExpectations
 from transforms.quality.expectations_spec import ExpectationError, load_expectations
+from transforms.records import typed
 from transforms.sinks.files import join_path
 
 __all__ = ["RECORD_COLUMNS"]
@@ -108,7 +110,21 @@ class Validate(Step):
 
     def build(self, inputs, io):
         out = inputs[0] | self.name >> ValidateSchema(rules_for(self.ctx.contract), self.policy())
-        return Outputs(out["valid"], _error_outputs(self, out))
+        fields = tuple((f.name, f.type) for f in self.ctx.contract.fields)
+        drift = inputs[0] | f"{self.name}Drift" >> beam.ParDo(_DriftFn(fields)).with_input_types(pa.Table)
+        return Outputs(out["valid"], _error_outputs(self, out), [typed(drift, dict)])
+
+
+class _DriftFn(beam.DoFn):
+    """Schema drift of the parsed records against the contract (see transforms.ingest.drift)."""
+
+    def __init__(self, fields: tuple):
+        self._fields = fields
+
+    def process(self, parsed: pa.Table):
+        counts = drift_counts(parsed, self._fields)
+        if counts:
+            yield counts
 
 
 _CLEANSE_RULES = {"email": Email, "country_code": CountryCode}
