@@ -28,7 +28,7 @@ def test_unknown_fields_type_changes_and_missing_fields_are_counted():
     report = drift_report(counts)
     assert report["unknown_fields"] == {
         "promo": {"records": 2, "samples": ['{"promo":"x"}', '{"promo":"y","channel":"web"}']},
-        "channel": {"records": 1, "samples": ['{"channel":"app"}']},
+        "channel": {"records": 2, "samples": ['{"channel":"app"}', '{"promo":"y","channel":"web"}']},
     }
     assert report["type_changes"] == {"n": {"string": 1, "float": 1}, "flag": {"string": 1}}
     assert report["missing_fields"] == {"when": 1, "flag": 1}

@@ -1,8 +1,7 @@
 """Schema drift of parsed records against their contract, counted per batch, vectorised.
 
 Three things a data engineer wants to see before they break something downstream:
-fields the records carry that the contract lacks (counted by each record's first undeclared
-field, with a few sample records), declared fields arriving as a kind of value their type does
+fields the records carry that the contract lacks (records holding each, with a few samples), declared fields arriving as a kind of value their type does
 not expect (a number sent as a string, ...), and declared fields absent (or null) in records. The counts
 are dicts merged with the run's other counts (``drift.<what>.<field>[.<kind>]``); samples are
 lists the merge keeps short and sorted, so the report is the same whatever the bundle order.
@@ -10,9 +9,14 @@ lists the merge keeps short and sorted, so the report is the same whatever the b
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyarrow import json as pa_json
 
 from transforms.ingest.slots import (
     KIND_BOOL,
@@ -61,17 +65,39 @@ def drift_counts(parsed: pa.Table, fields: tuple[tuple[str, str], ...]) -> dict:
                 out[f"drift.type.{name}.{label}"] = int(counts[k])
     unknown = as_array(parsed.column("_unknown"))
     if unknown.null_count < n:
-        names = unknown.value_counts()
         extras = as_array(parsed.column("_extras"))
-        for row in names.to_pylist():
-            name = row["values"]
-            if name is None:
-                continue
-            out[f"drift.unknown.{name}"] = row["counts"]
-            first = extras.filter(pc.fill_null(pc.equal(unknown, name), False)).slice(0, 64)
-            shown = sorted({v[:200] for v in first.to_pylist() if v is not None})[:SAMPLES]
-            out[f"drift.sample.{name}"] = shown
+        # A record with one undeclared field is counted by its name (``_unknown``); the few with
+        # several have every name read from their extras.
+        several = pc.fill_null(pc.greater(pc.count_substring(extras, '":'), 1), False)
+        single = pc.and_not(pc.is_valid(unknown), several)
+        for row in unknown.filter(single).value_counts().to_pylist():
+            out[f"drift.unknown.{row['values']}"] = row["counts"]
+        if several.true_count:
+            for name, count in _field_counts(extras.filter(several)).items():
+                key = f"drift.unknown.{name}"
+                out[key] = out.get(key, 0) + count
+        for key in [k for k in out if k.startswith("drift.unknown.")]:
+            name = key.split(".", 2)[2]
+            holds = pc.fill_null(pc.match_substring(extras, json.dumps(name) + ":"), False)
+            first = extras.filter(holds).slice(0, 64)
+            out[f"drift.sample.{name}"] = sorted({v[:200] for v in first.to_pylist() if v is not None})[:SAMPLES]
     return out
+
+
+def _field_counts(objects: pa.Array) -> dict:
+    """How many of these JSON objects have each top-level key with a value (Arrow's JSON reader;
+    one object at a time only where it refuses them, e.g. a key's type differs between rows)."""
+    text = b"\n".join(v.encode() for v in objects.to_pylist())
+    try:
+        table = pa_json.read_json(io.BytesIO(text))
+        return {c: table.num_rows - table.column(c).null_count for c in table.column_names}
+    except pa.ArrowInvalid:
+        counts: dict = {}
+        for v in objects.to_pylist():
+            for k, value in orjson.loads(v).items():
+                if value is not None:
+                    counts[k] = counts.get(k, 0) + 1
+        return counts
 
 
 def drift_report(counts: dict) -> dict:

@@ -14,6 +14,7 @@ from transforms.cleanse import Cleanse, CountryCode, Email
 from transforms.dedup import Deduplicate
 from transforms.dedup_stream import DeduplicateStream
 from transforms.features import AddFeatures
+from transforms.ingest.aliases import resolve_aliases
 from transforms.ingest.drift import drift_counts
 from transforms.ingest.parse import FORMATS, ParseRecords
 from transforms.ingest.validate import ValidateSchema
@@ -67,9 +68,28 @@ class Parse(Step):
     def format(self) -> str:
         return self.config.get("format") or self.ctx.source_format or "jsonl"
 
+    def _aliases(self) -> tuple:
+        return tuple((f.name, tuple(f.aliases)) for f in self.ctx.contract.fields if f.aliases)
+
     def build(self, inputs, io):
-        out = inputs[0] | self.name >> ParseRecords(self.format(), field_names(self.ctx.contract))
-        return Outputs(out["parsed"], _error_outputs(self, out), [out["stats"]])
+        aliases = self._aliases()
+        # Former names are read as fields too (not undeclared ones), then folded into their field.
+        names = field_names(self.ctx.contract) + tuple(a for _, former in aliases for a in former)
+        out = inputs[0] | self.name >> ParseRecords(self.format(), names)
+        parsed = out["parsed"]
+        if aliases:
+            parsed = parsed | f"{self.name}Aliases" >> beam.ParDo(_AliasFn(aliases)).with_input_types(
+                pa.Table
+            ).with_output_types(pa.Table)
+        return Outputs(parsed, _error_outputs(self, out), [out["stats"]])
+
+
+class _AliasFn(beam.DoFn):
+    def __init__(self, aliases: tuple):
+        self._aliases = aliases
+
+    def process(self, table: pa.Table):
+        yield resolve_aliases(table, self._aliases)
 
 
 @register
