@@ -24,8 +24,11 @@ def _sortable(column):
     return raw_text(column) if pa.types.is_struct(column.type) else column
 
 
-def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...], drop: tuple[str, ...] = ()) -> pa.Table:
-    """Rows with a distinct ``key``, each the smallest by ``order_by``, without the ``drop`` columns.
+def keep_first(
+    table: pa.Table, key: str, order_by: tuple[str, ...], drop: tuple[str, ...] = (), last: bool = False
+) -> pa.Table:
+    """Rows with a distinct ``key``, each the smallest by ``order_by`` (the largest when ``last``),
+    without the ``drop`` columns.
 
     Rows keep their order; only the ordering columns of rows whose key repeats are sorted.
     """
@@ -43,7 +46,8 @@ def keep_first(table: pa.Table, key: str, order_by: tuple[str, ...], drop: tuple
     # ``_raw``) are compared by their text, as text records are.
     dups = table.select(list(dict.fromkeys((key, *order_by)))).take(pa.array(dup_rows))
     order = pa.table({c: _sortable(dups.column(c)) for c in dups.column_names})
-    ranked = pc.sort_indices(order, [(key, "ascending")] + [(c, "ascending") for c in order_by]).to_numpy()
+    direction = "descending" if last else "ascending"
+    ranked = pc.sort_indices(order, [(key, "ascending")] + [(c, direction) for c in order_by]).to_numpy()
     ranked_keys = order.column(key).take(pa.array(ranked)).combine_chunks()
     first = np.ones(len(ranked), dtype=bool)
     first[1:] = pc.fill_null(pc.not_equal(ranked_keys.slice(1), ranked_keys.slice(0, len(ranked) - 1)), True).to_numpy(
@@ -65,8 +69,8 @@ class _PartitionFn(beam.DoFn):
 
 
 class _MergeFn(beam.DoFn):
-    def __init__(self, key: str, order_by: tuple[str, ...], drop: tuple[str, ...]):
-        self._key, self._order_by, self._drop = key, order_by, drop
+    def __init__(self, key: str, order_by: tuple[str, ...], drop: tuple[str, ...], last: bool = False):
+        self._key, self._order_by, self._drop, self._last = key, order_by, drop, last
 
     def setup(self):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
@@ -76,7 +80,7 @@ class _MergeFn(beam.DoFn):
         parts = list(parts)
         tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])
         table = concat_records(tables)
-        deduped = keep_first(table, self._key, self._order_by, self._drop)
+        deduped = keep_first(table, self._key, self._order_by, self._drop, self._last)
         removed = table.num_rows - deduped.num_rows
         self._dups.inc(removed)
         if removed:
@@ -85,7 +89,7 @@ class _MergeFn(beam.DoFn):
 
 
 class Deduplicate(beam.PTransform):
-    """Keeps exactly one row per key: the first by ``order_by``; counts the others.
+    """Keeps exactly one row per key: the first (or last) by ``order_by``; counts the others.
 
     Args:
         key: The key column (e.g. ``event_id``).
@@ -99,6 +103,8 @@ class Deduplicate(beam.PTransform):
             go through Beam's shuffle, so a runner that holds shuffled data in memory (the
             direct runner) holds paths, not rows: memory stays flat as input grows. Must be
             visible to every worker (the run's staging directory is).
+        keep: ``first`` keeps the smallest row by ``order_by``; ``last`` the largest (e.g. the
+            latest version of a record by ``updated_at``).
 
     Returns a dict: ``unique`` (tables, in no particular row order) and ``stats`` (dicts with
     ``duplicates``).
@@ -111,9 +117,13 @@ class Deduplicate(beam.PTransform):
         partitions: int = 8,
         spill_dir: str | None = None,
         drop: tuple[str, ...] = (),
+        keep: str = "first",
         label: str | None = None,
     ):
         super().__init__(label)
+        if keep not in ("first", "last"):
+            raise ValueError(f"keep must be first or last, got {keep!r}")
+        self._last = keep == "last"
         self._drop = tuple(drop)
         if key in self._drop:
             raise ValueError("drop must not hold the key")
@@ -138,7 +148,9 @@ class Deduplicate(beam.PTransform):
             | "GroupPartitions" >> beam.GroupByKey().with_input_types(part_type)
             | "Rewindow" >> beam.WindowInto(GlobalWindows())  # back to the default, so outputs flatten with others
             | "Merge"
-            >> beam.ParDo(_MergeFn(self._key, self._order_by, self._drop)).with_outputs("stats", main="unique")
+            >> beam.ParDo(_MergeFn(self._key, self._order_by, self._drop, self._last)).with_outputs(
+                "stats", main="unique"
+            )
         )
         stats = (typed(parts.stats, dict), typed(merged.stats, dict)) | "Stats" >> beam.Flatten()
         return {"unique": typed(merged.unique), "stats": stats}

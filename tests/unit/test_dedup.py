@@ -94,3 +94,28 @@ def test_keep_first_can_leave_out_its_tie_break_columns():
     assert unique.column_names == slim.column_names and unique.num_rows == 2
     with pytest.raises(ValueError, match="key"):
         Deduplicate("event_id", ("ts",), drop=("event_id",))
+
+
+def test_keep_last_takes_the_largest_by_order_by_on_random_rows():
+    import random
+
+    rng = random.Random(9)
+    rows = [(f"k{rng.randrange(40)}", rng.randrange(3), f"r{rng.randrange(6)}") for _ in range(300)]
+    best = {}
+    for r in rows:
+        if r[0] not in best or (r[1], r[2]) > best[r[0]][1:]:
+            best[r[0]] = r
+    out = keep_first(t(rows), "event_id", ("ts", "_raw"), last=True)
+    got = sorted(zip(out.column("event_id").to_pylist(), [d.hour for d in out.column("ts").to_pylist()],
+                     out.column("_raw").to_pylist()))  # fmt: skip
+    assert got == sorted(best.values())
+
+
+def test_deduplicate_keeps_the_latest_version_across_batches(pipeline):
+    batches = [t([("a", 1, "a-v1"), ("b", 1, "b-v1")]), t([("a", 3, "a-v3"), ("b", 0, "b-v0")]), t([("a", 2, "a-v2")])]
+    with pipeline() as p:
+        out = p | beam.Create(batches) | Deduplicate("event_id", ("ts", "_raw"), partitions=2, keep="last")
+        kept = out["unique"] | beam.FlatMap(lambda tb: tb.column("_raw").to_pylist())
+        assert_that(kept, equal_to(["a-v3", "b-v1"]))
+    with pytest.raises(ValueError, match="keep must be first or last"):
+        Deduplicate("event_id", ("ts",), keep="latest")

@@ -198,8 +198,8 @@ class DeduplicateStep(Step):
     type = "Deduplicate"
     kind = "records"
     doc = (
-        "Keeps one record per key (the first by order_by); the others are counted as duplicates. Streaming: "
-        "per key within a horizon."
+        "Keeps one record per key (the first or last by order_by); the others are counted as duplicates. "
+        "Streaming: the first per key within a horizon."
     )
     config_schema = {
         "type": "object",
@@ -208,7 +208,12 @@ class DeduplicateStep(Step):
             "order_by": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "Columns choosing the survivor, smallest first (_raw: the record text).",
+                "description": "Columns choosing the survivor (_raw: the record text), compared in order.",
+            },
+            "keep": {
+                "enum": ["first", "last"],
+                "description": "first: the smallest by order_by (the earliest); last: the largest (the latest "
+                "version). Default: first. Streaming keeps the first.",
             },
             "horizon": {
                 "anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"^[0-9]+(s|m|h|d|w)$"}],
@@ -227,6 +232,9 @@ class DeduplicateStep(Step):
         if self.ctx.mode == "streaming":
             if self.ctx.event_time is None:
                 raise self.error(None, "streaming deduplication needs an event time: add a WindowedAggregate")
+            if self.config.get("keep") == "last":
+                raise self.error("keep", "streaming deduplication keeps the first record of a key: a later one "
+                                         "cannot take back what was written")  # fmt: skip
         return cols
 
     def reads(self):
@@ -260,6 +268,7 @@ class DeduplicateStep(Step):
                 partitions=partitions,
                 spill_dir=join_path(io.scratch, "dedup") if io.scratch else None,
                 drop=self._dropped(),
+                **({"keep": "last"} if self.config.get("keep") == "last" else {}),
             )
         return Outputs(out["unique"], stats=[out["stats"]])
 
