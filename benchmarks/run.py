@@ -37,9 +37,24 @@ AGG_COLUMNS = ("window_start", "window_end", "event_type", "country", "events", 
 _US = pa.timestamp("us", tz="UTC")
 
 
+def at_revision(system: str) -> Path | None:
+    """For ``beam_pipelines@REV``: a worktree of the project at git revision REV (its compiled
+    passes built in place), so a change is measured against the code before it in one run."""
+    if "@" not in system:
+        return None
+    rev = system.split("@", 1)[1]
+    tree = ROOT / ".cache" / "bench" / "worktrees" / rev
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree, check=True,
+                       capture_output=True)  # fmt: skip
+    return tree
+
+
 def command(system: str, pattern: str, fmt: str, out: Path) -> list[str]:
     py = sys.executable
-    if system == "beam_pipelines":
+    if system == "beam_pipelines" or system.startswith("beam_pipelines@"):
         return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
     if system == "beam_pipelines_1worker":  # like for like with beam_per_record: one worker, Beam's default
@@ -54,16 +69,17 @@ def command(system: str, pattern: str, fmt: str, out: Path) -> list[str]:
     return [py, "-m", f"benchmarks.systems.{system}", "--input", pattern, "--format", fmt, "--output", str(out)]
 
 
-def measure(cmd: list[str], timeout: float) -> dict:
-    """Runs one command; wall time and peak RSS (MB) summed over its process tree."""
+def measure(cmd: list[str], timeout: float, root: Path = ROOT) -> dict:
+    """Runs one command in ``root`` (the project, or a worktree of it at another revision); wall
+    time and peak RSS (MB) summed over its process tree."""
     import psutil
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = ROOT / ".cache" / "bench" / "last-run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(log, "wb") as fh:
-        proc = psutil.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = psutil.Popen(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
         peak = 0
         while proc.poll() is None:
             rss = 0
@@ -209,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1000000", help="Comma-separated data sizes. Default: 1000000.")
     parser.add_argument("--format", default="parquet,jsonl", help="Comma-separated formats. Default: parquet,jsonl.")
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
-                        help=f"Comma-separated systems from {', '.join(SYSTEMS)}.")  # fmt: skip
+                        help=f"Comma-separated systems from {', '.join(SYSTEMS)}, or beam_pipelines@REV: "
+                             "this project at git revision REV (a worktree), to compare a change in one run.")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, help="Runs per system and data set (median kept).")
     parser.add_argument("--dirty-fraction", type=float, default=0.05, help="Dirty records in the data. Default 0.05.")
     parser.add_argument("--seed", type=int, default=7)
@@ -223,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.rows.split(",") if x]
     formats = [x for x in args.format.split(",") if x]
     systems = [x for x in args.systems.split(",") if x]
-    unknown = [s for s in systems if s not in SYSTEMS]
+    unknown = [s for s in systems if s not in SYSTEMS and not s.startswith("beam_pipelines@")]
     if unknown:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if args.repeat < 1:
@@ -242,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     if rep and sum(walls) * args.repeat / rep > args.repeat_budget:
                         break  # a slow system at a large size: fewer runs, recorded in `walls`
                     shutil.rmtree(out, ignore_errors=True)
-                    m = measure(command(system, pattern, fmt, out), args.timeout)
+                    m = measure(command(system, pattern, fmt, out), args.timeout, at_revision(system) or ROOT)
                     if not m["ok"]:
                         error = m["error"]
                         break
