@@ -283,10 +283,19 @@ def _typed_slots(col: pa.Array, n: int) -> list[pa.Array]:
         return _typed_slots(col.dictionary_decode(), n)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return [kinds(KIND_STR), col.cast(pa.string()), null_i, null_f]
+    if pa.types.is_uint64(t) and pc.any(pc.greater(col, pa.scalar(2**63 - 1, t))).as_py():
+        # Beyond int64, as a JSON integer beyond 64 bits: exact text, a float value, no int.
+        big = pc.fill_null(pc.greater(col, pa.scalar(2**63 - 1, t)), False)
+        as_int = pc.if_else(big, pa.scalar(None, t), col).cast(pa.int64())
+        as_float = pc.if_else(big, col.cast(pa.float64(), safe=False), null_f)
+        return [kinds(KIND_INT), col.cast(pa.string()), as_int, as_float]
     if pa.types.is_integer(t):
         as_int = col.cast(pa.int64())
         return [kinds(KIND_INT), as_int.cast(pa.string()), as_int, null_f]
-    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+    if pa.types.is_decimal(t):
+        # The exact decimal text: what an exact (decimal) rule reads.
+        return [kinds(KIND_FLOAT), col.cast(pa.string()), null_i, col.cast(pa.float64())]
+    if pa.types.is_floating(t):
         as_float = col.cast(pa.float64())
         return [kinds(KIND_FLOAT), as_float.cast(pa.string()), null_i, as_float]
     if pa.types.is_boolean(t):

@@ -8,8 +8,10 @@ known to be unusable by the vectorised parser take a per-value fallback.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 import apache_beam as beam
 import numpy as np
@@ -18,6 +20,7 @@ import pyarrow.compute as pc
 
 from transforms.colscan import iso_micros, string_buffers
 from transforms.ingest.slots import (
+    KIND_BOOL,
     KIND_FLOAT,
     KIND_INT,
     KIND_MISSING,
@@ -29,9 +32,12 @@ from transforms.ingest.slots import (
 from transforms.records import as_array, dead_letters, iso_text, typed
 
 __all__ = [
+    "BooleanField",
     "CodeField",
+    "DecimalField",
     "EnumField",
     "IdField",
+    "IntegerField",
     "NumberField",
     "TextField",
     "TimestampField",
@@ -47,6 +53,13 @@ POLICIES = ("additive", "strict")
 _NUMERIC = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 # At most 18 digits: always fits int64 (longer integers take the float path and fail the range).
 _INTEGER = r"^[+-]?\d{1,18}$"
+_INTEGER_ANY = r"^[+-]?\d+$"
+_PLAIN_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)$"
+_INT64_MAX = "9223372036854775807"  # as text: 19-digit integers are compared with it
+_FLOAT_INTS = 2**53  # beyond this a float64 no longer stands for one integer
+_CASES = ("upper", "lower", "keep")
+_TRUE_WORDS = ("true", "1", "yes", "t", "y")
+_FALSE_WORDS = ("false", "0", "no", "f", "n")
 _ISO = (
     r"(?i)^\d{4}-\d{2}-\d{2}"
     r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$"
@@ -117,6 +130,46 @@ def _outcome(name: str, value: pa.Array, missing, invalid, text, what: str) -> O
     return Outcome(value, missing, invalid, text, what)
 
 
+def _absent(s: Slots) -> pa.Array:
+    return _kind_in(s, KIND_MISSING, KIND_NULL)
+
+
+def _missing(required: bool, default, absent: pa.Array) -> pa.Array | None:
+    """The rows a required field lacks: absent or null, with no default to stand in."""
+    return absent if required and default is None else None
+
+
+def _defaulted(value: pa.Array, absent: pa.Array, default) -> pa.Array:
+    """``value`` with ``default`` where the field is absent or null (unchanged without one)."""
+    if default is None or not absent.true_count:
+        return value
+    return pc.if_else(absent, pa.scalar(default, value.type), value)
+
+
+def _display(s: Slots):
+    """The value text for error messages; typed timestamps carry no text slot, so theirs is
+    formatted for the failing rows only."""
+    if not s.has(KIND_TIMESTAMP):
+        return s.text
+
+    def shown(rows: pa.Array) -> pa.Array:
+        as_ts = iso_text(s.int.take(rows).cast(_US))
+        return pc.if_else(pc.equal(s.kind.take(rows), KIND_TIMESTAMP), as_ts, s.text.take(rows))
+
+    return shown
+
+
+def _bounds_text(minimum, maximum) -> str:
+    """The bounds part of an error message: ' >= 0 and <= 10', or '' without bounds."""
+    parts = [f">= {_num_text(minimum)}"] if minimum is not None else []
+    parts += [f"<= {_num_text(maximum)}"] if maximum is not None else []
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def _num_text(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
 @dataclass(frozen=True)
 class IdField:
     """Required identifier: a non-empty string (trimmed) or an integer; stored as string."""
@@ -140,33 +193,59 @@ class IdField:
 
 @dataclass(frozen=True)
 class EnumField:
-    """Required string from a fixed set, matched case-insensitively, stored lower case."""
+    """A string from a fixed set, matched case-insensitively, stored lower case.
+
+    Absent or null means ``default`` (one of ``values``), else a missing field when
+    ``required``, else null.
+    """
 
     name: str
     values: tuple[str, ...]
+    required: bool = True
+    default: str | None = None
+
+    def __post_init__(self):
+        if self.default is not None and self.default.strip().lower() not in self.values:
+            raise ValueError(f"{self.name}: default {self.default!r} is not one of {', '.join(self.values)}")
 
     def apply(self, s: Slots, done: dict) -> Outcome:
         value = pc.utf8_lower(pc.utf8_trim_whitespace(s.text))
         ok = pc.is_in(value, pa.array(self.values))
         if not s.only(*_STRINGS):
             ok = _mask(pc.and_(_kind_in(s, KIND_STR), ok))
-        missing = _kind_in(s, KIND_MISSING, KIND_NULL)
-        invalid = pc.invert(pc.or_(missing, ok))
+        absent = _absent(s)
+        invalid = pc.invert(pc.or_(absent, ok))
+        default = None if self.default is None else self.default.strip().lower()
+        value = _defaulted(value, absent, default)
+        missing = _missing(self.required, self.default, absent)
         return _outcome(self.name, value, missing, invalid, s.text, "must be one of " + "|".join(self.values))
 
 
 @dataclass(frozen=True)
 class NumberField:
-    """A number or numeric string >= minimum, rounded; null allowed unless ``required_if``.
+    """A number or numeric string within ``[minimum, maximum]`` (both inclusive, either may be
+    None), rounded half away from zero to ``decimals`` places (None: not rounded).
 
+    Absent or null means ``default``, else a missing field when ``required``, else null.
     ``required_if`` is ``(other_field, values)``: null is a missing field when the other
     (earlier) field's normalised value is one of ``values``.
     """
 
     name: str
     minimum: float | None = 0.0
-    decimals: int = 2
+    decimals: int | None = 2
     required_if: tuple[str, tuple[str, ...]] | None = None
+    maximum: float | None = None
+    required: bool = False
+    default: float | None = None
+
+    def __post_init__(self):
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"{self.name}: minimum {self.minimum} is above maximum {self.maximum}")
+        if self.default is not None and not (
+            math.isfinite(self.default) and _within(self.default, self.minimum, self.maximum)
+        ):
+            raise ValueError(f"{self.name}: default {self.default} is not a finite number within the bounds")
 
     def apply(self, s: Slots, done: dict) -> Outcome:
         if s.only(KIND_FLOAT, KIND_MISSING, KIND_NULL):
@@ -187,34 +266,55 @@ class NumberField:
         ok = _mask(pc.is_finite(number))
         if self.minimum is not None:
             ok = _mask(pc.and_(ok, pc.greater_equal(number, self.minimum)))
+        if self.maximum is not None:
+            ok = _mask(pc.and_(ok, pc.less_equal(number, self.maximum)))
         absent = _kind_in(s, KIND_MISSING, KIND_NULL)
-        if self.required_if is not None:
+        if self.default is not None:
+            missing = None
+            number = _defaulted(number, absent, float(self.default))
+        elif self.required:
+            missing = absent
+        elif self.required_if is not None:
             other, values = self.required_if
             missing = _mask(pc.and_(absent, pc.is_in(done[other], pa.array(values))))
         else:
             missing = None
         invalid = pc.invert(pc.or_(absent, ok))
-        value = pc.round(number, self.decimals, round_mode="half_towards_infinity")
-        what = "must be a finite number" + ("" if self.minimum is None else f" >= {self.minimum:g}")
+        value = number if self.decimals is None else pc.round(number, self.decimals, round_mode="half_towards_infinity")
+        what = "must be a finite number" + _bounds_text(self.minimum, self.maximum)
         return _outcome(self.name, value, missing, invalid, s.text, what)
+
+
+def _within(x, minimum, maximum) -> bool:
+    return (minimum is None or x >= minimum) and (maximum is None or x <= maximum)
 
 
 @dataclass(frozen=True)
 class CodeField:
-    """Optional code matching ``pattern``, upper-cased; absent or null means ``default``."""
+    """A code matching ``pattern`` (trimmed), then upper-cased, lower-cased or kept as it is
+    (``case``). Absent or null means ``default``, else a missing field when ``required``,
+    else null."""
 
     name: str
     pattern: str
     default: str | None = None
+    case: str = "upper"
+    required: bool = False
+
+    def __post_init__(self):
+        if self.case not in _CASES:
+            raise ValueError(f"{self.name}: case must be one of {', '.join(_CASES)}, got {self.case!r}")
 
     def apply(self, s: Slots, done: dict) -> Outcome:
         trimmed = pc.utf8_trim_whitespace(s.text)
         ok = pc.match_substring_regex(trimmed, self.pattern)
         ok = _mask(ok if s.only(*_STRINGS) else pc.and_(_kind_in(s, KIND_STR), ok))
         absent = _kind_in(s, KIND_MISSING, KIND_NULL)
-        value = pc.if_else(absent, pa.scalar(self.default, pa.string()), pc.utf8_upper(trimmed))
+        cased = {"upper": pc.utf8_upper, "lower": pc.utf8_lower}.get(self.case, lambda x: x)(trimmed)
+        value = pc.if_else(absent, pa.scalar(self.default, pa.string()), cased)
         invalid = pc.invert(pc.or_(absent, ok))
-        return _outcome(self.name, value, None, invalid, s.text, f"must match {self.pattern}")
+        missing = _missing(self.required, self.default, absent)
+        return _outcome(self.name, value, missing, invalid, s.text, f"must match {self.pattern}")
 
 
 def _parse_iso(text: pa.Array) -> pa.Array:
@@ -276,31 +376,66 @@ def _parse_iso_one(value: str | None) -> datetime | None:
         return None
 
 
+def _instant(name: str, iso: str) -> datetime:
+    """An ISO-8601 bound or default as an aware UTC datetime (no offset means UTC)."""
+    try:
+        dt = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {iso!r} is not an ISO-8601 timestamp") from None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _day_text(iso: str) -> str:
+    """A bound as an error message shows it: the date alone when it is a UTC midnight."""
+    dt = datetime.fromisoformat(iso)
+    if (dt.tzinfo is None or dt.utcoffset() == timedelta(0)) and dt.time() == time(0):
+        return dt.date().isoformat()
+    return iso
+
+
 @dataclass(frozen=True)
 class TimestampField:
-    """Required event time: ISO-8601 (offset or Z; none means UTC), epoch seconds, or epoch
-    milliseconds (integers >= ``millis_from``), within ``[minimum, maximum)``."""
+    """Event time: ISO-8601 (offset or Z; none means UTC), epoch seconds, or epoch
+    milliseconds (integers >= ``millis_from``), within ``[minimum, maximum)`` (ISO-8601; none
+    means UTC).
+
+    Absent or null means ``default`` (ISO-8601), else a missing field when ``required``, else
+    null.
+    """
 
     name: str
     minimum: str = "2000-01-01T00:00:00+00:00"
     maximum: str = "2100-01-01T00:00:00+00:00"
     millis_from: int = 10**11
+    required: bool = True
+    default: str | None = None
+
+    def __post_init__(self):
+        lo, hi = _instant(self.name, self.minimum), _instant(self.name, self.maximum)
+        if lo >= hi:
+            raise ValueError(f"{self.name}: minimum {self.minimum} is not before maximum {self.maximum}")
+        if self.default is not None and not lo <= _instant(self.name, self.default) < hi:
+            raise ValueError(f"{self.name}: default {self.default} is outside [minimum, maximum)")
 
     def apply(self, s: Slots, done: dict) -> Outcome:
-        lo = datetime.fromisoformat(self.minimum).timestamp() * 1e6
-        hi = datetime.fromisoformat(self.maximum).timestamp() * 1e6
-        missing = _kind_in(s, KIND_MISSING, KIND_NULL)
-        what = "must be ISO-8601 or epoch seconds/milliseconds within [2000-01-01, 2100-01-01)"
+        lo = _instant(self.name, self.minimum).timestamp() * 1e6
+        hi = _instant(self.name, self.maximum).timestamp() * 1e6
+        absent = _kind_in(s, KIND_MISSING, KIND_NULL)
+        what = (
+            "must be ISO-8601 or epoch seconds/milliseconds within "
+            f"[{_day_text(self.minimum)}, {_day_text(self.maximum)})"
+        )
+        value, in_range = self._micros(s, lo, hi)
+        invalid = pc.invert(pc.or_(absent, in_range))
+        if self.default is not None:
+            value = _defaulted(value, absent, _instant(self.name, self.default))
+        return _outcome(self.name, value, _missing(self.required, self.default, absent), invalid, _display(s), what)
 
-        def shown(rows: pa.Array) -> pa.Array:
-            # Typed timestamps carry no text slot; format just the failing ones.
-            as_ts = iso_text(s.int.take(rows).cast(_US))
-            return pc.if_else(pc.equal(s.kind.take(rows), KIND_TIMESTAMP), as_ts, s.text.take(rows))
-
+    def _micros(self, s: Slots, lo: float, hi: float) -> tuple[pa.Array, pa.Array]:
+        """The instants within ``[lo, hi)`` microseconds (null elsewhere), and which rows they are."""
         if s.only(KIND_TIMESTAMP, KIND_MISSING, KIND_NULL):  # typed sources: already epoch microseconds
             in_range = _mask(pc.and_(pc.greater_equal(s.int, int(lo)), pc.less(s.int, int(hi))))
-            value = pc.if_else(in_range, s.int, pa.scalar(None, pa.int64())).cast(_US)
-            return _outcome(self.name, value, missing, pc.invert(pc.or_(missing, in_range)), shown, what)
+            return pc.if_else(in_range, s.int, pa.scalar(None, pa.int64())).cast(_US), in_range
         trimmed = pc.utf8_trim_whitespace(s.text)
         is_str = _kind_in(s, KIND_STR)
         null_str = pa.scalar(None, pa.string())
@@ -365,19 +500,365 @@ class TimestampField:
             exact = pc.if_else(is_ts, s.int, exact)
         if iso is not None:
             exact = pc.if_else(pc.is_valid(iso), iso, exact)
-        value = pc.if_else(in_range, exact, pa.scalar(None, pa.int64())).cast(_US)
-        invalid = pc.invert(pc.or_(missing, in_range))
-        return _outcome(self.name, value, missing, invalid, shown, what)
+        return pc.if_else(in_range, exact, pa.scalar(None, pa.int64())).cast(_US), in_range
 
 
 @dataclass(frozen=True)
 class TextField:
-    """Optional free text; non-string values keep their text form for later cleansing."""
+    """Free text; non-string values keep their text form for later cleansing. Absent or null
+    means ``default``, else a missing field when ``required``, else null."""
 
     name: str
+    required: bool = False
+    default: str | None = None
 
     def apply(self, s: Slots, done: dict) -> Outcome:
-        return Outcome(s.text, None, None, s.text, "")
+        if not self.required and self.default is None:
+            return Outcome(s.text, None, None, s.text, "")
+        absent = _absent(s)
+        value = _defaulted(s.text, absent, self.default)
+        return Outcome(value, _missing(self.required, self.default, absent), None, s.text, "")
+
+
+def _byte_set(chars: str) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[list(chars.encode())] = True
+    return table
+
+
+_INT_BYTES = _byte_set("0123456789-")
+_PLAIN_BYTES = _byte_set("0123456789+-.")
+
+
+def _only_bytes(text: pa.Array, allowed: np.ndarray) -> bool:
+    """Whether the strings hold no byte but ``allowed`` ones: a numpy pass over the bytes that
+    lets a cast stand in for a regex pass (on these bytes Arrow's parser takes no shape the
+    rule's pattern refuses)."""
+    offsets, data = string_buffers(text)
+    return len(text) == 0 or bool(allowed[data[offsets[0] : offsets[-1]]].all())
+
+
+def _among(text: pa.Array, where: pa.Array) -> pa.Array:
+    """``text`` on the rows of ``where``, null elsewhere."""
+    if not pc.and_not(pc.is_valid(text), where).true_count:  # already null outside ``where``
+        return text
+    return pc.if_else(where, text, pa.scalar(None, pa.string()))
+
+
+def _int_text(text: pa.Array, where: pa.Array) -> pa.Array:
+    """Integer strings (trimmed, optional sign, any number of digits) among ``where`` -> their
+    int64 values, null where the text is no integer or the value is beyond 64 bits.
+
+    A batch of plain integer text fitting int64, the usual case, is one cast. Otherwise beyond
+    18 significant digits a value may not fit: a 19-digit one is compared as text with the
+    int64 limit, a longer one never fits.
+    """
+    candidates = _among(text, where)
+    if _only_bytes(candidates, _INT_BYTES):
+        try:
+            return candidates.cast(pa.int64())
+        except pa.ArrowInvalid:  # a value beyond int64, or a stray sign: decided below
+            pass
+    text = pc.utf8_trim_whitespace(text)
+    is_int = _matches(text, where, _INTEGER_ANY)
+    null_str = pa.scalar(None, pa.string())
+    if not is_int.true_count:
+        return pa.nulls(len(text), pa.int64())
+    candidates = pc.if_else(is_int, text, null_str)
+    digits = pc.utf8_ltrim(candidates, characters="+-0")  # sign and leading zeros off
+    width = pc.utf8_length(digits)
+    fits = pc.less_equal(width, 18)
+    if pc.any(pc.greater(width, 18)).as_py():
+        negative = pc.starts_with(candidates, "-")
+        limit = pc.if_else(negative, _INT64_MAX[:-1] + "8", _INT64_MAX)
+        fits = pc.or_(fits, pc.and_(pc.equal(width, 19), pc.less_equal(digits, limit)))
+    # Arrow's integer parser refuses a leading "+" (and takes leading zeros).
+    return pc.if_else(fits, pc.utf8_ltrim(candidates, characters="+"), null_str).cast(pa.int64())
+
+
+@dataclass(frozen=True)
+class IntegerField:
+    """An integer within the ``bits`` (64 or 32) signed range and ``[minimum, maximum]`` (both
+    inclusive, either may be None); stored as int64 or int32.
+
+    Accepts JSON integers, typed integer columns of any width, integer strings (trimmed, an
+    optional sign, digits only: ``"1e2"`` and ``"3.0"`` are not integer strings), and floats
+    that hold a whole number of at most 2**53 in magnitude (``3.0``): JSON Schema's
+    ``integer`` takes such numbers, and a typed integer column with nulls often arrives as
+    float64 (pandas). A float with a fractional part, or beyond 2**53 (where a float64 no
+    longer stands for one integer), is an invalid value, as is a boolean.
+
+    Absent or null means ``default``, else a missing field when ``required``, else null.
+    """
+
+    name: str
+    bits: int = 64
+    minimum: int | None = None
+    maximum: int | None = None
+    required: bool = False
+    default: int | None = None
+
+    def __post_init__(self):
+        if self.bits not in (32, 64):
+            raise ValueError(f"{self.name}: bits must be 32 or 64, got {self.bits!r}")
+        lo, hi = self._range()
+        if lo > hi:
+            raise ValueError(f"{self.name}: no {self.bits}-bit integer lies within [{self.minimum}, {self.maximum}]")
+        if self.default is not None and (type(self.default) is not int or not lo <= self.default <= hi):
+            raise ValueError(f"{self.name}: default {self.default!r} is not an integer within [{lo}, {hi}]")
+
+    def _range(self) -> tuple[int, int]:
+        """The accepted range: the bit width's, narrowed by the bounds."""
+        lo, hi = -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+        if self.minimum is not None:
+            lo = max(lo, self.minimum)
+        if self.maximum is not None:
+            hi = min(hi, self.maximum)
+        return lo, hi
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        n = len(s.kind)
+        if s.only(KIND_INT, KIND_MISSING, KIND_NULL):  # typed integer columns, JSON integers
+            number = s.int
+        else:
+            number = pa.nulls(n, pa.int64())
+            if s.has(KIND_STR):
+                number = _int_text(s.text, _kind_in(s, KIND_STR))
+            if s.has(KIND_INT):
+                number = pc.if_else(_kind_in(s, KIND_INT), s.int, number)
+            if s.has(KIND_FLOAT):
+                whole = _mask(
+                    pc.and_(pc.equal(pc.floor(s.float), s.float), pc.less_equal(pc.abs(s.float), _FLOAT_INTS))
+                )
+                from_float = pc.if_else(whole, s.float, pa.scalar(None, pa.float64())).cast(pa.int64())
+                number = pc.if_else(_kind_in(s, KIND_FLOAT), from_float, number)
+        lo, hi = self._range()
+        ok = _mask(pc.and_(pc.greater_equal(number, lo), pc.less_equal(number, hi)))
+        absent = _absent(s)
+        invalid = pc.invert(pc.or_(absent, ok))
+        out = pa.int64() if self.bits == 64 else pa.int32()
+        value = pc.if_else(ok, number, pa.scalar(None, pa.int64())).cast(out)
+        value = _defaulted(value, absent, self.default)
+        what = f"must be a {self.bits}-bit integer" + _bounds_text(self.minimum, self.maximum)
+        return _outcome(self.name, value, _missing(self.required, self.default, absent), invalid, _display(s), what)
+
+
+@dataclass(frozen=True)
+class BooleanField:
+    """A boolean: JSON true/false, typed boolean columns, the strings true/false, 1/0, yes/no,
+    t/f and y/n in any case (trimmed), and the integers 1/0. Anything else (a float, another
+    integer, an empty string) is an invalid value.
+
+    Absent or null means ``default``, else a missing field when ``required``, else null.
+    """
+
+    name: str
+    required: bool = False
+    default: bool | None = None
+
+    def __post_init__(self):
+        if self.default is not None and type(self.default) is not bool:
+            raise ValueError(f"{self.name}: default must be true or false, got {self.default!r}")
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        absent = _absent(s)
+        if s.only(KIND_BOOL, KIND_MISSING, KIND_NULL):  # JSON and typed booleans: "true"/"false"
+            is_true = pc.equal(s.text, "true")
+            ok = pc.invert(absent)
+        else:
+            # Integers' text slots hold their digits: one test of the text serves every kind
+            # but floats, whose text ("1") must not pass. The words are ASCII, so ASCII case
+            # folding decides as Unicode folding would.
+            words = pc.ascii_lower(pc.utf8_trim_whitespace(s.text))
+            is_true = _mask(pc.is_in(words, pa.array(_TRUE_WORDS)))
+            ok = pc.or_(is_true, _mask(pc.is_in(words, pa.array(_FALSE_WORDS))))
+            if s.has(KIND_FLOAT):
+                ok = pc.and_not(ok, _kind_in(s, KIND_FLOAT))
+        invalid = pc.invert(pc.or_(absent, ok))
+        value = _defaulted(pc.if_else(ok, is_true, pa.scalar(None, pa.bool_())), absent, self.default)
+        what = "must be true/false, 1/0, yes/no, t/f or y/n"
+        return _outcome(self.name, value, _missing(self.required, self.default, absent), invalid, _display(s), what)
+
+
+def _decimal_of(name: str, what: str, x, precision: int, scale: int) -> Decimal:
+    """A bound or default as a Decimal the column type holds exactly (ValueError otherwise)."""
+    try:
+        d = Decimal(str(x)) if not isinstance(x, Decimal) else x
+    except InvalidOperation:
+        raise ValueError(f"{name}: {what} {x!r} is not a number") from None
+    if not d.is_finite() or _decimal_one(d, precision, scale) != d:
+        raise ValueError(f"{name}: {what} {x!r} does not fit decimal({precision}, {scale}) exactly")
+    return d
+
+
+def _decimal_text(text: str) -> Decimal:
+    """A numeric string (matched against ``_NUMERIC``) as an exact Decimal. Exponents beyond
+    what ``Decimal`` reads ("1e99999999999999999999") are applied to the digits here: the
+    value is then far too large for any decimal128, or rounds to zero."""
+    digits, _, exponent = text.lower().partition("e")
+    d = Decimal(digits)
+    if not exponent or d.is_zero():
+        return d
+    sign, coefficient, exp = d.as_tuple()
+    shift = int(exponent)
+    if d.adjusted() + shift > 100:
+        return Decimal(f"{'-' if sign else ''}1e101")
+    if d.adjusted() + shift < -100:
+        return Decimal(0)
+    return Decimal((sign, coefficient, exp + shift))
+
+
+def _decimal_one(d: Decimal, precision: int, scale: int) -> Decimal | None:
+    """One value rounded half away from zero to ``scale`` places; None if it then has more
+    than ``precision - scale`` integer digits."""
+    if not d.is_finite() or (not d.is_zero() and d.adjusted() >= precision - scale):
+        return None
+    rounded = d.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP, context=Context(prec=precision + 2))
+    return rounded if abs(rounded) < Decimal(10) ** (precision - scale) else None
+
+
+def _rounded(text: pa.Array, precision: int, scale: int, wide: pa.DataType) -> pa.Array:
+    """Plain numeric strings -> decimal128(precision, scale), rounded half away from zero; null
+    where the value then has too many integer digits.
+
+    ``wide`` has one more decimal than ``scale`` and room for every value's integer digits plus
+    a carry out of the rounding (Arrow's decimal round gives 0 when its result needs more
+    digits than the type holds). Arrow's unchecked cast to it cuts further decimals off towards
+    zero, which leaves the one decimal that decides a rounding half away from zero.
+    """
+    rounded = pc.round(text.cast(wide, safe=False), scale, round_mode="half_towards_infinity")
+    fits = _mask(pc.less(pc.abs(rounded), pa.scalar(Decimal(10) ** (precision - scale), wide)))
+    out = pa.decimal128(precision, scale)
+    return pc.if_else(fits, rounded.cast(out, safe=False), pa.scalar(None, out))
+
+
+def _decimals(text: pa.Array, where: pa.Array, precision: int, scale: int) -> pa.Array:
+    """Numeric strings (trimmed) among ``where`` -> decimal128(precision, scale), rounded half
+    away from zero; null where the text is not numeric or the value too large.
+
+    Plain numbers (no exponent) of at most 38 significant digits, the usual case, are cast by
+    Arrow straight from their text, so "19.99" is exactly 19.99: with at most ``scale``
+    decimals to the type itself, with more through :func:`_rounded`. A batch of only short
+    plain numbers takes one of those two casts whole. The rest (exponents, very long numbers,
+    leading zeros that make a number look too long) go through ``decimal.Decimal`` one by one.
+    """
+    n = len(text)
+    out = pa.decimal128(precision, scale)
+    null_str = pa.scalar(None, pa.string())
+    candidates = _among(text, where)
+    # Short plain text, the usual batch: Arrow's parser cannot overflow on at most 38
+    # characters, takes no shape the pattern refuses on these bytes, and its checked cast
+    # refuses any value the type does not hold exactly. A refused cast costs three good ones,
+    # so more decimals than the scale, its common cause, is ruled out first.
+    length = pc.binary_length(candidates)
+    longest = pc.max(length).as_py() or 0
+    if longest <= 38 and _only_bytes(candidates, _PLAIN_BYTES):
+        dot = pc.find_substring(candidates, ".")
+        decimals = pc.if_else(pc.less(dot, 0), 0, pc.subtract(pc.subtract(length, dot), 1))
+        try:
+            if (pc.max(decimals).as_py() or 0) <= scale:
+                return candidates.cast(out)
+            if precision <= 36 and longest <= 36 - scale:
+                return _rounded(candidates, precision, scale, pa.decimal128(38, scale + 1))
+        except pa.ArrowInvalid:  # too many digits or a stray sign: decided below
+            pass
+    text = pc.utf8_trim_whitespace(text)
+    plain = _matches(text, where, _PLAIN_NUMBER)
+    rest = pc.and_not(where, plain)
+    numeric = pc.or_(plain, _matches(text, rest, _NUMERIC)) if rest.true_count else plain
+    value = pa.nulls(n, out)
+    if plain.true_count:
+        body = pc.utf8_ltrim(pc.if_else(plain, text, null_str), characters="+-0")  # no sign, no leading zeros
+        width = pc.utf8_length(body)
+        dot = pc.find_substring(body, ".")
+        has_dot = pc.greater_equal(dot, 0)
+        int_digits = pc.if_else(has_dot, dot, width)
+        frac_digits = pc.if_else(has_dot, pc.subtract(pc.subtract(width, dot), 1), 0)
+        fast = _mask(
+            pc.and_(
+                pc.less_equal(int_digits, precision - scale),
+                pc.less_equal(pc.add(int_digits, frac_digits), 38),
+            )
+        )
+        exact = _mask(pc.and_(fast, pc.less_equal(frac_digits, scale)))
+        if exact.true_count:
+            value = pc.if_else(exact, text, null_str).cast(out)
+        longer = pc.and_not(fast, exact)
+        if longer.true_count:
+            wide = (pa.decimal128 if precision + 2 <= 38 else pa.decimal256)(precision + 2, scale + 1)
+            value = pc.if_else(longer, _rounded(pc.if_else(longer, text, null_str), precision, scale, wide), value)
+        slow = pc.or_(pc.and_not(plain, fast), pc.and_not(numeric, plain))
+    else:
+        slow = numeric
+    if slow.true_count:
+        rows = np.flatnonzero(slow.to_numpy(zero_copy_only=False))
+        found = [_decimal_one(_decimal_text(t), precision, scale) for t in text.take(pa.array(rows)).to_pylist()]
+        value = pc.replace_with_mask(value, slow, pa.array(found, out))
+    return value
+
+
+@dataclass(frozen=True)
+class DecimalField:
+    """An exact decimal (money): a number or numeric string -> decimal128(precision, scale),
+    within ``[minimum, maximum]`` (both inclusive, either may be None).
+
+    Values are converted from their text, never through float64, so "19.99" is exactly 19.99
+    and "1e2" exactly 100.00. A value with more than ``scale`` decimals is rounded half away
+    from zero ("-0.005" -> -0.01 at scale 2); one with more than ``precision - scale``
+    integer digits after rounding is an invalid value. JSON numbers carry their text too,
+    but as float64 wrote it back (the shortest text that reads as the same float64): exactly
+    what the line held for numbers of at most 15 significant digits; integers of any length
+    stay exact. Typed decimal and integer columns are read from their exact text. Booleans are
+    invalid values.
+
+    Absent or null means ``default``, else a missing field when ``required``, else null.
+    """
+
+    name: str
+    precision: int = 18
+    scale: int = 2
+    minimum: Decimal | float | int | str | None = None
+    maximum: Decimal | float | int | str | None = None
+    required: bool = False
+    default: Decimal | float | int | str | None = None
+
+    def __post_init__(self):
+        if not (type(self.precision) is int and 1 <= self.precision <= 38):
+            raise ValueError(f"{self.name}: precision must be an integer from 1 to 38, got {self.precision!r}")
+        if not (type(self.scale) is int and 0 <= self.scale <= self.precision):
+            raise ValueError(f"{self.name}: scale must be an integer from 0 to precision, got {self.scale!r}")
+        lo, hi, default = self._constants()
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"{self.name}: minimum {self.minimum} is above maximum {self.maximum}")
+        if default is not None and not _within(default, lo, hi):
+            raise ValueError(f"{self.name}: default {self.default} is outside the bounds")
+
+    def _constants(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        return tuple(
+            None if x is None else _decimal_of(self.name, what, x, self.precision, self.scale)
+            for what, x in (("minimum", self.minimum), ("maximum", self.maximum), ("default", self.default))
+        )
+
+    def apply(self, s: Slots, done: dict) -> Outcome:
+        out = pa.decimal128(self.precision, self.scale)
+        lo, hi, default = self._constants()
+        # Strings, integers and floats are all read from their text slot.
+        if s.only(KIND_STR, KIND_INT, KIND_FLOAT, KIND_MISSING, KIND_NULL):
+            where = pc.invert(_absent(s))
+        else:
+            where = _kind_in(s, KIND_STR, KIND_INT, KIND_FLOAT)
+        value = _decimals(s.text, where, self.precision, self.scale)
+        ok = pc.is_valid(value)
+        if lo is not None:
+            ok = _mask(pc.and_(ok, pc.greater_equal(value, pa.scalar(lo, out))))
+        if hi is not None:
+            ok = _mask(pc.and_(ok, pc.less_equal(value, pa.scalar(hi, out))))
+        absent = _absent(s)
+        invalid = pc.invert(pc.or_(absent, ok))
+        value = _defaulted(value, absent, default)
+        digits = self.precision - self.scale
+        what = f"must be a number{_bounds_text(self.minimum, self.maximum)} with at most {digits} integer digits"
+        return _outcome(self.name, value, _missing(self.required, self.default, absent), invalid, _display(s), what)
 
 
 _OK, _MISSING, _INVALID, _UNKNOWN = 0, 1, 2, 3
@@ -480,8 +961,9 @@ class ValidateSchema(beam.PTransform):
 
     Args:
         rules: Field rules in order (``IdField``, ``EnumField``, ``NumberField``,
-            ``CodeField``, ``TimestampField``, ``TextField``); their names must be the
-            fields the records were parsed with.
+            ``IntegerField``, ``DecimalField``, ``BooleanField``, ``CodeField``,
+            ``TimestampField``, ``TextField``); their names must be the fields the records
+            were parsed with.
         policy: Schema-evolution policy for undeclared fields: ``additive`` keeps them as a
             JSON string in ``extras``; ``strict`` dead-letters the record (``unknown_field``).
 
