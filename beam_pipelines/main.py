@@ -130,6 +130,9 @@ def events_config(options: PipelineOptions, run_time: datetime | None = None) ->
     if not cfg.streaming:  # the source the spec reads, whether or not it came from --input
         source = plan.source.step
         cfg = dataclasses.replace(cfg, input=source.config["path"], input_format=source.format())
+    upserts = [n.step.config for n in plan.sinks if n.step.type == "UpsertPostgres"]
+    if upserts:  # the table the spec upserts into (the launcher clears it on a restart and counts it)
+        cfg = dataclasses.replace(cfg, pg_dsn=upserts[0]["dsn"], pg_table=upserts[0]["table"])
     return cfg
 
 

@@ -212,12 +212,13 @@ class EventsOptions(PipelineOptions):
             "--pg_dsn",
             default=None,
             help="With --streaming: PostgreSQL DSN (postgresql://user@host:port/db) the hourly aggregates are "
-            "upserted into, keyed by (window_start, event_type, country).",
+            "upserted into (events: keyed by window_start, event_type, country).",
         )
         parser.add_argument(
             "--pg_table",
-            default="events_aggregates",
-            help="With --streaming: the aggregates table (created when missing). Default: events_aggregates.",
+            default=None,
+            help="With --streaming: the aggregates table (created when missing). Default: the spec's "
+            "(events: events_aggregates).",
         )
         parser.add_argument(
             "--early_firing_seconds",

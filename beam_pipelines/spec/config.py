@@ -34,7 +34,7 @@ class EventsConfig:
         kafka_topic: Kafka topic (streaming).
         kafka_stop_at_end: Stop at the end offsets seen at start (streaming, bounded).
         pg_dsn: PostgreSQL DSN for the aggregates (streaming).
-        pg_table: PostgreSQL table of the aggregates (streaming).
+        pg_table: PostgreSQL table of the aggregates (streaming); None: the spec's.
         early_firing_seconds: Early firings every N seconds of processing time (streaming).
         dlq_topic: Kafka topic for the dead letters instead of files (streaming).
         expectations: Path of the expectations YAML; ``none`` for none; None: the spec's own.
@@ -59,7 +59,7 @@ class EventsConfig:
     kafka_topic: str | None = None
     kafka_stop_at_end: bool = False
     pg_dsn: str | None = None
-    pg_table: str = "events_aggregates"
+    pg_table: str | None = None
     early_firing_seconds: int | None = None
     dlq_topic: str | None = None
     expectations: str | None = None
@@ -90,7 +90,7 @@ class EventsConfig:
                 raise ConfigError("--streaming reads JSON messages: --input_format must be jsonl")
             if 86_400 % self.window_seconds:
                 raise ConfigError("--window_seconds must divide a day when --streaming (windowed file names)")
-            if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
+            if self.pg_table is not None and not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
                 raise ConfigError(f"--pg_table must be a plain lower-case SQL name, got {self.pg_table!r}")
         if self.dlq_topic is not None and not self.streaming:
             raise ConfigError("--dlq_topic needs --streaming (batch runs write dlq/ files)")

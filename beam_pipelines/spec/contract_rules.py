@@ -64,6 +64,8 @@ def _rule(f):
             kw["maximum"] = float(f.maximum)
         if required:
             kw["required"] = True
+        if f.default is not None:
+            kw["default"] = float(f.default)
         return v.NumberField(
             f.name,
             minimum=None if f.minimum is None else float(f.minimum),
@@ -79,6 +81,8 @@ def _rule(f):
             kw["maximum"] = _iso(f.maximum)
         if not required:
             kw["required"] = False
+        if f.default is not None:
+            kw["default"] = _iso(f.default)
         return v.TimestampField(f.name, **kw)
     if f.type in ("int", "long"):
         return v.IntegerField(

@@ -330,7 +330,11 @@ class CheckExpectationsStep(Step):
                 "type": ["string", "null"],
                 "description": "Expectations YAML, relative to the spec file; null: none.",
             },
-            "expectations": {"type": "array", "items": {"type": "object"}, "description": "Expectations inline."},
+            "expectations": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "description": "Expectations inline (the items of an expectations file).",
+            },
             "error_handling": _ERRORS,
         },
         "required": ["error_handling"],
