@@ -126,7 +126,7 @@ class EventsOptions(PipelineOptions):
     Args:
         input: Input file pattern.
         input_format: jsonl, csv, avro or parquet; taken from the extension when omitted.
-        schema_policy: additive or strict.
+        schema_policy: additive, strict, discard or freeze.
         window_seconds: Aggregation window size.
         allowed_lateness: Allowed lateness in seconds.
         shuffle_partitions: Dedup shuffle partitions.
@@ -160,7 +160,8 @@ class EventsOptions(PipelineOptions):
             "--schema_policy",
             default="additive",
             help="Undeclared fields: 'additive' keeps them as JSON in 'extras'; 'strict' dead-letters "
-            "the record (reason unknown_field). Default: additive.",
+            "the record (reason unknown_field); 'discard' drops them (counted); 'freeze' fails the run. Default: "
+            "additive.",
         )
         parser.add_argument(
             "--window_seconds", type=int, default=3600, help="Event-time window size in seconds. Default: 3600."

@@ -98,7 +98,8 @@ CONTRACT_SCHEMA = {
                 "data_type": {
                     "enum": list(DATA_TYPE_POLICIES),
                     "description": "A value unusable as its type: discard_row (dead letter invalid_value, the "
-                    "default) or discard_value (nulled, counted).",
+                    "default), discard_value (nulled, counted; a required field's record is still a dead letter) "
+                    "or freeze (the run fails).",
                 },
             },
         },

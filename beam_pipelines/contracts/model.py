@@ -25,7 +25,7 @@ TYPES = ("id", "string", "int", "long", "double", "decimal", "boolean", "timesta
 CONTRACT_NAME = r"^[a-z][a-z0-9_]*$"
 FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 COLUMN_POLICIES = ("evolve", "discard_row", "discard_value", "freeze")
-DATA_TYPE_POLICIES = ("discard_row", "discard_value")
+DATA_TYPE_POLICIES = ("discard_row", "discard_value", "freeze")
 # The timestamp rule's bounds when a contract gives none (transforms.ingest.validate.TimestampField).
 TIMESTAMP_BOUNDS = ("2000-01-01T00:00:00+00:00", "2100-01-01T00:00:00+00:00")
 DECIMAL_DEFAULTS = (18, 2)  # precision, scale

@@ -48,7 +48,8 @@ STAGE = "validate"
 MISSING_FIELD = "missing_field"
 INVALID_VALUE = "invalid_value"
 UNKNOWN_FIELD = "unknown_field"
-POLICIES = ("additive", "strict")
+POLICIES = ("additive", "strict", "discard", "freeze")
+INVALID = ("discard_row", "discard_value", "freeze")
 
 _NUMERIC = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 # At most 18 digits: always fits int64 (longer integers take the float path and fail the range).
@@ -865,8 +866,21 @@ _OK, _MISSING, _INVALID, _UNKNOWN = 0, 1, 2, 3
 _REASONS = {_MISSING: MISSING_FIELD, _INVALID: INVALID_VALUE, _UNKNOWN: UNKNOWN_FIELD}
 
 
-def validate_table(parsed: pa.Table, rules: tuple, policy: str) -> tuple[pa.Table, pa.Table]:
-    """Applies the rules to one parsed slot table: (valid rows, dead letters)."""
+class ContractViolation(ValueError):
+    """A record broke a frozen contract: the run must stop (policy or ``invalid`` ``freeze``)."""
+
+
+def validate_table(
+    parsed: pa.Table, rules: tuple, policy: str, invalid: str = "discard_row", counts: dict | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """Applies the rules to one parsed slot table: (valid rows, dead letters).
+
+    ``invalid`` says what a value unusable as its field's type does: ``discard_row`` (the record
+    is a dead letter), ``discard_value`` (nulled and counted in ``counts`` as
+    ``quality.discarded_value.<field>``; a required field's record is still a dead letter) or
+    ``freeze`` (ContractViolation). ``counts`` also gets ``quality.discarded_fields`` under
+    policy ``discard``.
+    """
     n = parsed.num_rows
     done: dict[str, pa.Array] = {}
     outcomes: list[Outcome] = []
@@ -881,14 +895,35 @@ def validate_table(parsed: pa.Table, rules: tuple, policy: str) -> tuple[pa.Tabl
             if mask is None:
                 continue
             hit = mask.to_numpy(zero_copy_only=False) & (code == _OK)
+            if kind == _INVALID and invalid != "discard_row" and hit.any():
+                if invalid == "freeze":
+                    shown = _shown(out.text(pa.array(np.flatnonzero(hit)[:1])) if callable(out.text)
+                                   else out.text.take(pa.array(np.flatnonzero(hit)[:1])))[0]  # fmt: skip
+                    raise ContractViolation(
+                        f"field {rule.name!r} got {shown}, which {out.what.removeprefix('must ')} does not allow, "
+                        "and the contract's data types are frozen"
+                    )
+                if not getattr(rule, "required", True):  # the value is already null: the record is kept
+                    if counts is not None:
+                        key = f"quality.discarded_value.{rule.name}"
+                        counts[key] = counts.get(key, 0) + int(hit.sum())
+                    continue
             code[hit] = kind
             which[hit] = i
     unknown = as_array(parsed.column("_unknown"))
+    extras = as_array(parsed.column("_extras"))
     if policy == "strict":
         hit = pc.is_valid(unknown).to_numpy(zero_copy_only=False) & (code == _OK)
         code[hit] = _UNKNOWN
+    elif policy == "freeze" and unknown.null_count < n:
+        name = unknown.filter(pc.is_valid(unknown))[0].as_py()
+        raise ContractViolation(f"field {name!r} is not declared and the contract's columns are frozen")
+    elif policy == "discard" and unknown.null_count < n:
+        if counts is not None:
+            counts["quality.discarded_fields"] = counts.get("quality.discarded_fields", 0) + n - unknown.null_count
+        extras = pa.nulls(n, pa.string())
     columns = dict(done)
-    columns["extras"] = as_array(parsed.column("_extras"))
+    columns["extras"] = extras
     columns["_raw"] = as_array(parsed.column("_raw"))
     table = pa.table(columns)
     ok = code == _OK
@@ -940,20 +975,24 @@ def _failures(codes, rules_hit, rows, rules: tuple, outcomes: list, unknown: pa.
 
 
 class _ValidateFn(beam.DoFn):
-    def __init__(self, rules: tuple, policy: str):
+    def __init__(self, rules: tuple, policy: str, invalid: str = "discard_row"):
         self._rules = rules
         self._policy = policy
+        self._on_invalid = invalid
 
     def setup(self):
         self._invalid = beam.metrics.Metrics.counter(STAGE, "dead_lettered")
 
     def process(self, parsed: pa.Table):
-        valid, dead = validate_table(parsed, self._rules, self._policy)
+        counts: dict = {}
+        valid, dead = validate_table(parsed, self._rules, self._policy, self._on_invalid, counts)
         if valid.num_rows:
             yield valid
         if dead.num_rows:
             self._invalid.inc(dead.num_rows)
             yield beam.pvalue.TaggedOutput("dead_letters", dead)
+        if counts:
+            yield beam.pvalue.TaggedOutput("stats", counts)
 
 
 class ValidateSchema(beam.PTransform):
@@ -965,15 +1004,26 @@ class ValidateSchema(beam.PTransform):
             ``TimestampField``, ``TextField``); their names must be the fields the records
             were parsed with.
         policy: Schema-evolution policy for undeclared fields: ``additive`` keeps them as a
-            JSON string in ``extras``; ``strict`` dead-letters the record (``unknown_field``).
+            JSON string in ``extras``; ``strict`` dead-letters the record (``unknown_field``);
+            ``discard`` drops them (counted as ``quality.discarded_fields``); ``freeze`` fails the
+            run (ContractViolation).
+        invalid: What a value unusable as its field's type does: ``discard_row`` (a dead
+            letter, ``invalid_value``), ``discard_value`` (nulled and counted as
+            ``quality.discarded_value.<field>``, unless the field is required) or ``freeze``
+            (the run fails).
 
-    Returns a dict: ``valid`` (tables with one column per rule, then ``extras`` and ``_raw``) and ``dead_letters`` (DeadLetter tables, stage ``validate``).
+    Returns a dict: ``valid`` (tables with one column per rule, then ``extras`` and ``_raw``),
+    ``dead_letters`` (DeadLetter tables, stage ``validate``) and, when values or fields may be
+    discarded, ``stats`` (count dicts).
     """
 
-    def __init__(self, rules, policy: str = "additive", label: str | None = None):
+    def __init__(self, rules, policy: str = "additive", invalid: str = "discard_row", label: str | None = None):
         super().__init__(label)
         if policy not in POLICIES:
             raise ValueError(f"unknown schema policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        if invalid not in INVALID:
+            raise ValueError(f"invalid must be one of {', '.join(INVALID)}, got {invalid!r}")
+        self._invalid = invalid
         names = [r.name for r in rules]
         if not names or len(set(names)) != len(names):
             raise ValueError("rules must name distinct fields")
@@ -984,7 +1034,12 @@ class ValidateSchema(beam.PTransform):
         self._policy = policy
 
     def expand(self, parsed):
-        out = parsed | "Validate" >> beam.ParDo(_ValidateFn(self._rules, self._policy)).with_outputs(
-            "dead_letters", main="valid"
+        counted = self._policy == "discard" or self._invalid == "discard_value"
+        tags = ("dead_letters", "stats") if counted else ("dead_letters",)
+        out = parsed | "Validate" >> beam.ParDo(_ValidateFn(self._rules, self._policy, self._invalid)).with_outputs(
+            *tags, main="valid"
         ).with_input_types(pa.Table)
-        return {"valid": typed(out.valid), "dead_letters": typed(out.dead_letters)}
+        result = {"valid": typed(out.valid), "dead_letters": typed(out.dead_letters)}
+        if counted:
+            result["stats"] = typed(out.stats, dict)
+        return result

@@ -34,7 +34,9 @@ _ERRORS = {
     "properties": {"output": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}},
     "required": ["output"],
 }
-_UNKNOWN_POLICIES = {"additive": "additive", "evolve": "additive", "strict": "strict", "discard_row": "strict"}
+# Undeclared fields: this project's words (--schema_policy) and dlt's schema-contract modes.
+_UNKNOWN_POLICIES = {"additive": "additive", "evolve": "additive", "strict": "strict", "discard_row": "strict",
+                     "discard": "discard", "discard_value": "discard", "freeze": "freeze"}  # fmt: skip
 
 
 def _errors_output(step: Step) -> str | None:
@@ -104,7 +106,8 @@ class Validate(Step):
             "unknown_fields": {
                 "enum": sorted(_UNKNOWN_POLICIES),
                 "description": "Undeclared fields: additive/evolve keep them as JSON in `extras`; strict/discard_row "
-                "dead-letter the record (unknown_field). Default: the contract's evolution.columns.",
+                "dead-letter the record (unknown_field); discard_value drops them (counted); freeze fails the run. "
+                "Default: the contract's evolution.columns.",
             },
             "error_handling": _ERRORS,
         },
@@ -112,27 +115,34 @@ class Validate(Step):
     }
 
     def policy(self) -> str:
+        """Undeclared fields: the step's ``unknown_fields``, else the contract's evolution.columns."""
         given = self.config.get("unknown_fields")
         if given is None:
-            given = getattr(getattr(self.ctx.contract, "evolution", None), "columns", None) or "evolve"
-        if given not in _UNKNOWN_POLICIES:
-            raise self.error(None, f"contract evolution.columns {given!r} is not supported yet")
+            given = self.ctx.contract.evolution.columns
         return _UNKNOWN_POLICIES[given]
+
+    def invalid(self) -> str:
+        """Values unusable as their type: the contract's evolution.data_type."""
+        return self.ctx.contract.evolution.data_type
 
     def columns(self, inputs):
         if inputs[0] is not None:
             raise self.error(None, "Validate takes parsed records: put it right after a Parse step")
         self.policy()
+        self.invalid()
         cols = {f.name: arrow_type(f) for f in self.ctx.contract.fields}
         cols["extras"] = pa.string()
         cols["_raw"] = pa.string()
         return cols
 
     def build(self, inputs, io):
-        out = inputs[0] | self.name >> ValidateSchema(rules_for(self.ctx.contract), self.policy())
+        invalid = self.invalid()
+        kw = {"invalid": invalid} if invalid != "discard_row" else {}
+        out = inputs[0] | self.name >> ValidateSchema(rules_for(self.ctx.contract), self.policy(), **kw)
         fields = tuple((f.name, f.type) for f in self.ctx.contract.fields)
         drift = inputs[0] | f"{self.name}Drift" >> beam.ParDo(_DriftFn(fields)).with_input_types(pa.Table)
-        return Outputs(out["valid"], _error_outputs(self, out), [typed(drift, dict)])
+        stats = [typed(drift, dict)] + ([out["stats"]] if "stats" in out else [])
+        return Outputs(out["valid"], _error_outputs(self, out), stats)
 
 
 class _DriftFn(beam.DoFn):
