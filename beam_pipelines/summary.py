@@ -121,7 +121,7 @@ def render(s: dict) -> str:
         "  outputs:",
     ]
     out = s["output"]
-    for name, what in (("curated", "curated records, dt=YYYY-MM-DD/"), ("aggregates", "hourly aggregates"),
+    for name, what in (("curated", "curated records, dt=YYYY-MM-DD/"), ("aggregates", "windowed aggregates"),
                        ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report"),
                        ("_run/report.html", "run report page")):  # fmt: skip
         lines.append(f"    {join_path(out, name):<40} {what}")
