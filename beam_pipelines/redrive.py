@@ -1,0 +1,176 @@
+"""CLI: replay dead letters through the current spec after a fix.
+
+    python -m beam_pipelines.redrive --pipeline=SPEC_OR_NAME --dlq=OUT/dlq [--reason=R ...] [--field=F ...]
+        --output=OUT [--runner=...] [--dry_run]
+
+Letters that now pass join the curated output and the aggregates they belong to; those that
+still fail stay dead letters; ``_run/report.json`` accounts for both (see ``replay``). Errors are
+one ``error:`` line: exit 2 for bad flags or a spec a redrive cannot run, 1 for unreadable dead
+letters or outputs and for a failed redrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import datetime, timezone
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipelines import publish
+from beam_pipelines.errors import RunError, UsageError
+from beam_pipelines.main import DEFAULT_PARTITIONS, check_flags, spec_file
+from beam_pipelines.options import EventsOptions, RunOptions
+from beam_pipelines.replay.letters import Selection
+from beam_pipelines.replay.run import Request, redrive
+from beam_pipelines.runners import RunnerError, RunnerUnavailable, make_runner, profile_name
+from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
+
+USAGE = """usage: python -m beam_pipelines.redrive --pipeline=events|SPEC.yaml --dlq=OUT/dlq --output=OUT
+                                    [--reason=R ...] [--field=F ...] [--runner=...] [--dry_run]
+
+Replays dead letters through the pipeline's current spec (after a fix to it or its contract):
+letters that now pass join the curated output and the aggregates they belong to, those that
+still fail stay dead letters (with their new stage, reason and error), and _run/report.json
+accounts for both, so read = curated + dead_lettered + duplicates + late still holds. The same
+redrive run again changes nothing. History: _run/redrives.jsonl.
+
+  --pipeline     the spec to replay through: a packaged pipeline or a spec file (default: events)
+  --dlq          the dead letters to read (any Beam filesystem), usually OUT/dlq
+  --output       the published run's output root; rewritten through _staging/<run id>/ and
+                 published only when the redrive finished and its counts check out
+  --reason R     replay letters with this reason (repeatable); default: every reason but late
+  --field F      replay letters naming this field (repeatable); default: any field
+  --runner       direct (default), prism, flink, spark, dataflow
+  --dry_run      say what would be replayed; run and write nothing
+
+The spec's own flags (--window_seconds, --schema_policy, --expectations, --python_modules, ...)
+must be those of the original run. --curated_buckets and --dlq_shards default to the published
+files' counts.
+"""
+
+_REFUSED = {
+    "--input": "a redrive reads --dlq, not --input",
+    "--input_format": "a redrive reads the dead letters' own record text; drop --input_format",
+    "--streaming": "a redrive runs in batch mode: drop --streaming",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--dlq")
+    parser.add_argument("--reason", action="append", default=[])
+    parser.add_argument("--field", action="append", default=[])
+    return parser
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def request_from(argv: list[str], clock=lambda: datetime.now(timezone.utc)):
+    """Flags -> (run config, Request, PipelineOptions); UsageError for a bad flag."""
+    try:
+        ns, rest = _parser().parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from e
+    for flag, why in _REFUSED.items():
+        if _given(rest, flag):
+            raise UsageError(why)
+    check_flags(rest)
+    rest = ["--dry_run=true" if a == "--dry_run" else a for a in rest]
+    options = PipelineOptions(rest)
+    # Reading the letters and publishing use FileSystems before the pipeline sets these (s3 endpoints, ...).
+    FileSystems.set_options(options)
+    run, ev = options.view_as(RunOptions), options.view_as(EventsOptions)
+    if not ns.dlq:
+        raise UsageError("--dlq is required (the dead-letter directory, e.g. OUT/dlq)")
+    if not run.output:
+        raise UsageError("--output is required (the published run's output root)")
+    try:
+        selection = Selection(tuple(ns.reason), tuple(ns.field))
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    try:
+        runner = profile_name(options.view_as(StandardOptions).runner)
+    except RunnerError as e:
+        raise UsageError(str(e)) from e
+    modules = tuple(m.strip() for m in run.python_modules.split(",") if m.strip())
+    try:
+        cfg = EventsConfig(
+            input=None,
+            input_format=None,
+            output=run.output,
+            schema_policy=ev.schema_policy,
+            window_seconds=ev.window_seconds,
+            allowed_lateness_seconds=ev.allowed_lateness,
+            shuffle_partitions=DEFAULT_PARTITIONS if ev.shuffle_partitions is None else ev.shuffle_partitions,
+            curated_buckets=1 if ev.curated_buckets is None else ev.curated_buckets,
+            dlq_shards=ev.dlq_shards,
+            chunk_bytes=ev.read_chunk_kb * 1024,
+            expectations=ev.expectations,
+            profile=False,
+            run_time=clock(),
+            pipeline=spec_file(run.pipeline),
+            python_modules=modules,
+        )
+    except ConfigError as e:
+        raise UsageError(str(e)) from e
+    request = Request(
+        dlq=ns.dlq.rstrip("/") or ns.dlq,
+        selection=selection,
+        runner=options.view_as(StandardOptions).runner or "DirectRunner",
+        dry_run=bool(run.dry_run),
+        buckets_given=ev.curated_buckets is not None,
+        shards_given=_given(rest, "--dlq_shards"),
+    )
+    return cfg, request, options, runner
+
+
+def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> dict:
+    """Runs one redrive from CLI flags; returns its summary (or what a dry run would replay)."""
+    cfg, request, options, _ = request_from(argv, clock)
+    try:
+        runner = make_runner(options, check_artifacts=not request.dry_run)
+    except RunnerUnavailable as e:
+        raise RunError(str(e)) from e
+    except RunnerError as e:
+        raise UsageError(str(e)) from e
+    return redrive(cfg, request, options, runner, publish.new_run_id(clock), clock, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    debug = "--log_level=DEBUG" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if not debug:
+        # A failing step is reported once, as the one-line error; Beam would log it with tracebacks too.
+        for name in ("apache_beam.runners.common", "apache_beam.runners.worker", "apache_beam.runners.portability",
+                     "apache_beam.utils.subprocess_server"):  # fmt: skip
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        run(argv)
+    except (UsageError, SpecError) as e:
+        if debug:
+            logging.exception("usage error")
+        print(f"error: {e}" + ("  (see --help)" if isinstance(e, UsageError) else ""), file=sys.stderr)
+        return 2
+    except (RunError, RunnerError) as e:
+        if debug:
+            logging.exception("redrive failed")
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
