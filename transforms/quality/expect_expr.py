@@ -41,6 +41,8 @@ FUNCTIONS = {
     "abs": (1, 1, pc.abs),
     "hour": (1, 1, pc.hour),
     "coalesce": (2, None, pc.coalesce),
+    # A duration (e.g. the difference of two timestamps) in seconds.
+    "seconds": (1, 1, lambda d: pc.divide(pc.cast(pc.cast(d, pa.int64()), pa.float64()), 1e6)),
 }
 _NOT_ALLOWED = {
     ast.Attribute: "attribute access",

@@ -6,6 +6,7 @@ import pyarrow as pa
 
 from beam_pipelines.spec.shape import DURATION, duration, duration_seconds
 from beam_pipelines.spec.steps.base import Outputs, Step, register, type_name
+from beam_pipelines.spec.steps.derive import add_columns, expression_columns
 from transforms.sinks.files import join_path
 from transforms.windows import WindowedAggregate
 
@@ -16,10 +17,10 @@ _US = pa.timestamp("us", tz="UTC")
 FUNCTIONS = {
     "count": None,
     "count_distinct": ("string", "integer", "double", "decimal", "boolean", "timestamp"),
-    "sum": ("integer", "double", "decimal"),
+    "sum": ("integer", "double", "decimal", "boolean"),  # a boolean sum counts the trues
     "mean": ("integer", "double", "decimal"),
-    "min": ("string", "integer", "double", "decimal", "timestamp"),
-    "max": ("string", "integer", "double", "decimal", "timestamp"),
+    "min": ("string", "integer", "double", "decimal", "timestamp", "boolean"),
+    "max": ("string", "integer", "double", "decimal", "timestamp", "boolean"),
 }
 _SIZE = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": DURATION}]}
 _WINDOW = {
@@ -70,6 +71,12 @@ class WindowedAggregateStep(Step):
                 "additionalProperties": _MEASURE,
             },
             "allowed_lateness": duration("How late a row may still update its window (streaming).", 0),
+            "derive": {
+                "type": "object",
+                "description": "Columns computed from each result row by expressions (as AddColumns), e.g. "
+                "length_s: seconds(last_event - first_event).",
+                "additionalProperties": {"type": "string"},
+            },
             "early_firing": {
                 "anyOf": [
                     {"type": "null"},
@@ -127,6 +134,8 @@ class WindowedAggregateStep(Step):
             if name in out:
                 raise self.error(f"measures.{name}", f"{name!r} is already a column of the result")
             out[name] = self._measure_type(name, m, cols)
+        if self.config.get("derive"):
+            out, _ = expression_columns(self, out, self.config["derive"], "derive")
         return out
 
     def _measure_type(self, name: str, m: dict, cols) -> pa.DataType:
@@ -145,7 +154,7 @@ class WindowedAggregateStep(Step):
             return pa.int64()
         if fn == "mean":
             return pa.float64()
-        if fn == "sum" and pa.types.is_integer(t):
+        if fn == "sum" and (pa.types.is_integer(t) or pa.types.is_boolean(t)):
             return pa.int64()
         if fn == "sum" and pa.types.is_decimal(t):
             return pa.decimal128(38, t.scale)
@@ -205,4 +214,6 @@ class WindowedAggregateStep(Step):
             partitions=cfg.shuffle_partitions,
             **shape,
         )
+        if self.config.get("derive"):
+            out = add_columns(self, out, self.config["derive"], f"{self.name}Derive")
         return Outputs(out)

@@ -14,7 +14,7 @@ from beam_pipelines.spec.yamlsrc import SpecError
 from transforms.quality.expect_expr import parse_expression
 from transforms.records import dead_letters, typed
 
-__all__ = ["TYPES", "allowed"]
+__all__ = ["TYPES", "add_columns", "allowed", "expression_columns"]
 
 # The contract's type words -> Arrow types, for columns a function declares it adds.
 TYPES = {
@@ -32,13 +32,38 @@ def _empty(columns: dict) -> pa.Table:
     return pa.table({c: pa.array([], t) for c, t in columns.items()})
 
 
+def expression_columns(step: Step, cols: dict, exprs: dict, key: str) -> tuple[dict, dict]:
+    """The columns after adding ``exprs`` (name -> expression text) to ``cols``, each checked
+    (SpecError at ``config.<key>.<name>``) and typed by evaluating it over an empty batch."""
+    out, parsed = dict(cols), {}
+    for name, text in exprs.items():
+        try:
+            expr = parse_expression(text)
+            for c in expr.columns:
+                step.need(out, c, f"{key}.{name}")
+            out[name] = expr.evaluate(_empty(out)).type
+        except SpecError:
+            raise
+        except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise step.error(f"{key}.{name}", str(e)) from None
+        parsed[name] = expr
+    return out, parsed
+
+
+def add_columns(step: Step, pcoll, exprs: dict, label: str):
+    """``pcoll``'s tables with ``exprs`` (name -> expression text) added, labelled ``label``."""
+    fn = _AddColumnsFn(tuple(exprs.items()))
+    return pcoll | label >> beam.ParDo(fn).with_input_types(pa.Table).with_output_types(pa.Table)
+
+
 @register
 class AddColumns(Step):
     type = "AddColumns"
     kind = "records"
     doc = (
         "Adds (or replaces) columns computed by expressions over each batch, vectorised: columns, literals, "
-        "comparisons, and/or/not, + - * /, in, is_null, is_valid, length, lower, upper, abs, hour, coalesce."
+        "comparisons, and/or/not, + - * /, in, is_null, is_valid, length, lower, upper, abs, hour, coalesce, "
+        "seconds (of a duration, e.g. the difference of two timestamps)."
     )
     config_schema = {
         "type": "object",
@@ -56,28 +81,14 @@ class AddColumns(Step):
         cols = inputs[0]
         if cols is None:
             raise self.error(None, "no record columns here yet: this step must come after a Validate step")
-        out = dict(cols)
-        self._exprs = {}
-        for name, text in self.config["columns"].items():
-            try:
-                expr = parse_expression(text)
-                for c in expr.columns:
-                    self.need(out, c, f"columns.{name}")
-                # The result type: the expression evaluated over an empty batch of these columns.
-                out[name] = expr.evaluate(_empty(out)).type
-            except SpecError:
-                raise
-            except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                raise self.error(f"columns.{name}", str(e)) from None
-            self._exprs[name] = expr
+        out, self._exprs = expression_columns(self, cols, self.config["columns"], "columns")
         return out
 
     def reads(self):
         return {c for expr in self._exprs.values() for c in expr.columns}
 
     def build(self, inputs, io):
-        fn = _AddColumnsFn(tuple(self.config["columns"].items()))
-        return Outputs(inputs[0] | self.name >> beam.ParDo(fn).with_input_types(pa.Table).with_output_types(pa.Table))
+        return Outputs(add_columns(self, inputs[0], self.config["columns"], self.name))
 
 
 class _AddColumnsFn(beam.DoFn):
