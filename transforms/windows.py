@@ -216,6 +216,10 @@ def window_into(
     windows = _window_fn(window)
     if early is None and not late:
         return beam.WindowInto(windows, allowed_lateness=lateness)
+    if isinstance(window, Sessions) and early is None:
+        # The default trigger already fires again for each late element; Prism refuses an explicit
+        # (stateful) trigger on merging windows (apache/beam#31438).
+        return beam.WindowInto(windows, accumulation_mode=AccumulationMode.ACCUMULATING, allowed_lateness=lateness)
     trigger = AfterWatermark(
         early=AfterProcessingTime(early) if early else None,
         late=AfterCount(1) if late else None,
