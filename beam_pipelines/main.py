@@ -380,19 +380,17 @@ def _not_runner_noise(record: logging.LogRecord) -> bool:
     return not (record.name == "PrismRunner" and record.levelno < logging.ERROR)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(help_text())
-        return 0
+def quiet_logging(argv: list[str]) -> bool:
+    """Logging at ``--log_level`` (WARNING by default), with the runners' repeats of a failure
+    silenced unless DEBUG or INFO; returns whether tracebacks are wanted (DEBUG)."""
     debug = any(a in ("--log_level=DEBUG", "DEBUG") for a in argv)
     level = next((a.split("=", 1)[1] for a in argv if a.startswith("--log_level=")), "WARNING")
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )
     if level.upper() not in ("DEBUG", "INFO"):
-        # A failing step is reported once, as the one-line error below; Beam would also log
-        # it with a traceback from the runner and worker.
+        # A failing step is reported once, as the one-line error; Beam would also log it with a
+        # traceback from the runner and worker.
         for name in (
             "apache_beam.runners.common",
             "apache_beam.runners.worker",
@@ -403,17 +401,18 @@ def main(argv: list[str] | None = None) -> int:
         # Worker processes' and prism's log records are re-logged by the runner on the root logger.
         for handler in logging.getLogger().handlers:
             handler.addFilter(_not_runner_noise)
+    return debug
+
+
+def exit_status(command, argv: list[str], debug: bool) -> int:
+    """Runs ``command(argv)``; a failure is one ``error:`` line and its exit status (2 for bad
+    flags or a bad spec, 1 for a failed run, 130 when interrupted)."""
     try:
-        run(argv)
-    except UsageError as e:
+        command(argv)
+    except (UsageError, SpecError) as e:
         if debug:
             logging.exception("usage error")
-        print(f"error: {e}  (see --help)", file=sys.stderr)
-        return 2
-    except SpecError as e:
-        if debug:
-            logging.exception("spec error")
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}" + ("  (see --help)" if isinstance(e, UsageError) else ""), file=sys.stderr)
         return 2
     except (RunError, RunnerError) as e:
         if debug:
@@ -424,6 +423,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    return exit_status(run, argv, quiet_logging(argv))
 
 
 if __name__ == "__main__":

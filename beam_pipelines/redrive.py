@@ -12,7 +12,6 @@ letters or outputs and for a failed redrive.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from datetime import datetime, timezone
 
@@ -21,12 +20,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_pipelines import publish
 from beam_pipelines.errors import RunError, UsageError
-from beam_pipelines.main import DEFAULT_PARTITIONS, check_flags, spec_file
+from beam_pipelines.main import DEFAULT_PARTITIONS, check_flags, exit_status, quiet_logging, spec_file
 from beam_pipelines.options import EventsOptions, RunOptions
 from beam_pipelines.replay.letters import Selection
 from beam_pipelines.replay.run import Request, redrive
 from beam_pipelines.runners import RunnerError, RunnerUnavailable, make_runner, profile_name
-from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
+from beam_pipelines.spec import ConfigError, EventsConfig
 
 USAGE = """usage: python -m beam_pipelines.redrive --pipeline=events|SPEC.yaml --dlq=OUT/dlq --output=OUT
                                     [--reason=R ...] [--field=F ...] [--runner=...] [--dry_run]
@@ -146,30 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
-    debug = "--log_level=DEBUG" in argv
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    if not debug:
-        # A failing step is reported once, as the one-line error; Beam would log it with tracebacks too.
-        for name in ("apache_beam.runners.common", "apache_beam.runners.worker", "apache_beam.runners.portability",
-                     "apache_beam.utils.subprocess_server"):  # fmt: skip
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        run(argv)
-    except (UsageError, SpecError) as e:
-        if debug:
-            logging.exception("usage error")
-        print(f"error: {e}" + ("  (see --help)" if isinstance(e, UsageError) else ""), file=sys.stderr)
-        return 2
-    except (RunError, RunnerError) as e:
-        if debug:
-            logging.exception("redrive failed")
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_status(run, argv, quiet_logging(argv))
 
 
 if __name__ == "__main__":
