@@ -1,6 +1,7 @@
-"""Runs the `events` workload on every system, on the same files, and compares them.
+"""Runs the `events` (or `orders`) workload on every system, on the same files, and compares them.
 
     python -m benchmarks.run --rows 1000000,5000000 --format parquet,jsonl --json results.json
+    python -m benchmarks.run --pipeline orders --rows 1000000 --systems beam_pipelines,duckdb,polars
 
 Each system runs as its own process (see benchmarks/README.md); wall time and the peak RSS of
 its whole process tree are measured from outside, the median of ``--repeat`` runs is kept, and
@@ -35,6 +36,20 @@ BARE_FLAGS = ("--expectations=none", "--profile=false", "--history=none", "--lin
 DEFAULT_SYSTEMS = ("beam_pipelines", "beam_per_record", "duckdb", "polars", "pyspark")
 AGG_COLUMNS = ("window_start", "window_end", "event_type", "country", "events", "users", "amount_sum")
 _US = pa.timestamp("us", tz="UTC")
+PIPELINES = ("events", "orders")
+# orders: the peers of duckdb and polars, and its aggregates (exact decimals; average_order, a
+# float mean of decimals, may differ in its last bits with how an engine turns a decimal into a
+# float, so it is compared to a relative 1e-12).
+ORDERS_PEERS = {"duckdb": "orders_duckdb", "polars": "orders_polars"}
+ORDERS_SYSTEMS = ("beam_pipelines", "beam_pipelines_1worker", "beam_pipelines_bare", "beam_pipelines_prism", "duckdb",
+                  "polars")  # fmt: skip
+ORDERS_DEFAULT_SYSTEMS = ("beam_pipelines", "duckdb", "polars")
+ORDERS_AGG_TYPES = {
+    "window_start": _US, "window_end": _US, "region": pa.string(), "status": pa.string(), "orders": pa.int64(),
+    "customers": pa.int64(), "revenue": pa.decimal128(38, 2), "items": pa.int64(), "average_order": pa.float64(),
+    "largest_order": pa.decimal128(18, 2),
+}  # fmt: skip
+ORDERS_FLOAT_RTOL = 1e-12
 
 
 def at_revision(system: str) -> Path | None:
@@ -52,21 +67,23 @@ def at_revision(system: str) -> Path | None:
     return tree
 
 
-def command(system: str, pattern: str, fmt: str, out: Path) -> list[str]:
+def command(system: str, pattern: str, fmt: str, out: Path, pipeline: str = "events") -> list[str]:
     py = sys.executable
+    spec = f"--pipeline={pipeline}"
     if system == "beam_pipelines" or system.startswith("beam_pipelines@"):
-        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
+        return [py, "-m", "beam_pipelines.main", spec, "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
     if system == "beam_pipelines_1worker":  # like for like with beam_per_record: one worker, Beam's default
-        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
+        return [py, "-m", "beam_pipelines.main", spec, "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}", "--local_workers=1"]  # fmt: skip
     if system == "beam_pipelines_bare":
-        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=DirectRunner",
+        return [py, "-m", "beam_pipelines.main", spec, "--runner=DirectRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}", *BARE_FLAGS]  # fmt: skip
     if system == "beam_pipelines_prism":
-        return [py, "-m", "beam_pipelines.main", "--pipeline=events", "--runner=PrismRunner",
+        return [py, "-m", "beam_pipelines.main", spec, "--runner=PrismRunner",
                 f"--input={pattern}", f"--input_format={fmt}", f"--output={out}"]  # fmt: skip
-    return [py, "-m", f"benchmarks.systems.{system}", "--input", pattern, "--format", fmt, "--output", str(out)]
+    module = ORDERS_PEERS[system] if pipeline == "orders" else system
+    return [py, "-m", f"benchmarks.systems.{module}", "--input", pattern, "--format", fmt, "--output", str(out)]
 
 
 def measure(cmd: list[str], timeout: float, root: Path = ROOT) -> dict:
@@ -104,7 +121,9 @@ def measure(cmd: list[str], timeout: float, root: Path = ROOT) -> dict:
     return {"ok": True, "wall_s": wall, "peak_rss_mb": peak / 2**20}
 
 
-def canonical_aggregates(out: Path) -> pa.Table:
+def canonical_aggregates(out: Path, pipeline: str = "events") -> pa.Table:
+    if pipeline == "orders":
+        return _orders_aggregates(out)
     files = sorted((out / "aggregates").rglob("*.parquet"))
     if not files:
         return pa.table({c: [] for c in AGG_COLUMNS})
@@ -116,12 +135,43 @@ def canonical_aggregates(out: Path) -> pa.Table:
     return table.sort_by([("window_start", "ascending"), ("event_type", "ascending"), ("country", "ascending")])
 
 
+def _orders_aggregates(out: Path) -> pa.Table:
+    files = sorted((out / "aggregates").rglob("*.parquet"))
+    names = list(ORDERS_AGG_TYPES)
+    if not files:
+        return pa.table({c: pa.array([], t) for c, t in ORDERS_AGG_TYPES.items()})
+    table = pa.concat_tables([pq.read_table(f, partitioning=None).select(names) for f in files],
+                             promote_options="permissive")  # fmt: skip
+    table = pa.table({c: pc.cast(table.column(c), t) for c, t in ORDERS_AGG_TYPES.items()})
+    return table.sort_by([("window_start", "ascending"), ("region", "ascending"), ("status", "ascending")])
+
+
+def same_aggregates(a: pa.Table, b: pa.Table, pipeline: str = "events") -> bool:
+    """Whether two canonical aggregate tables agree: exactly, but for the float columns of
+    ``orders``, which agree to a relative ``ORDERS_FLOAT_RTOL``."""
+    if pipeline != "orders":
+        return a.equals(b)
+    floats = [f.name for f in a.schema if pa.types.is_floating(f.type)]
+    if a.num_rows != b.num_rows or not a.drop_columns(floats).equals(b.drop_columns(floats)):
+        return False
+    for name in floats:
+        x, y = a.column(name), b.column(name)
+        if not pc.equal(x.is_null(), y.is_null()).to_numpy(zero_copy_only=False).all():
+            return False
+        x, y = pc.drop_null(x).to_numpy(), pc.drop_null(y).to_numpy()
+        if not (abs(x - y) <= ORDERS_FLOAT_RTOL * abs(x)).all():
+            return False
+    return True
+
+
 def curated_rows(out: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in (out / "curated").rglob("*.parquet"))
 
 
-def ensure_data(data_dir: Path, fmt: str, rows: int, dirty: float, seed: int) -> str:
-    target = data_dir / f"{fmt}-{rows}-dirty{dirty}-seed{seed}"
+def ensure_data(data_dir: Path, fmt: str, rows: int, dirty: float, seed: int, pipeline: str = "events") -> str:
+    # The events data keep their directory names; another pipeline's are prefixed with its name.
+    prefix = "" if pipeline == "events" else f"{pipeline}-"
+    target = data_dir / f"{prefix}{fmt}-{rows}-dirty{dirty}-seed{seed}"
     if not (target / ".complete").exists():
         shutil.rmtree(target, ignore_errors=True)
         subprocess.run(
@@ -134,6 +184,7 @@ def ensure_data(data_dir: Path, fmt: str, rows: int, dirty: float, seed: int) ->
                 f"--dirty-fraction={dirty}",
                 f"--seed={seed}",
                 f"--out={target}",
+                *([f"--dataset={pipeline}"] if pipeline != "events" else []),
             ],  # fmt: skip
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -184,6 +235,9 @@ def markdown(results: dict) -> str:
         )
     m = results["machine"]
     lines.append("")
+    if results.get("pipeline", "events") != "events":
+        lines.append(f"Pipeline: {results['pipeline']}.")
+        lines.append("")
     lines.append(f"Machine: {m.get('cpu', '?')}, {m['cpus']} cores, {m.get('memory_gb', '?')} GB; "
                  f"Python {m['python']}, Beam {m['beam']}, pyarrow {m['pyarrow']}. Median of "
                  f"{results['repeat']} runs (fewer where one system's runs on one data set would exceed "
@@ -214,7 +268,7 @@ def chart(results: dict, path: Path) -> None:
     ax.set_ylabel("rows/s (log scale)")
     ax.set_xticks([g + width * (len(systems) - 1) / 2 for g in range(len(groups))])
     ax.set_xticklabels([f"{fmt}\n{rows:,}" for fmt, rows in groups])
-    ax.set_title("events pipeline: throughput by system, format and rows")
+    ax.set_title(f"{results.get('pipeline', 'events')} pipeline: throughput by system, format and rows")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -222,11 +276,16 @@ def chart(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pipeline", choices=PIPELINES, default="events",
+                        help="The workload: its data (datagen --dataset), the project's spec and the peers "
+                             f"that run it (orders: {', '.join(ORDERS_SYSTEMS)}). Default: events.")  # fmt: skip
     parser.add_argument("--rows", default="1000000", help="Comma-separated data sizes. Default: 1000000.")
     parser.add_argument("--format", default="parquet,jsonl", help="Comma-separated formats. Default: parquet,jsonl.")
-    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+    parser.add_argument("--systems", default=None,
                         help=f"Comma-separated systems from {', '.join(SYSTEMS)}, or beam_pipelines@REV: "
-                             "this project at git revision REV (a worktree), to compare a change in one run.")  # fmt: skip
+                             "this project at git revision REV (a worktree), to compare a change in one run. "
+                             f"Default: {','.join(DEFAULT_SYSTEMS)} "
+                             f"(orders: {','.join(ORDERS_DEFAULT_SYSTEMS)}).")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, help="Runs per system and data set (median kept).")
     parser.add_argument("--dirty-fraction", type=float, default=0.05, help="Dirty records in the data. Default 0.05.")
     parser.add_argument("--seed", type=int, default=7)
@@ -239,34 +298,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.rows.split(",") if x]
     formats = [x for x in args.format.split(",") if x]
-    systems = [x for x in args.systems.split(",") if x]
+    chosen = args.systems or ",".join(ORDERS_DEFAULT_SYSTEMS if args.pipeline == "orders" else DEFAULT_SYSTEMS)
+    systems = [x for x in chosen.split(",") if x]
     unknown = [s for s in systems if s not in SYSTEMS and not s.startswith("beam_pipelines@")]
     if unknown:
         parser.error(f"unknown systems: {', '.join(unknown)}")
+    if args.pipeline == "orders":
+        missing = [s for s in systems if s not in ORDERS_SYSTEMS and not s.startswith("beam_pipelines@")]
+        if missing:
+            parser.error(f"no orders peer for: {', '.join(missing)} (orders runs {', '.join(ORDERS_SYSTEMS)})")
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     results = {"machine": machine(), "repeat": args.repeat, "repeat_budget": args.repeat_budget, "runs": []}
+    if args.pipeline != "events":
+        results["pipeline"] = args.pipeline
     out_json = Path(args.json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
+    prefix = "" if args.pipeline == "events" else f"{args.pipeline}-"  # the events outputs keep their names
     for fmt in formats:
         for rows in sizes:
-            pattern = ensure_data(Path(args.data_dir), fmt, rows, args.dirty_fraction, args.seed)
+            pattern = ensure_data(Path(args.data_dir), fmt, rows, args.dirty_fraction, args.seed, args.pipeline)
             reference = None
             for system in systems:
-                out = Path(args.work_dir) / f"{system}-{fmt}-{rows}"
+                out = Path(args.work_dir) / f"{prefix}{system}-{fmt}-{rows}"
                 walls, peaks, error, outputs = [], [], None, None
                 for rep in range(args.repeat):
                     if rep and sum(walls) * args.repeat / rep > args.repeat_budget:
                         break  # a slow system at a large size: fewer runs, recorded in `walls`
                     shutil.rmtree(out, ignore_errors=True)
-                    m = measure(command(system, pattern, fmt, out), args.timeout, at_revision(system) or ROOT)
+                    cmd = command(system, pattern, fmt, out, args.pipeline)
+                    m = measure(cmd, args.timeout, at_revision(system) or ROOT)
                     if not m["ok"]:
                         error = m["error"]
                         break
                     walls.append(m["wall_s"])
                     peaks.append(m["peak_rss_mb"])
                     if rep == 0:
-                        outputs = (canonical_aggregates(out), curated_rows(out))
+                        outputs = (canonical_aggregates(out, args.pipeline), curated_rows(out))
                     print(f"{system:<22} {fmt:<8} {rows:>10,}  run {rep + 1}: {m['wall_s']:7.2f} s "
                           f"{m['peak_rss_mb']:7.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
                 run = {"system": system, "rows": rows, "format": fmt}
@@ -276,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     if reference is None:
                         reference = outputs
-                    matches = outputs[1] == reference[1] and outputs[0].equals(reference[0])
+                    matches = outputs[1] == reference[1] and same_aggregates(outputs[0], reference[0], args.pipeline)
                     wall = statistics.median(walls)
                     run.update(
                         wall_s=round(wall, 3),
