@@ -9,7 +9,6 @@ lists the merge keeps short and sorted, so the report is the same whatever the b
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -87,9 +86,13 @@ def drift_counts(parsed: pa.Table, fields: tuple[tuple[str, str], ...]) -> dict:
 def _field_counts(objects: pa.Array) -> dict:
     """How many of these JSON objects have each top-level key with a value (Arrow's JSON reader;
     one object at a time only where it refuses them, e.g. a key's type differs between rows)."""
-    text = b"\n".join(v.encode() for v in objects.to_pylist())
+    # One buffer of newline-separated objects, built by Arrow (each object is one line of JSON text).
+    big = pa.large_string()
+    lines = pc.binary_join_element_wise(objects.cast(big), pa.scalar("", big), pa.scalar("\n", big))
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    text = lines.buffers()[2][int(offsets[0]) : int(offsets[-1])]
     try:
-        table = pa_json.read_json(io.BytesIO(text))
+        table = pa_json.read_json(pa.BufferReader(text))
         return {c: table.num_rows - table.column(c).null_count for c in table.column_names}
     except pa.ArrowInvalid:
         counts: dict = {}
