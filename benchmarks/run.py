@@ -287,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                              f"Default: {','.join(DEFAULT_SYSTEMS)} "
                              f"(orders: {','.join(ORDERS_DEFAULT_SYSTEMS)}).")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, help="Runs per system and data set (median kept).")
+    parser.add_argument("--interleave", action="store_true",
+                        help="Run every system once, then again, instead of each system's runs in a row (for "
+                             "comparing close figures on a machine whose speed drifts).")  # fmt: skip
     parser.add_argument("--dirty-fraction", type=float, default=0.05, help="Dirty records in the data. Default 0.05.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=str(ROOT / ".cache" / "bench" / "data"))
@@ -319,28 +322,40 @@ def main(argv: list[str] | None = None) -> int:
         for rows in sizes:
             pattern = ensure_data(Path(args.data_dir), fmt, rows, args.dirty_fraction, args.seed, args.pipeline)
             reference = None
-            for system in systems:
+            state = {system: {"walls": [], "peaks": [], "error": None, "outputs": None} for system in systems}
+            # Interleaved: every system once, then again (a drifting machine then favours none).
+            order = (
+                [(rep, system) for rep in range(args.repeat) for system in systems]
+                if args.interleave
+                else [(rep, system) for system in systems for rep in range(args.repeat)]
+            )
+            for rep, system in order:
+                st = state[system]
+                walls = st["walls"]
+                if st["error"] or len(walls) < rep:
+                    continue
+                if rep and sum(walls) * args.repeat / rep > args.repeat_budget:
+                    continue  # a slow system at a large size: fewer runs, recorded in `walls`
                 out = Path(args.work_dir) / f"{prefix}{system}-{fmt}-{rows}"
-                walls, peaks, error, outputs = [], [], None, None
-                for rep in range(args.repeat):
-                    if rep and sum(walls) * args.repeat / rep > args.repeat_budget:
-                        break  # a slow system at a large size: fewer runs, recorded in `walls`
-                    shutil.rmtree(out, ignore_errors=True)
-                    cmd = command(system, pattern, fmt, out, args.pipeline)
-                    m = measure(cmd, args.timeout, at_revision(system) or ROOT)
-                    if not m["ok"]:
-                        error = m["error"]
-                        break
-                    walls.append(m["wall_s"])
-                    peaks.append(m["peak_rss_mb"])
-                    if rep == 0:
-                        outputs = (canonical_aggregates(out, args.pipeline), curated_rows(out))
-                    print(f"{system:<22} {fmt:<8} {rows:>10,}  run {rep + 1}: {m['wall_s']:7.2f} s "
-                          f"{m['peak_rss_mb']:7.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = command(system, pattern, fmt, out, args.pipeline)
+                m = measure(cmd, args.timeout, at_revision(system) or ROOT)
+                if not m["ok"]:
+                    st["error"] = m["error"]
+                    continue
+                walls.append(m["wall_s"])
+                st["peaks"].append(m["peak_rss_mb"])
+                if rep == 0:
+                    st["outputs"] = (canonical_aggregates(out, args.pipeline), curated_rows(out))
+                print(f"{system:<22} {fmt:<8} {rows:>10,}  run {rep + 1}: {m['wall_s']:7.2f} s "
+                      f"{m['peak_rss_mb']:7.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
+            for system in systems:
+                st = state[system]
+                walls, outputs = st["walls"], st["outputs"]
                 run = {"system": system, "rows": rows, "format": fmt}
-                if error:
-                    run.update(error=error, output_matches=False)
-                    print(f"{system:<22} {fmt:<8} {rows:>10,}  FAILED: {error}", file=sys.stderr)
+                if st["error"]:
+                    run.update(error=st["error"], output_matches=False)
+                    print(f"{system:<22} {fmt:<8} {rows:>10,}  FAILED: {st['error']}", file=sys.stderr)
                 else:
                     if reference is None:
                         reference = outputs
@@ -349,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                     run.update(
                         wall_s=round(wall, 3),
                         rows_per_s=round(rows / wall),
-                        peak_rss_mb=round(statistics.median(peaks), 1),
-                        max_rss_mb=round(max(peaks), 1),
+                        peak_rss_mb=round(statistics.median(st["peaks"]), 1),
+                        max_rss_mb=round(max(st["peaks"]), 1),
                         curated_rows=outputs[1],
                         aggregate_rows=outputs[0].num_rows,
                         output_matches=bool(matches),
