@@ -55,11 +55,16 @@ CURATED_COLUMNS = (
 AGG_COLUMNS = ("window_start", "window_end", "event_type", "country", "events", "users", "amount_sum")
 
 
-def parse_args(prog: str, argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description="The events pipeline (SPEC-events.md) as a peer system.")
+def parse_args(
+    prog: str,
+    argv: list[str] | None = None,
+    description: str = "The events pipeline (SPEC-events.md) as a peer system.",
+    outputs: str = "curated/, aggregates/, _run/",
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--input", required=True, help="Input file pattern (a local glob).")
     parser.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
-    parser.add_argument("--output", required=True, help="Output directory (curated/, aggregates/, _run/).")
+    parser.add_argument("--output", required=True, help=f"Output directory ({outputs}).")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="Worker threads (default: all cores).")
     args = parser.parse_args(argv)
     if args.threads < 1:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import os
 import shutil
 
@@ -58,18 +57,8 @@ CURATED_COLUMNS = (
 
 
 def parse_args(prog: str, argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description="The orders pipeline (orders.yaml) as a peer system.")
-    parser.add_argument("--input", required=True, help="Input file pattern (a local glob).")
-    parser.add_argument("--format", required=True, choices=c.FORMATS, help="Input format.")
-    parser.add_argument("--output", required=True, help="Output directory (curated/, aggregates/, dlq/, _run/).")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="Worker threads (default: all cores).")
-    args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error("--threads must be >= 1")
-    args.files = sorted(glob.glob(args.input, recursive=True))
-    if not args.files:
-        parser.error(f"no file matches {args.input!r}")
-    return args
+    return c.parse_args(prog, argv, "The orders pipeline (orders.yaml) as a peer system.",
+                        "curated/, aggregates/, dlq/, _run/")  # fmt: skip
 
 
 def prepare_output(out: str) -> None:
