@@ -16,13 +16,15 @@ help:
 	@echo "make lint    - ruff check and format check"
 	@echo "make bench   - the events workload on this project and its peers (benchmarks/README.md)"
 	@echo "make format  - ruff format and autofix"
+	@echo "make spec-schema - regenerate templates/spec.schema.json from the spec format"
 	@echo "make clean   - remove venv, sample data and outputs"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt setup.py transforms/ingest/_flatscan.c transforms/_colscan.c
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-bench.txt
-	$(BIN)/pip install -q --no-deps -e .
+	# uv resolves and installs the pinned set in seconds where pip takes minutes.
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-bench.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.installed
@@ -61,7 +63,7 @@ clean:
 # .cache/runners/. `make runners RUNNERS=--prism` fetches only prism.
 RUNNERS ?=
 
-.PHONY: runners flex-template
+.PHONY: runners flex-template spec-schema
 
 runners: venv
 	$(BIN)/python -m beam_pipelines.artifacts fetch $(RUNNERS)
@@ -71,6 +73,10 @@ runners: venv
 flex-template: venv
 	$(BIN)/python -m beam_pipelines.flex metadata
 	$(BIN)/python -m beam_pipelines.flex commands
+
+# Regenerates templates/spec.schema.json, the JSON Schema the packaged specs point editors at.
+spec-schema: venv
+	$(BIN)/python -m beam_pipelines.spec schema --out templates/spec.schema.json
 
 BENCH_ROWS ?= 1000000,5000000
 BENCH_FORMATS ?= parquet,jsonl

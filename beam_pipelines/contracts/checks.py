@@ -266,4 +266,5 @@ def build_field(doc, place: str, file: str | None, earlier: dict[str, Field], la
         scale=scale if ftype == "decimal" else None,
         required_if=_required_if(c, earlier, later),
         doc=doc.get("doc"),
+        data_type=(doc.get("evolution") or {}).get("data_type"),
     )

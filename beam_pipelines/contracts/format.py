@@ -16,6 +16,13 @@ _BOUND = {
     "description": "A number; ISO-8601 text for a timestamp; a number or numeric text for a decimal.",
 }
 
+_DATA_TYPE = {
+    "enum": list(DATA_TYPE_POLICIES),
+    "description": "A value unusable as its type: discard_row (dead letter invalid_value, the default), "
+    "discard_value (nulled, counted), evolve (nulled, the value kept as JSON in extras under the field's name, "
+    "counted) or freeze (the run fails). A required field's record is a dead letter whatever the policy.",
+}
+
 FIELD_SCHEMA = {
     "type": "object",
     "description": "A field of the record, in declaration order (a record's first failing field names its dead letter).",
@@ -61,6 +68,11 @@ FIELD_SCHEMA = {
         },
         "precision": {"type": "integer", "minimum": 1, "maximum": 38, "description": "decimal only; default 18."},
         "scale": {"type": "integer", "minimum": 0, "maximum": 38, "description": "decimal only; default 2."},
+        "evolution": {
+            "type": "object",
+            "description": "This field's own policy, over the contract's evolution.",
+            "properties": {"data_type": _DATA_TYPE},
+        },
         "required_if": {
             "type": "object",
             "description": "Null counts as missing when the earlier field's normalised value is one of values.",
@@ -95,11 +107,12 @@ CONTRACT_SCHEMA = {
                     "description": "An undeclared field: evolve (kept as JSON in extras, the default), discard_row "
                     "(dead letter unknown_field), discard_value (dropped, counted) or freeze (the run fails).",
                 },
-                "data_type": {
-                    "enum": list(DATA_TYPE_POLICIES),
-                    "description": "A value unusable as its type: discard_row (dead letter invalid_value, the "
-                    "default), discard_value (nulled, counted; a required field's record is still a dead letter) "
-                    "or freeze (the run fails).",
+                "data_type": _DATA_TYPE,
+                "types": {
+                    "type": "object",
+                    "description": "Per declared type, data_type for the fields of that type (a field's own "
+                    "evolution.data_type wins over it).",
+                    "properties": {t: _DATA_TYPE for t in TYPES},
                 },
             },
         },

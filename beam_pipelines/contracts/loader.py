@@ -77,8 +77,13 @@ def contract_from_doc(
         version=doc["version"],
         doc=doc.get("doc"),
         fields=tuple(earlier.values()),
-        evolution=Evolution(**(doc.get("evolution") or {})),
+        evolution=_evolution(doc.get("evolution") or {}),
     )
+
+
+def _evolution(doc: dict) -> Evolution:
+    rest = {k: v for k, v in doc.items() if k != "types"}
+    return Evolution(**rest, types=tuple(sorted((doc.get("types") or {}).items())))
 
 
 def _iso_dates(node) -> None:

@@ -25,7 +25,7 @@ TYPES = ("id", "string", "int", "long", "double", "decimal", "boolean", "timesta
 CONTRACT_NAME = r"^[a-z][a-z0-9_]*$"
 FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 COLUMN_POLICIES = ("evolve", "discard_row", "discard_value", "freeze")
-DATA_TYPE_POLICIES = ("discard_row", "discard_value", "freeze")
+DATA_TYPE_POLICIES = ("evolve", "discard_row", "discard_value", "freeze")
 # The timestamp rule's bounds when a contract gives none (transforms.ingest.validate.TimestampField).
 TIMESTAMP_BOUNDS = ("2000-01-01T00:00:00+00:00", "2100-01-01T00:00:00+00:00")
 DECIMAL_DEFAULTS = (18, 2)  # precision, scale
@@ -85,6 +85,7 @@ class Field:
     scale: int | None = None
     required_if: RequiredIf | None = None
     doc: str | None = None
+    data_type: str | None = None  # this field's own evolution.data_type, over the contract's
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -115,10 +116,12 @@ class Field:
 
 @dataclass(frozen=True)
 class Evolution:
-    """What the unexpected does: ``columns`` for undeclared fields, ``data_type`` for unusable values."""
+    """What the unexpected does: ``columns`` for undeclared fields, ``data_type`` for unusable
+    values, ``types`` for unusable values of one declared type (``(type, policy)`` pairs)."""
 
     columns: str = "evolve"
     data_type: str = "discard_row"
+    types: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,12 @@ class Contract:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+    def data_type_policy(self, name: str) -> str:
+        """What a value unusable as field ``name``'s type does: the field's own policy, else its
+        type's, else the contract's."""
+        f = self.field(name)
+        return f.data_type or dict(self.evolution.types).get(f.type) or self.evolution.data_type
 
     def arrow_schema(self) -> pa.Schema:
         """The curated schema of the declared fields, in declaration order (columns nullable,

@@ -161,6 +161,16 @@ def test_the_published_json_schema_accepts_the_spec_and_refuses_mistakes():
             jsonschema.validate(bad, schema)
 
 
+def test_the_packaged_specs_point_editors_at_a_current_json_schema():
+    """templates/spec.schema.json is what `python -m beam_pipelines.spec schema` writes today
+    (`make spec-schema` refreshes it), so the packaged specs' modelines validate against it."""
+    root = Path(__file__).resolve().parents[2]
+    assert json.loads((root / "templates" / "spec.schema.json").read_text()) == json.loads(json.dumps(spec_schema()))
+    for name in ("events", "orders", "sessions"):
+        text = (root / "beam_pipelines" / "pipelines" / f"{name}.yaml").read_text()
+        assert "# yaml-language-server: $schema=../../templates/spec.schema.json" in text
+
+
 def test_spec_cli_schema_check_and_types(tmp_path, capsys):
     assert spec_main(["schema", "--out", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["title"] == "beam-pipelines pipeline spec"

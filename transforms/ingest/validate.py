@@ -8,6 +8,7 @@ known to be unusable by the vectorised parser take a per-value fallback.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
@@ -25,6 +26,7 @@ from transforms.ingest.slots import (
     KIND_INT,
     KIND_MISSING,
     KIND_NULL,
+    KIND_OTHER,
     KIND_STR,
     KIND_TIMESTAMP,
     Slots,
@@ -49,7 +51,7 @@ MISSING_FIELD = "missing_field"
 INVALID_VALUE = "invalid_value"
 UNKNOWN_FIELD = "unknown_field"
 POLICIES = ("additive", "strict", "discard", "freeze")
-INVALID = ("discard_row", "discard_value", "freeze")
+INVALID = ("evolve", "discard_row", "discard_value", "freeze")
 
 _NUMERIC = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 # At most 18 digits: always fits int64 (longer integers take the float path and fail the range).
@@ -871,19 +873,22 @@ class ContractViolation(ValueError):
 
 
 def validate_table(
-    parsed: pa.Table, rules: tuple, policy: str, invalid: str = "discard_row", counts: dict | None = None
+    parsed: pa.Table, rules: tuple, policy: str, invalid="discard_row", counts: dict | None = None
 ) -> tuple[pa.Table, pa.Table]:
     """Applies the rules to one parsed slot table: (valid rows, dead letters).
 
-    ``invalid`` says what a value unusable as its field's type does: ``discard_row`` (the record
-    is a dead letter), ``discard_value`` (nulled and counted in ``counts`` as
-    ``quality.discarded_value.<field>``; a required field's record is still a dead letter) or
-    ``freeze`` (ContractViolation). ``counts`` also gets ``quality.discarded_fields`` under
-    policy ``discard``.
+    ``invalid`` (one policy, or a mapping of field name to policy with ``discard_row`` for the
+    fields it lacks) says what a value unusable as its field's type does: ``discard_row`` (the
+    record is a dead letter), ``discard_value`` (nulled and counted in ``counts`` as
+    ``quality.discarded_value.<field>``), ``evolve`` (nulled, the value kept in ``extras`` under
+    the field's name, counted as ``quality.evolved_value.<field>``) or ``freeze``
+    (ContractViolation). A required field's record is a dead letter under discard_value and
+    evolve. ``counts`` also gets ``quality.discarded_fields`` under policy ``discard``.
     """
     n = parsed.num_rows
     done: dict[str, pa.Array] = {}
     outcomes: list[Outcome] = []
+    variants: list[tuple[str, np.ndarray]] = []  # (field, rows) whose unusable value evolve keeps
     # Per row: the first failure's kind and the index of the rule that failed.
     code = np.zeros(n, dtype=np.int8)
     which = np.full(n, -1, dtype=np.int16)
@@ -891,12 +896,13 @@ def validate_table(
         out = rule.apply(Slots(parsed, rule.name), done)
         done[rule.name] = out.value
         outcomes.append(out)
+        mode = invalid if isinstance(invalid, str) else invalid.get(rule.name, "discard_row")
         for kind, mask in ((_MISSING, out.missing), (_INVALID, out.invalid)):
             if mask is None:
                 continue
             hit = mask.to_numpy(zero_copy_only=False) & (code == _OK)
-            if kind == _INVALID and invalid != "discard_row" and hit.any():
-                if invalid == "freeze":
+            if kind == _INVALID and mode != "discard_row" and hit.any():
+                if mode == "freeze":
                     shown = _shown(out.text(pa.array(np.flatnonzero(hit)[:1])) if callable(out.text)
                                    else out.text.take(pa.array(np.flatnonzero(hit)[:1])))[0]  # fmt: skip
                     raise ContractViolation(
@@ -904,8 +910,10 @@ def validate_table(
                         "and the contract's data types are frozen"
                     )
                 if not getattr(rule, "required", True):  # the value is already null: the record is kept
+                    if mode == "evolve":
+                        variants.append((rule.name, np.flatnonzero(hit)))
                     if counts is not None:
-                        key = f"quality.discarded_value.{rule.name}"
+                        key = f"quality.{'evolved' if mode == 'evolve' else 'discarded'}_value.{rule.name}"
                         counts[key] = counts.get(key, 0) + int(hit.sum())
                     continue
             code[hit] = kind
@@ -922,6 +930,8 @@ def validate_table(
         if counts is not None:
             counts["quality.discarded_fields"] = counts.get("quality.discarded_fields", 0) + n - unknown.null_count
         extras = pa.nulls(n, pa.string())
+    if variants:
+        extras = _with_variants(extras, variants, parsed)
     columns = dict(done)
     columns["extras"] = extras
     columns["_raw"] = as_array(parsed.column("_raw"))
@@ -938,6 +948,52 @@ def validate_table(
         STAGE, reason, fld, error, columns["_raw"].take(take), as_array(parsed.column("_source")).take(take)
     )
     return valid, dead
+
+
+def _with_variants(extras: pa.Array, variants: list, parsed: pa.Table) -> pa.Array:
+    """``extras`` with each evolved value added under its field's name, as the record held it.
+
+    Per row, but only over the rows whose values were unusable.
+    """
+    merged: dict[int, dict] = {}
+    for name, rows in variants:
+        s = Slots(parsed, name)
+        idx = pa.array(rows)
+        kinds = s.kind.take(idx).to_pylist()
+        texts, ints, floats = s.text.take(idx).to_pylist(), s.int.take(idx).to_pylist(), s.float.take(idx).to_pylist()
+        for j, row in enumerate(rows.tolist()):
+            if row not in merged:
+                prior = extras[row].as_py()
+                merged[row] = json.loads(prior) if prior is not None else {}
+            merged[row][name] = _slot_value(kinds[j], texts[j], ints[j], floats[j])
+    rows = sorted(merged)
+    text = pa.array([json.dumps(merged[r], ensure_ascii=False, separators=(",", ":")) for r in rows], pa.string())
+    mask = np.zeros(len(extras), dtype=bool)
+    mask[rows] = True
+    spread = np.zeros(len(extras), dtype=np.int64)
+    spread[rows] = np.arange(len(rows))
+    return pc.if_else(pa.array(mask), text.take(pa.array(spread)), extras)
+
+
+def _slot_value(kind: int, text, as_int, as_float):
+    """A slot's value as JSON would hold it (a timestamp from a typed source as ISO-8601 text)."""
+    if kind == KIND_INT:
+        return as_int if as_int is not None else text
+    if kind == KIND_FLOAT:
+        return as_float
+    if kind == KIND_BOOL:
+        return text == "true"
+    if kind == KIND_TIMESTAMP:
+        return (_EPOCH + timedelta(microseconds=as_int)).isoformat()
+    if kind == KIND_OTHER:
+        try:
+            return json.loads(text)
+        except ValueError:  # a typed source's value shown as <type>: its text is all there is
+            return text
+    return text
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _failures(codes, rules_hit, rows, rules: tuple, outcomes: list, unknown: pa.Array):
@@ -1007,26 +1063,34 @@ class ValidateSchema(beam.PTransform):
             JSON string in ``extras``; ``strict`` dead-letters the record (``unknown_field``);
             ``discard`` drops them (counted as ``quality.discarded_fields``); ``freeze`` fails the
             run (ContractViolation).
-        invalid: What a value unusable as its field's type does: ``discard_row`` (a dead
+        invalid: What a value unusable as its field's type does, one policy or a mapping of
+            field name to policy (``discard_row`` for fields it lacks): ``discard_row`` (a dead
             letter, ``invalid_value``), ``discard_value`` (nulled and counted as
-            ``quality.discarded_value.<field>``, unless the field is required) or ``freeze``
-            (the run fails).
+            ``quality.discarded_value.<field>``), ``evolve`` (nulled, the value kept in
+            ``extras`` under the field's name, counted as ``quality.evolved_value.<field>``) or
+            ``freeze`` (the run fails). A required field's record is a dead letter under
+            discard_value and evolve.
 
     Returns a dict: ``valid`` (tables with one column per rule, then ``extras`` and ``_raw``),
     ``dead_letters`` (DeadLetter tables, stage ``validate``) and, when values or fields may be
     discarded, ``stats`` (count dicts).
     """
 
-    def __init__(self, rules, policy: str = "additive", invalid: str = "discard_row", label: str | None = None):
+    def __init__(self, rules, policy: str = "additive", invalid="discard_row", label: str | None = None):
         super().__init__(label)
         if policy not in POLICIES:
             raise ValueError(f"unknown schema policy {policy!r}; expected one of {', '.join(POLICIES)}")
-        if invalid not in INVALID:
-            raise ValueError(f"invalid must be one of {', '.join(INVALID)}, got {invalid!r}")
-        self._invalid = invalid
         names = [r.name for r in rules]
         if not names or len(set(names)) != len(names):
             raise ValueError("rules must name distinct fields")
+        modes = {"": invalid} if isinstance(invalid, str) else dict(invalid)
+        for field, mode in modes.items():
+            if field and field not in names:
+                raise ValueError(f"invalid names {field!r}, which no rule validates")
+            if mode not in INVALID:
+                raise ValueError(f"invalid must be one of {', '.join(INVALID)}, got {mode!r}")
+        self._invalid = invalid if isinstance(invalid, str) else modes
+        self._counted = policy == "discard" or any(m in ("discard_value", "evolve") for m in modes.values())
         for r in rules:
             if isinstance(r, NumberField) and r.required_if and r.required_if[0] not in names[: names.index(r.name)]:
                 raise ValueError(f"{r.name}: required_if must name an earlier field, got {r.required_if[0]!r}")
@@ -1034,7 +1098,7 @@ class ValidateSchema(beam.PTransform):
         self._policy = policy
 
     def expand(self, parsed):
-        counted = self._policy == "discard" or self._invalid == "discard_value"
+        counted = self._counted
         tags = ("dead_letters", "stats") if counted else ("dead_letters",)
         out = parsed | "Validate" >> beam.ParDo(_ValidateFn(self._rules, self._policy, self._invalid)).with_outputs(
             *tags, main="valid"

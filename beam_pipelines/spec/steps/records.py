@@ -121,9 +121,13 @@ class Validate(Step):
             given = self.ctx.contract.evolution.columns
         return _UNKNOWN_POLICIES[given]
 
-    def invalid(self) -> str:
-        """Values unusable as their type: the contract's evolution.data_type."""
-        return self.ctx.contract.evolution.data_type
+    def invalid(self):
+        """Values unusable as their type: one policy when every field has the same, else a
+        mapping of field to policy (the field's own, its type's, the contract's)."""
+        contract = self.ctx.contract
+        modes = {f.name: contract.data_type_policy(f.name) for f in contract.fields}
+        distinct = set(modes.values())
+        return distinct.pop() if len(distinct) == 1 else modes
 
     def columns(self, inputs):
         if inputs[0] is not None:
