@@ -659,3 +659,24 @@ def test_a_mixed_batch_decides_as_its_rows_do_one_by_one(rule, seed, scanner):
     values = [rng.choice(VARIED) for _ in range(200)]
     whole = outcomes(rule, parsed_json(values))
     assert whole == [outcomes(rule, parsed_json([v]))[0] for v in values]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_timestamp_offsets_of_sixty_minutes_or_more_are_invalid(fmt):
+    # Python's fromisoformat carries +05:60 over to +06:00; an offset's minutes stop at 59.
+    values = ["2024-01-01T00:00:00+05:60", "2024-01-01T00:00+0599", "2024-01-01T06:00:00+05:59"]
+    assert outcomes(TimestampField("x"), parsed(fmt, values)) == [
+        INVALID,
+        INVALID,
+        datetime(2024, 1, 1, 0, 1, tzinfo=timezone.utc),
+    ]
+
+
+def test_timestamp_float_that_rounds_onto_the_maximum_is_invalid():
+    # 4102444799.9999999 is below 2100-01-01 as a float, but its microseconds round up onto it.
+    values = [4102444799.9999999, 4102444799.999999, 4102444800.0]
+    assert outcomes(TimestampField("x"), parsed_json(values)) == [
+        INVALID,
+        datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        INVALID,
+    ]

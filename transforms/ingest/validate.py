@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
@@ -369,8 +370,14 @@ def _cast_iso(norm: pa.Array, has_offset: pa.Array) -> pa.Array:
     return pc.if_else(has_offset, aware, naive.cast(pa.int64()).cast(_US))
 
 
+_OFFSET_MINUTES = re.compile(r"[+-]\d{2}:?(\d{2})$")
+
+
 def _parse_iso_one(value: str | None) -> datetime | None:
     if value is None:
+        return None
+    zone = _OFFSET_MINUTES.search(value)
+    if zone and int(zone.group(1)) > 59:  # fromisoformat carries +05:60 over to +06:00
         return None
     try:
         dt = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
@@ -495,6 +502,8 @@ class TimestampField:
         # Exact integer arithmetic where the input was an integer: no float rounding.
         if as_float is not None:
             exact = pc.round(pc.if_else(in_range, micros_f, 0.0)).cast(pa.int64())
+            # A float just below the maximum can round up onto it: the range is checked again.
+            in_range = _mask(pc.and_(in_range, pc.less(exact, int(hi))))
         else:
             exact = pa.nulls(n, pa.int64())
         if as_int is not None:
