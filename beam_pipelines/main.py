@@ -137,51 +137,57 @@ def events_config(options: PipelineOptions, run_time: datetime | None = None) ->
 
 
 def _events_config(options, run: RunOptions, ev: EventsOptions, run_time: datetime) -> EventsConfig:
-    modules = tuple(m.strip() for m in run.python_modules.split(",") if m.strip())
-    quality = {"expectations": ev.expectations, "profile": ev.profile, "run_time": run_time,
-               "pipeline": spec_file(run.pipeline), "python_modules": modules}  # fmt: skip
-    if options.view_as(StandardOptions).streaming:
-        if not run.output:
-            raise UsageError("--output is required (the output root directory)")
-        try:
-            return EventsConfig(
-                input=None,
-                input_format=ev.input_format or "jsonl",
-                output=run.output,
-                schema_policy=ev.schema_policy,
-                window_seconds=ev.window_seconds,
-                allowed_lateness_seconds=ev.allowed_lateness,
-                shuffle_partitions=DEFAULT_PARTITIONS if ev.shuffle_partitions is None else ev.shuffle_partitions,
-                streaming=True,
-                kafka_bootstrap=ev.kafka_bootstrap,
-                kafka_topic=ev.kafka_topic,
-                kafka_stop_at_end=ev.kafka_stop_at_end,
-                pg_dsn=ev.pg_dsn,
-                pg_table=ev.pg_table,
-                early_firing_seconds=ev.early_firing_seconds,
-                dlq_topic=ev.dlq_topic,
-                **quality,
-            )
-        except ConfigError as e:
-            raise UsageError(str(e)) from e
     if not run.output:
         raise UsageError("--output is required (the output root directory)")
+    fields = config_fields(run, ev, run_time, profile=ev.profile)
+    if options.view_as(StandardOptions).streaming:
+        return new_config(
+            input=None,
+            input_format=ev.input_format or "jsonl",
+            streaming=True,
+            kafka_bootstrap=ev.kafka_bootstrap,
+            kafka_topic=ev.kafka_topic,
+            kafka_stop_at_end=ev.kafka_stop_at_end,
+            pg_dsn=ev.pg_dsn,
+            pg_table=ev.pg_table,
+            early_firing_seconds=ev.early_firing_seconds,
+            dlq_topic=ev.dlq_topic,
+            **fields,
+        )
     # Without --input the spec's own source path applies (a spec needing --input says so).
     fmt = _resolve_format(ev.input, ev.input_format) if ev.input else ev.input_format
+    return new_config(input=ev.input, input_format=fmt, **fields, **batch_fields(ev))
+
+
+def config_fields(run: RunOptions, ev: EventsOptions, run_time: datetime, *, profile: bool) -> dict:
+    """The run config's fields that every kind of run (batch, streaming, redrive) takes from its flags."""
+    return {
+        "output": run.output,
+        "schema_policy": ev.schema_policy,
+        "window_seconds": ev.window_seconds,
+        "allowed_lateness_seconds": ev.allowed_lateness,
+        "shuffle_partitions": DEFAULT_PARTITIONS if ev.shuffle_partitions is None else ev.shuffle_partitions,
+        "expectations": ev.expectations,
+        "profile": profile,
+        "run_time": run_time,
+        "pipeline": spec_file(run.pipeline),
+        "python_modules": tuple(m.strip() for m in run.python_modules.split(",") if m.strip()),
+    }
+
+
+def batch_fields(ev: EventsOptions) -> dict:
+    """The run config's fields of batch runs only: file layout and read size."""
+    return {
+        "curated_buckets": 1 if ev.curated_buckets is None else ev.curated_buckets,
+        "dlq_shards": ev.dlq_shards,
+        "chunk_bytes": ev.read_chunk_kb * 1024,
+    }
+
+
+def new_config(**fields) -> EventsConfig:
+    """An EventsConfig; a value it refuses is a usage error (exit 2)."""
     try:
-        return EventsConfig(
-            input=ev.input,
-            input_format=fmt,
-            output=run.output,
-            schema_policy=ev.schema_policy,
-            window_seconds=ev.window_seconds,
-            allowed_lateness_seconds=ev.allowed_lateness,
-            shuffle_partitions=DEFAULT_PARTITIONS if ev.shuffle_partitions is None else ev.shuffle_partitions,
-            curated_buckets=1 if ev.curated_buckets is None else ev.curated_buckets,
-            dlq_shards=ev.dlq_shards,
-            chunk_bytes=ev.read_chunk_kb * 1024,
-            **quality,
-        )
+        return EventsConfig(**fields)
     except ConfigError as e:
         raise UsageError(str(e)) from e
 

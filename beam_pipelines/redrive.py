@@ -20,12 +20,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_pipelines import publish
 from beam_pipelines.errors import RunError, UsageError
-from beam_pipelines.main import DEFAULT_PARTITIONS, check_flags, exit_status, quiet_logging, spec_file
+from beam_pipelines.main import batch_fields, check_flags, config_fields, exit_status, new_config, quiet_logging
 from beam_pipelines.options import EventsOptions, RunOptions
 from beam_pipelines.replay.letters import Selection
 from beam_pipelines.replay.run import Request, redrive
 from beam_pipelines.runners import RunnerError, RunnerUnavailable, make_runner, profile_name
-from beam_pipelines.spec import ConfigError, EventsConfig
 
 USAGE = """usage: python -m beam_pipelines.redrive --pipeline=events|SPEC.yaml --dlq=OUT/dlq --output=OUT
                                     [--reason=R ...] [--field=F ...] [--runner=...] [--dry_run]
@@ -96,27 +95,9 @@ def request_from(argv: list[str], clock=lambda: datetime.now(timezone.utc)):
         runner = profile_name(options.view_as(StandardOptions).runner)
     except RunnerError as e:
         raise UsageError(str(e)) from e
-    modules = tuple(m.strip() for m in run.python_modules.split(",") if m.strip())
-    try:
-        cfg = EventsConfig(
-            input=None,
-            input_format=None,
-            output=run.output,
-            schema_policy=ev.schema_policy,
-            window_seconds=ev.window_seconds,
-            allowed_lateness_seconds=ev.allowed_lateness,
-            shuffle_partitions=DEFAULT_PARTITIONS if ev.shuffle_partitions is None else ev.shuffle_partitions,
-            curated_buckets=1 if ev.curated_buckets is None else ev.curated_buckets,
-            dlq_shards=ev.dlq_shards,
-            chunk_bytes=ev.read_chunk_kb * 1024,
-            expectations=ev.expectations,
-            profile=False,
-            run_time=clock(),
-            pipeline=spec_file(run.pipeline),
-            python_modules=modules,
-        )
-    except ConfigError as e:
-        raise UsageError(str(e)) from e
+    cfg = new_config(
+        input=None, input_format=None, **config_fields(run, ev, clock(), profile=False), **batch_fields(ev)
+    )
     request = Request(
         dlq=ns.dlq.rstrip("/") or ns.dlq,
         selection=selection,
