@@ -114,12 +114,10 @@ def test_a_frozen_data_type_fails_on_the_first_unusable_value():
         validate_table(parsed(), RULES, "additive", "freeze")
 
 
-def test_a_spec_takes_its_modes_from_the_contract_and_reports_the_counts(pipeline, tmp_path):
+def mini_run(tmp_path, contract: str, lines: list[str]):
+    """A one-source spec over contract ``mini`` (written from ``contract``): its input batch and config."""
     (tmp_path / "schemas" / "mini").mkdir(parents=True)
-    (tmp_path / "schemas" / "mini" / "v1.yaml").write_text(
-        "name: mini\nversion: 1\nfields:\n  - {name: id, type: id}\n  - {name: n, type: long}\n"
-        "evolution: {columns: discard_value, data_type: discard_value}\n"
-    )
+    (tmp_path / "schemas" / "mini" / "v1.yaml").write_text(contract)
     spec = tmp_path / "mini.yaml"
     spec.write_text(
         "pipeline:\n  name: mini\n  contract: mini\n  transforms:\n"
@@ -129,9 +127,18 @@ def test_a_spec_takes_its_modes_from_the_contract_and_reports_the_counts(pipelin
         "    - {name: Write, type: WriteLake, config: {path: curated}}\n"
         "    - {name: Dead, type: WriteDeadLetters, input: [Parse.bad, Validate.bad], config: {path: dlq}}\n"
     )
-    lines = [json.dumps({"id": "a", "n": 1}), json.dumps({"id": "b", "n": "x", "zz": 1})]
     batch = pa.table({"raw": pa.array([x.encode() for x in lines], pa.binary()), "source": ["m", "m"]})
     cfg = EventsConfig(input=None, input_format="jsonl", output="unused", pipeline=str(spec), shuffle_partitions=1)
+    return batch, cfg
+
+
+def test_a_spec_takes_its_modes_from_the_contract_and_reports_the_counts(pipeline, tmp_path):
+    contract = (
+        "name: mini\nversion: 1\nfields:\n  - {name: id, type: id}\n  - {name: n, type: long}\n"
+        "evolution: {columns: discard_value, data_type: discard_value}\n"
+    )
+    lines = [json.dumps({"id": "a", "n": 1}), json.dumps({"id": "b", "n": "x", "zz": 1})]
+    batch, cfg = mini_run(tmp_path, contract, lines)
     with pipeline() as p:
         out = build(p, cfg, PipelineIO(source=beam.Create([batch])))
         assert_that(
@@ -141,24 +148,13 @@ def test_a_spec_takes_its_modes_from_the_contract_and_reports_the_counts(pipelin
 
 
 def test_a_spec_run_keeps_evolved_values_per_field(pipeline, tmp_path):
-    (tmp_path / "schemas" / "mini").mkdir(parents=True)
-    (tmp_path / "schemas" / "mini" / "v1.yaml").write_text(
+    contract = (
         "name: mini\nversion: 1\nfields:\n  - {name: id, type: id}\n"
         "  - {name: n, type: long, evolution: {data_type: evolve}}\n  - {name: b, type: boolean}\n"
         "evolution: {types: {boolean: discard_value}}\n"
     )
-    spec = tmp_path / "mini.yaml"
-    spec.write_text(
-        "pipeline:\n  name: mini\n  contract: mini\n  transforms:\n"
-        "    - {name: Read, type: ReadFiles, config: {path: '${input}', format: jsonl}}\n"
-        "    - {name: Parse, type: Parse, config: {error_handling: {output: bad}}}\n"
-        "    - {name: Validate, type: Validate, config: {error_handling: {output: bad}}}\n"
-        "    - {name: Write, type: WriteLake, config: {path: curated}}\n"
-        "    - {name: Dead, type: WriteDeadLetters, input: [Parse.bad, Validate.bad], config: {path: dlq}}\n"
-    )
     lines = [json.dumps({"id": "a", "n": "12k", "b": "maybe"}), json.dumps({"id": "b", "n": 2, "b": True})]
-    batch = pa.table({"raw": pa.array([x.encode() for x in lines], pa.binary()), "source": ["m", "m"]})
-    cfg = EventsConfig(input=None, input_format="jsonl", output="unused", pipeline=str(spec), shuffle_partitions=1)
+    batch, cfg = mini_run(tmp_path, contract, lines)
     with pipeline() as p:
         out = build(p, cfg, PipelineIO(source=beam.Create([batch])))
         assert_that(
