@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import publish, streaming, summary
+from beam_pipelines import faults, lease, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -285,14 +285,21 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     except RunnerError as e:
         raise UsageError(str(e)) from e
     run_id = publish.new_run_id(clock)
-    if cfg.streaming:
-        if run_opts.dry_run:
-            return dry_run(module, cfg, options, runner, cfg.output, out, module.stream_io(cfg, cfg.output))
-        return streaming.run(module, cfg, options, runner, run_id, out)
     staging = publish.staging_dir(cfg.output, run_id)
     if run_opts.dry_run:
-        return dry_run(module, cfg, options, runner, staging, out)
-    return _run_batch(module, cfg, options, runner, run_id, staging, clock, out)
+        io = module.stream_io(cfg, cfg.output) if cfg.streaming else None
+        return dry_run(module, cfg, options, runner, cfg.output if cfg.streaming else staging, out, io)
+    with take_lease(cfg.output, run_id, options, clock) as held:
+        abandoned = publish.remove_abandoned(cfg.output, run_id)
+        if cfg.streaming:
+            return streaming.run(module, cfg, options, runner, run_id, out)
+        return _run_batch(module, cfg, options, runner, run_id, staging, clock, out, held, abandoned)
+
+
+def take_lease(output: str, run_id: str, options, clock) -> lease.Lease:
+    """The output's lease for this run (see lease.py); LeaseError when another live run holds it."""
+    return lease.acquire(output, run_id, wait_s=options.view_as(RunOptions).wait_for_lock, clock=clock,
+                         options=options)  # fmt: skip
 
 
 def _observer(cfg: EventsConfig, run_opts: RunOptions) -> Observer:
@@ -304,8 +311,10 @@ def _observer(cfg: EventsConfig, run_opts: RunOptions) -> Observer:
         raise UsageError(str(e)) from e
 
 
-def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging: str, clock, out) -> dict:
-    """Runs into staging, audits, publishes, then records and reports (see observe.py)."""
+def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging: str, clock, out,
+               held: lease.Lease, abandoned: dict) -> dict:  # fmt: skip
+    """Runs into staging, audits, publishes (while this run still holds the output's lease),
+    then records and reports (see observe.py)."""
     input_bytes = preflight(cfg)
     cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
     workers = direct_workers(options, estimated_rows(cfg, input_bytes))  # None: not this launcher's choice
@@ -350,7 +359,16 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         observer.failed(run_id, f"audit failed: {reason}", clock())
         observer.close()
         raise RunError(f"audit failed, nothing published: {reason} (staged outputs and report.html kept "
-                       f"in {staging})")  # fmt: skip
+                       f"in {staging} until the next run on this output)")  # fmt: skip
+    scratch = publish.staging_runs(cfg.output).get(run_id, 0)
+    faults.at("before_publish")
+    try:
+        held.check()
+    except lease.LeaseError as e:
+        publish.discard(staging)
+        observer.failed(run_id, e, clock())
+        observer.close()
+        raise
     cleanup = publish.publish(staging, cfg.output)
     try:
         run_dir = join_path(cfg.output, "_run")
@@ -359,6 +377,7 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
         if workers:
             result["workers"] = workers
+        result["scratch"] = {"staged_bytes": scratch, "abandoned_removed": abandoned}
         doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
         observer.close()
         result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))

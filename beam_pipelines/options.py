@@ -27,6 +27,7 @@ class RunOptions(PipelineOptions):
         log_level: Logging level; DEBUG also prints tracebacks on errors.
         dry_run: Build the pipeline for the chosen runner and write its graph, without running it.
         dry_run_out: Where ``--dry_run`` writes the graph (Runner API proto as JSON).
+        wait_for_lock: Seconds to wait for another run's lease on the output (None: refuse at once).
         history: Metrics history store (SQLite file or PostgreSQL DSN).
         history_runs: How many earlier runs anomalies are judged against.
         alert_webhook: Slack-compatible webhook for anomalies and failed expectations.
@@ -68,6 +69,16 @@ class RunOptions(PipelineOptions):
             type=_true,
             help="Build the pipeline for the chosen runner's options, write its graph (Runner API proto as "
             "JSON) and exit without running or submitting anything; needs no runner artifact or cloud credentials.",
+        )
+        parser.add_argument(
+            "--wait_for_lock",
+            nargs="?",
+            const=float("inf"),
+            default=None,
+            type=float,
+            metavar="SECONDS",
+            help="When another run holds the output's lease, wait for it (at most SECONDS; no limit when none is "
+            "given) instead of stopping with an error. Default: stop.",
         )
         parser.add_argument(
             "--dry_run_out",

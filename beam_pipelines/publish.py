@@ -106,11 +106,61 @@ def _remove_staging(stage: str, out: str) -> None:
 def discard(staging: str) -> None:
     """Removes a failed run's staging directory."""
     if is_local(staging):
-        shutil.rmtree(_local(staging), ignore_errors=True)
+        path = _local(staging)
+        if os.path.isfile(path):
+            os.remove(path)
+        shutil.rmtree(path, ignore_errors=True)
     else:
         files = _files_under(staging)
         if files:
             FileSystems.delete(files)
+
+
+def staging_runs(output: str) -> dict[str, int]:
+    """Each entry of ``<output>/_staging/`` (a run's scratch, or a replaced output left by a
+    publish that was cut off) -> its bytes."""
+    root = join_path(output, "_staging")
+    if is_local(output):
+        local = _local(root)
+        if not os.path.isdir(local):
+            return {}
+        sizes = {}
+        for name in sorted(os.listdir(local)):
+            path = os.path.join(local, name)
+            sizes[name] = os.path.getsize(path) if os.path.isfile(path) else _tree_bytes(path)
+        return sizes
+    sizes: dict[str, int] = {}
+    try:
+        found = FileSystems.match([join_path(root, "**")])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a missing prefix matches nothing on some filesystems
+        return {}
+    for m in found:
+        name = m.path[len(root) :].lstrip("/").split("/", 1)[0]
+        sizes[name] = sizes.get(name, 0) + m.size_in_bytes
+    return dict(sorted(sizes.items()))
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for top, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(top, f)).st_size
+            except FileNotFoundError:  # removed meanwhile
+                pass
+    return total
+
+
+def remove_abandoned(output: str, live: str) -> dict[str, int]:
+    """Removes every entry of ``<output>/_staging/`` except run ``live``'s; returns what went (name -> bytes).
+
+    Only the holder of the output's lease may call it: one run writes an output at a time, so
+    every other run's staging belongs to a run that is dead (or fenced off from publishing).
+    """
+    gone = {name: size for name, size in staging_runs(output).items() if name != live}
+    for name in gone:
+        discard(join_path(output, "_staging", name))
+    return gone
 
 
 def count_published(output: str) -> dict:

@@ -20,7 +20,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_pipelines import publish
 from beam_pipelines.errors import RunError, UsageError
-from beam_pipelines.main import batch_fields, check_flags, config_fields, exit_status, new_config, quiet_logging
+from beam_pipelines.main import (
+    batch_fields,
+    check_flags,
+    config_fields,
+    exit_status,
+    new_config,
+    quiet_logging,
+    take_lease,
+)
 from beam_pipelines.options import EventsOptions, RunOptions
 from beam_pipelines.replay.letters import Selection
 from beam_pipelines.replay.run import Request, redrive
@@ -118,7 +126,12 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         raise RunError(str(e)) from e
     except RunnerError as e:
         raise UsageError(str(e)) from e
-    return redrive(cfg, request, options, runner, publish.new_run_id(clock), clock, out)
+    run_id = publish.new_run_id(clock)
+    if request.dry_run:
+        return redrive(cfg, request, options, runner, run_id, clock, out)
+    with take_lease(cfg.output, run_id, options, clock) as held:
+        publish.remove_abandoned(cfg.output, run_id)
+        return redrive(cfg, request, options, runner, run_id, clock, out, fence=held.check)
 
 
 def main(argv: list[str] | None = None) -> int:

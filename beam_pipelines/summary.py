@@ -90,6 +90,17 @@ def _drift_lines(drift: dict) -> list[str]:
     return lines
 
 
+def _scratch_lines(scratch: dict | None) -> list[str]:
+    if not scratch:
+        return []
+    line = f"  scratch: {scratch['staged_bytes'] / 1e6:,.1f} MB staged"
+    gone = scratch["abandoned_removed"]
+    if gone:
+        line += (f"; removed {len(gone)} abandoned staging entr{'y' if len(gone) == 1 else 'ies'} of dead runs "
+                 f"({sum(gone.values()) / 1e6:,.1f} MB)")  # fmt: skip
+    return [line]
+
+
 def render(s: dict) -> str:
     c = s["counts"]
     width = max(len(f"{v:,}") for v in c.values())
@@ -117,6 +128,7 @@ def render(s: dict) -> str:
         f"  files {'match' if s['files_match'] else 'DO NOT match'} the counts "
         f"({s['published']['curated_files']} curated parquet files)",
         *_quality_lines(s),
+        *_scratch_lines(s.get("scratch")),
         "",
         "  outputs:",
     ]

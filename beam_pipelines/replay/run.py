@@ -160,8 +160,10 @@ def _json(obj) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def redrive(cfg, request: Request, options, runner, run_id: str, clock, out) -> dict:
-    """Runs one redrive of ``cfg.pipeline``'s published outputs under ``cfg.output``; returns the summary."""
+def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, fence=lambda: None) -> dict:
+    """Runs one redrive of ``cfg.pipeline``'s published outputs under ``cfg.output``; returns the summary.
+
+    ``fence`` raises when this run may no longer publish (it lost the output's lease)."""
     plan = plan_for(cfg)
     check_plan(plan)
     original = _published_report(cfg.output)
@@ -214,7 +216,7 @@ def redrive(cfg, request: Request, options, runner, run_id: str, clock, out) -> 
     _execute(plan, inputs, staging, options, runner, rows, run_id)
     elapsed = time.monotonic() - started
     return _finish(cfg, original, plan, meta, letters.num_rows, n_selected, kept_reasons, staging, elapsed,
-                   request.runner, out)  # fmt: skip
+                   request.runner, out, fence)  # fmt: skip
 
 
 def _execute(plan: Plan, inputs: RedriveInputs, staging: str, options, runner, rows: int, run_id: str) -> None:
@@ -252,7 +254,8 @@ def _nothing_run(meta: dict, letters: int, selected: int, reasons: dict, out, dr
     return {"dry_run": dry_run, "letters": letters, "selected": selected, "selected_reasons": reasons, **meta}
 
 
-def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging, elapsed, runner, out) -> dict:
+def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging, elapsed, runner, out,
+            fence) -> dict:  # fmt: skip
     counts = read_json(join_path(staging, "_redrive", "counts.json")) or {}
     checked = read_json(join_path(staging, "_redrive", "expectations.json"))
     results = checked["results"] if checked is not None else None
@@ -286,6 +289,11 @@ def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging,
                        f"+ late (staged report in {join_path(staged_run, 'report.json')})")  # fmt: skip
     if not summary["files_match"]:
         raise RunError(f"staged files do not hold the counted rows, nothing published (see {staged_run})")
+    try:
+        fence()
+    except RunError:
+        publish.discard(staging)
+        raise
     cleanup = publish.publish(staging, cfg.output)
     if cleanup is not None:
         cleanup.join()

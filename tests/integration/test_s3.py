@@ -115,6 +115,8 @@ def test_s3_run_matches_local_run(dataset, s3, endpoint):
         assert any(k.endswith("/part-00001.parquet") for k in _keys(s3, bucket, "out/curated/"))
         s3.put_object(Bucket=bucket, Key="out/curated/dt=1999-01-01/part-00000.parquet", Body=b"stale")
 
+    # What a run killed before publishing leaves: the next run removes it.
+    s3.put_object(Bucket=bucket, Key="out/_staging/20200101T000000Z-0000dead/shuffle/spill", Body=b"x" * 1000)
     # Configured like the local run (and for jsonl, replacing every output of the first run).
     second = _run_s3(dataset, endpoint)
     assert second.returncode == 0, second.stderr
@@ -125,7 +127,7 @@ def test_s3_run_matches_local_run(dataset, s3, endpoint):
     assert rep["counts"]["read"] == ROWS and rep["counts"]["curated"] > 0
     assert rep == report(local)  # counts, dead-letter reasons and quality counts
 
-    # Exactly the files a local run writes: no part-00001, stale object, staging or probe left.
+    # Exactly the files a local run writes: no part-00001, stale object, staging, lease or probe left.
     # (A local run also keeps a metrics history and a lineage log beside its outputs by default.)
     keys = _keys(s3, bucket, "out/")
     published = [p for p in file_bytes(local) if p.split("/")[0] not in ("_history", "_lineage")]
@@ -150,7 +152,38 @@ def test_s3_run_matches_local_run(dataset, s3, endpoint):
 
     summary = json.loads(_get(s3, bucket, "out/_run/summary.json"))
     assert summary["files_match"] is True and summary["published"]["curated_rows"] == rows
+    assert summary["scratch"]["abandoned_removed"] == {"20200101T000000Z-0000dead": 1000}
 
 
 def _by_file(rows: list[dict]) -> list[str]:
     return sorted(json.dumps(dict(d, source=Path(d["source"]).name), sort_keys=True) for d in rows)
+
+
+def _lease_options(endpoint: str):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions(_s3_flags(endpoint))
+
+
+def test_the_s3_lease_has_one_holder_and_a_stale_one_is_taken_over(s3, endpoint):
+    from datetime import datetime, timedelta, timezone
+
+    from beam_pipelines import lease
+
+    s3.create_bucket(Bucket="lease-bucket")
+    out, options = "s3://lease-bucket/out", _lease_options(endpoint)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    first = lease.acquire(out, "run-a", clock=lambda: t0, heartbeat_s=3600, ttl_s=60, options=options)
+    assert json.loads(_get(s3, "lease-bucket", "out/_lease.json"))["run_id"] == "run-a"
+    with pytest.raises(lease.LeaseError, match="in use by run run-a"):
+        lease.acquire(out, "run-b", clock=lambda: t0 + timedelta(seconds=30), ttl_s=60, options=options)
+    assert lease.holder_of(out, options) is None  # by the wall clock, run-a's 2026 heartbeat is long stale
+    # run-a stopped beating: after the TTL its lease is taken over, and run-a may no longer publish.
+    second = lease.acquire(out, "run-b", clock=lambda: t0 + timedelta(seconds=61), ttl_s=60, options=options)
+    second.check()
+    with pytest.raises(lease.LeaseError, match="another run holds it now"):
+        first.check()
+    first.release()  # leaves run-b's lease alone
+    assert json.loads(_get(s3, "lease-bucket", "out/_lease.json"))["run_id"] == "run-b"
+    second.release()
+    assert _keys(s3, "lease-bucket", "out/") == []
