@@ -172,12 +172,20 @@ class _LocalStore:
         self.path = os.path.join(output, LEASE_FILE)
         self.fd: int | None = None
         self.acquired = ""
+        self.made: list[str] = []
 
     def doc(self, run_id: str, now: str) -> bytes:
         return _doc(run_id, self.acquired, now)
 
     def take(self, run_id: str, now: str, _t: datetime) -> Holder | None:
+        # Directories made for the lease alone go again on release, so a run that fails before
+        # writing anything leaves no trace.
+        missing, path = [], os.path.abspath(self.output)
+        while not os.path.exists(path):
+            missing.append(path)
+            path = os.path.dirname(path)
         os.makedirs(self.output, exist_ok=True)
+        self.made = missing or self.made
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -220,6 +228,11 @@ class _LocalStore:
                 os.unlink(self.path)
         os.close(self.fd)  # drops the lock
         self.fd = None
+        for made in self.made:
+            try:
+                os.rmdir(made)
+            except OSError:  # holds outputs (or another run's lease) now
+                break
 
     def live_holder(self, _now: datetime) -> Holder | None:
         try:

@@ -111,3 +111,13 @@ def test_abandoned_staging_goes_and_the_live_runs_stays(tmp_path):
     assert publish.staging_runs(str(out)) == {"dead-1": 1000, "live": 10, "replaced-x-curated": 5}
     assert publish.remove_abandoned(str(out), "live") == {"dead-1": 1000, "replaced-x-curated": 5}
     assert sorted(os.listdir(out / "_staging")) == ["live"]
+
+
+def test_directories_made_for_the_lease_alone_go_on_release(tmp_path):
+    out = tmp_path / "a" / "b"
+    lease.acquire(str(out), "run-a", clock=clock).release()
+    assert list(tmp_path.iterdir()) == []
+    held = lease.acquire(str(out), "run-a", clock=clock)
+    (out / "curated").mkdir()
+    held.release()
+    assert sorted(os.listdir(out)) == ["curated"]
