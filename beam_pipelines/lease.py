@@ -131,7 +131,10 @@ def acquire(
     store = _store(output, options, ttl_s)
     waited = 0.0
     while True:
-        holder = store.take(run_id, _iso(clock()), clock())
+        try:
+            holder = store.take(run_id, _iso(clock()), clock())
+        except Exception as e:  # each store raises its own errors: a missing bucket, a file in the way
+            raise LeaseError(f"output {output!r} is not writable: {e}") from e
         if holder is None:
             return Lease(store, run_id, clock, heartbeat_s)
         if wait_s is None or waited >= wait_s:

@@ -121,3 +121,9 @@ def test_directories_made_for_the_lease_alone_go_on_release(tmp_path):
     (out / "curated").mkdir()
     held.release()
     assert sorted(os.listdir(out)) == ["curated"]
+
+
+def test_an_output_that_cannot_be_written_is_a_lease_error(tmp_path):
+    (tmp_path / "a-file").write_text("in the way")
+    with pytest.raises(LeaseError, match="is not writable"):
+        lease.acquire(str(tmp_path / "a-file" / "out"), "run-a", clock=clock)
