@@ -79,10 +79,37 @@ class Lease:
     """A held lease; ``check()`` before publishing, ``release()`` when done (or use ``with``)."""
 
     def __init__(self, store, run_id: str, clock: Callable[[], datetime], heartbeat_s: float):
-        self.store, self.run_id, self.clock = store, run_id, clock
+        self.store, self.run_id, self.clock, self.heartbeat_s = store, run_id, clock, heartbeat_s
         self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), name="lease-heartbeat", daemon=True)
-        self._beat.start()
+        self._beat: threading.Thread | None = None
+        self.resume()
+
+    def pause(self) -> None:
+        """Stops the heartbeat thread: a process about to fork worker processes wants no other
+        thread (see warm_workers.py); ``resume()`` right after the fork."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        self._beat = None
+
+    def resume(self) -> None:
+        if self._beat is None:
+            self._stop = threading.Event()
+            self._beat = threading.Thread(
+                target=self._heartbeat, args=(self.heartbeat_s,), name="lease-heartbeat", daemon=True
+            )
+            self._beat.start()
+
+    @contextlib.contextmanager
+    def fork_safe(self, workers):
+        """Enters ``workers`` (a context that may fork) with the heartbeat paused for the fork."""
+        self.pause()
+        try:
+            with workers as entered:
+                self.resume()
+                yield entered
+        finally:
+            self.resume()
 
     def _heartbeat(self, every: float) -> None:
         while not self._stop.wait(every):
@@ -101,8 +128,7 @@ class Lease:
             raise LeaseError(f"lease on {self.store.output} lost ({problem}): nothing published")
 
     def release(self) -> None:
-        self._stop.set()
-        self._beat.join()
+        self.pause()
         self.store.release()
 
     def __enter__(self) -> Lease:

@@ -325,7 +325,7 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         worker_log = os.path.join(tempfile.gettempdir(), f"beam_pipelines-{run_id}-workers.log")
         stderr = None if options.view_as(RunOptions).log_level == "DEBUG" else worker_log
         pool = WarmWorkers(workers, stderr)
-    with pool:
+    with held.fork_safe(pool):
         if parallel:  # the workers are forked (entering the pool) before the runner exists
             runner = parallel_direct_runner(options, workers, stderr, pool.command())
         observer = _observer(cfg, options.view_as(RunOptions))

@@ -131,7 +131,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         return redrive(cfg, request, options, runner, run_id, clock, out)
     with take_lease(cfg.output, run_id, options, clock) as held:
         publish.remove_abandoned(cfg.output, run_id)
-        return redrive(cfg, request, options, runner, run_id, clock, out, fence=held.check)
+        return redrive(cfg, request, options, runner, run_id, clock, out, held=held)
 
 
 def main(argv: list[str] | None = None) -> int:

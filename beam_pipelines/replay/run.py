@@ -160,10 +160,10 @@ def _json(obj) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, fence=lambda: None) -> dict:
+def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, held=None) -> dict:
     """Runs one redrive of ``cfg.pipeline``'s published outputs under ``cfg.output``; returns the summary.
 
-    ``fence`` raises when this run may no longer publish (it lost the output's lease)."""
+    ``held``: the output's lease (lease.Lease); checked before publishing. None for dry runs."""
     plan = plan_for(cfg)
     check_plan(plan)
     original = _published_report(cfg.output)
@@ -213,13 +213,14 @@ def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, fen
     started = time.monotonic()
     # The work grows with the curated output (merged and rewritten whole), not with the letters.
     rows = original["counts"].get("curated", 0) + n_selected
-    _execute(plan, inputs, staging, options, runner, rows, run_id)
+    _execute(plan, inputs, staging, options, runner, rows, run_id, held)
     elapsed = time.monotonic() - started
     return _finish(cfg, original, plan, meta, letters.num_rows, n_selected, kept_reasons, staging, elapsed,
-                   request.runner, out, fence)  # fmt: skip
+                   request.runner, out, held.check)  # fmt: skip
 
 
-def _execute(plan: Plan, inputs: RedriveInputs, staging: str, options, runner, rows: int, run_id: str) -> None:
+def _execute(plan: Plan, inputs: RedriveInputs, staging: str, options, runner, rows: int, run_id: str,
+             held) -> None:  # fmt: skip
     """Runs the redrive pipeline; on the direct runner, in one worker process per core for large
     outputs, as a batch run does (see ``main``)."""
     workers = direct_workers(options, rows)
@@ -227,7 +228,7 @@ def _execute(plan: Plan, inputs: RedriveInputs, staging: str, options, runner, r
     worker_log = os.path.join(tempfile.gettempdir(), f"beam_pipelines-{run_id}-workers.log") if parallel else None
     stderr = None if options.view_as(RunOptions).log_level == "DEBUG" else worker_log
     try:
-        with WarmWorkers(workers, stderr) if parallel else contextlib.nullcontext() as pool:
+        with held.fork_safe(WarmWorkers(workers, stderr) if parallel else contextlib.nullcontext()) as pool:
             if parallel:  # the workers are forked (entering the pool) before the runner exists
                 runner = parallel_direct_runner(options, workers, stderr, pool.command())
             p = beam.Pipeline(runner=runner, options=options)

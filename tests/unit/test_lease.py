@@ -127,3 +127,19 @@ def test_an_output_that_cannot_be_written_is_a_lease_error(tmp_path):
     (tmp_path / "a-file").write_text("in the way")
     with pytest.raises(LeaseError, match="is not writable"):
         lease.acquire(str(tmp_path / "a-file" / "out"), "run-a", clock=clock)
+
+
+def test_the_heartbeat_thread_is_paused_while_worker_processes_are_forked(tmp_path):
+    class Forks:
+        def __enter__(self):
+            self.threads = threading.active_count()  # what WarmWorkers checks before it forks
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    with lease.acquire(str(tmp_path), "run-a", clock=clock) as held:
+        assert threading.active_count() == 2
+        with held.fork_safe(Forks()) as entered:
+            assert entered.threads == 1 and threading.active_count() == 2
+        held.check()
