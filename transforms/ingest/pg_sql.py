@@ -76,7 +76,7 @@ def resolve_dsn(dsn_env: str | None, dsn_file: str | None) -> str:
 
 
 def scrub(message: str, dsn: str) -> str:
-    """``message`` without the connection string or its password (drivers may echo either)."""
+    """``message`` on one line, without the connection string or its password (drivers may echo either)."""
     secrets = [dsn]
     try:
         password = conninfo_to_dict(dsn).get("password")
@@ -86,7 +86,7 @@ def scrub(message: str, dsn: str) -> str:
         secrets.append(password)
     for s in sorted(secrets, key=len, reverse=True):
         message = message.replace(s, "***")
-    return message
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line: libpq adds hints
 
 
 def describe(dsn: str) -> str:

@@ -116,7 +116,9 @@ class ReadPostgres(Source):
         try:
             conn, dsn = _connect(c.get("dsn_env"), self._dsn_file(), 30_000)
         except (ValueError, ConnectionError) as e:
-            raise RunError(f"cannot connect to PostgreSQL for {self.name}: {e}") from None
+            raise RunError(
+                f"cannot connect to PostgreSQL for {self.name}: {str(e).removeprefix('PostgreSQL: ')}"
+            ) from None
         try:
             with conn.cursor() as cur:
                 cur.execute(pg_sql.column_query(), (c.get("schema", "public"), c["table"]))
