@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import apache_beam as beam
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq

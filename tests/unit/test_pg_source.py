@@ -10,10 +10,10 @@ import pytest
 from beam_pipelines.spec import EventsConfig
 from beam_pipelines.spec.compile import compile_spec
 from beam_pipelines.spec.yamlsrc import SpecError, load
+from tests.e2e.helpers import ROOT
 from transforms.ingest import pg_sql
 from transforms.ingest.pg_state import check_state, read_state, write_state
 from transforms.ingest.postgres import check_columns
-from tests.e2e.helpers import ROOT
 
 T = datetime(2024, 3, 1, tzinfo=timezone.utc)
 
