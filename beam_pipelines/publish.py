@@ -17,7 +17,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.sinks.files import join_path
 
-OUTPUTS = ("curated", "aggregates", "dlq", "_run")
+OUTPUTS = ("curated", "aggregates", "dlq", "_state", "_run")
+# Replaced only by a run that staged it: a source's saved cursor stays through runs (and
+# redrives) that do not read that source.
+KEPT_IF_NOT_STAGED = ("_state",)
 
 
 def is_local(path: str) -> bool:
@@ -72,6 +75,8 @@ def publish(staging: str, output: str) -> threading.Thread | None:
             src, dst = os.path.join(stage, name), os.path.join(out, name)
             old = os.path.join(out, "_staging", "replaced-" + os.path.basename(stage) + "-" + name)
             if not os.path.exists(src):
+                if name in KEPT_IF_NOT_STAGED:
+                    continue
                 os.makedirs(src)
             if os.path.exists(dst):
                 os.replace(dst, old)
@@ -83,6 +88,8 @@ def publish(staging: str, output: str) -> threading.Thread | None:
         return cleanup
     for name in OUTPUTS:
         dst = join_path(output, name)
+        if name in KEPT_IF_NOT_STAGED and not _files_under(join_path(staging, name)):
+            continue
         stale = _files_under(dst)
         if stale:
             FileSystems.delete(stale)

@@ -30,6 +30,11 @@ _RELATIVE = {
 class Source(Step):
     kind = "source"
 
+    def preflight(self) -> int | None:
+        """Checks the source before any worker starts; returns its size in bytes, or None when
+        the launcher is to list the files of ``input_name()`` itself."""
+        return None
+
     def build(self, inputs, io):
         source = io.source_for(self)
         out = inputs[0] | self.name >> source
@@ -76,6 +81,9 @@ class ReadFiles(Source):
         if "path" in self.config:  # else --input is missing: Plan.check_io says so when it matters
             self.ctx.source_format = self.format()
         return None
+
+    def input_name(self) -> str:
+        return self.config["path"]
 
     def format(self) -> str:
         from transforms.ingest.files import format_from_path
