@@ -129,7 +129,7 @@ def events_config(options: PipelineOptions, run_time: datetime | None = None) ->
     plan.check_io()
     if not cfg.streaming:  # the source the spec reads, whether or not it came from --input
         source = plan.source.step
-        cfg = dataclasses.replace(cfg, input=source.config["path"], input_format=source.format())
+        cfg = dataclasses.replace(cfg, input=source.input_name(), input_format=source.format())
     upserts = [n.step.config for n in plan.sinks if n.step.type == "UpsertPostgres"]
     if upserts:  # the table the spec upserts into (the launcher clears it on a restart and counts it)
         cfg = dataclasses.replace(cfg, pg_dsn=upserts[0]["dsn"], pg_table=upserts[0]["table"])
@@ -213,6 +213,14 @@ def sized(cfg: EventsConfig, ev: EventsOptions, input_bytes: int) -> EventsConfi
 
 def preflight(cfg: EventsConfig) -> int:
     """Checks what can be checked before any worker starts; returns the input size in bytes."""
+    source = spec_build.plan_for(cfg).source.step
+    if hasattr(source, "preflight"):  # a source that is not files (an API) checks itself
+        try:
+            source.preflight()
+            publish.check_writable(cfg.output)
+        except OSError as e:
+            raise RunError(str(e)) from e
+        return 0
     try:
         listed = FileSystems.match([cfg.input])[0].metadata_list
     except Exception as e:  # each filesystem raises its own error type

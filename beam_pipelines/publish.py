@@ -18,6 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.sinks.files import join_path
 
 OUTPUTS = ("curated", "aggregates", "dlq", "_run")
+# A source's durable state (an API's incremental position): replaced only when a run staged it.
+STATE = "_state"
 
 
 def is_local(path: str) -> bool:
@@ -68,7 +70,7 @@ def publish(staging: str, output: str) -> threading.Thread | None:
     """
     if is_local(output):
         out, stage = _local(output), _local(staging)
-        for name in OUTPUTS:
+        for name in OUTPUTS + ((STATE,) if os.path.isdir(os.path.join(stage, STATE)) else ()):
             src, dst = os.path.join(stage, name), os.path.join(out, name)
             old = os.path.join(out, "_staging", "replaced-" + os.path.basename(stage) + "-" + name)
             if not os.path.exists(src):
@@ -81,7 +83,7 @@ def publish(staging: str, output: str) -> threading.Thread | None:
         cleanup = threading.Thread(target=_remove_staging, args=(stage, out), name="remove-staging")
         cleanup.start()
         return cleanup
-    for name in OUTPUTS:
+    for name in OUTPUTS + ((STATE,) if _files_under(join_path(staging, STATE)) else ()):
         dst = join_path(output, name)
         stale = _files_under(dst)
         if stale:

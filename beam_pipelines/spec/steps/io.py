@@ -30,6 +30,10 @@ _RELATIVE = {
 class Source(Step):
     kind = "source"
 
+    def input_name(self) -> str | None:
+        """What the run reads, as the summary and lineage name it."""
+        return self.config.get("path")
+
     def build(self, inputs, io):
         source = io.source_for(self)
         out = inputs[0] | self.name >> source

@@ -172,7 +172,7 @@ class HttpClient:
             try:
                 resp = self._pool.request("GET", url, headers=self._headers, redirect=False, preload_content=True)
             except NewConnectionError as e:
-                failure = PageFailed("unreachable", f"cannot connect: {_cause(e)}")
+                failure = PageFailed("unreachable", f"cannot connect: {_cause(e).split(': ', 1)[-1]}")
             except Urllib3Timeout:
                 failure = PageFailed("timeout", f"no answer within {policy.timeout_seconds:g}s")
             except (ProtocolError, HTTPError) as e:
