@@ -14,7 +14,7 @@ Endpoints (records sorted by ``updated_at``; ``updated_since`` keeps those updat
 - ``/link?page=N``: ``{"data": [...]}`` with ``Link: <...page=N+1>; rel="next"``.
 
 Faults, per page number (consumed in order, one per request): ``500``, ``503``, ``429`` (with
-``Retry-After: 0``), ``timeout`` (answers after ``slow_seconds``), ``truncated`` (the connection
+``Retry-After``), ``timeout`` (answers after ``slow_seconds``), ``truncated`` (the connection
 drops mid-body), ``bad_json`` (a 200 whose JSON is cut short), ``401``.
 """
 
@@ -60,14 +60,17 @@ class FakeApi:
         repeat_page: A page (by number) served twice in a row, as an API whose pages shift does.
         loop_at: ``/cursor``: the page whose next cursor points back at itself.
         slow_seconds: How long a ``timeout`` fault waits before answering.
+        retry_after: The ``Retry-After`` header of a ``429`` fault.
     """
 
     def __init__(self, records: int | list = 100, per_page: int = 10, latency: float = 0.0, token: str | None = None,
                  meta: bool = True, repeat_page: int | None = None, loop_at: int | None = None,
-                 slow_seconds: float = 1.0):  # fmt: skip
+                 slow_seconds: float = 1.0, retry_after: str = "0"):  # fmt: skip
         self.records = make_records(records) if isinstance(records, int) else list(records)
         self.per_page, self.latency, self.token, self.meta = per_page, latency, token, meta
         self.repeat_page, self.loop_at, self.slow_seconds = repeat_page, loop_at, slow_seconds
+        self.retry_after = retry_after
+        self.in_flight = self.most_in_flight = 0  # requests being answered at once (now, at most)
         self.faults: dict[int, deque] = defaultdict(deque)
         self.requests: list[tuple[str, dict]] = []  # (path with query, headers)
         self._lock = threading.Lock()
@@ -96,10 +99,16 @@ class FakeApi:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802 (http.server's name)
+                with api._lock:
+                    api.in_flight += 1
+                    api.most_in_flight = max(api.most_in_flight, api.in_flight)
                 try:
                     api._answer(self)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting (a timeout fault)
+                finally:
+                    with api._lock:
+                        api.in_flight -= 1
 
             def log_message(self, *args):
                 pass
@@ -170,7 +179,7 @@ class FakeApi:
             time.sleep(self.slow_seconds)
             return _send(h, 200, body, headers)
         if fault == "429":
-            return _send(h, 429, {"error": "slow down"}, {"Retry-After": "0"})
+            return _send(h, 429, {"error": "slow down"}, {"Retry-After": self.retry_after})
         if fault in ("500", "503", "401"):
             return _send(h, int(fault), {"error": "fault"})
         data = json.dumps(body).encode()

@@ -75,6 +75,9 @@ class PageFailed(Exception):
         super().__init__(message)
         self.reason, self.message, self.body = reason, message, body
 
+    def __str__(self) -> str:
+        return self.message
+
 
 class RateLimiter:
     """Spaces requests ``1 / per_second`` apart across threads (None: no limit)."""
