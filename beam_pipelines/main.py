@@ -219,7 +219,10 @@ def sized(cfg: EventsConfig, ev: EventsOptions, input_bytes: int) -> EventsConfi
 
 def preflight(cfg: EventsConfig) -> int:
     """Checks what can be checked before any worker starts; returns the input size in bytes."""
-    size = spec_build.plan_for(cfg).source.step.preflight()  # a database source checks itself
+    try:  # a database or API source checks itself
+        size = spec_build.plan_for(cfg).source.step.preflight()
+    except OSError as e:
+        raise RunError(str(e)) from e
     if size is not None:
         try:
             publish.check_writable(cfg.output)

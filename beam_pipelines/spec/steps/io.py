@@ -35,6 +35,10 @@ class Source(Step):
         the launcher is to list the files of ``input_name()`` itself."""
         return None
 
+    def input_name(self) -> str | None:
+        """What the run reads, as the summary and lineage name it."""
+        return self.config.get("path")
+
     def build(self, inputs, io):
         source = io.source_for(self)
         out = inputs[0] | self.name >> source
