@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A real Apache Airflow 3 for the pipelines' DAGs, in its own virtualenv (Airflow's pins clash with Beam's).
 #
-#   scripts/airflow.sh install|link|run ARGS...|start|stop|status|url
+#   scripts/airflow.sh install|link|run ARGS...|python ARGS...|start|stop|status|url
 #
 # install  creates .cache/airflow-venv (uv; apache-airflow==3.3.2 with scripts/airflow/constraints.txt) and installs
 #          this project into it without dependencies (the DAG factory reads specs with PyYAML; Beam is not needed).
 # link     writes one DAG file per spec of $BP_SPECS into $AIRFLOW_HOME/dags (python -m beam_pipelines.orchestrate link).
 # run      `airflow ARGS...` in this environment, after install, link and `airflow db migrate` when needed.
+# python   Airflow's interpreter with this environment (after install and link): python ARGS...
 # start    `airflow standalone` (API server, scheduler, DAG processor, triggerer; LocalExecutor) in the background;
 #          waits until every component is healthy; the last stdout line is the API's base URL.
 # stop     stops it (TERM to its process group, then KILL).
@@ -163,9 +164,14 @@ case $cmd in
         [[ -f $AIRFLOW_HOME/airflow.db ]] || migrate
         exec "$VENV/bin/airflow" "$@"
         ;;
+    python)
+        install
+        link
+        exec "$VENV/bin/python" "$@"
+        ;;
     start) start ;;
     stop) stop ;;
     status) if running && healthy; then echo "healthy at $(url)"; else echo "not running"; exit 1; fi ;;
     url) url ;;
-    *) die "usage: scripts/airflow.sh install|link|run ARGS...|start|stop|status|url" ;;
+    *) die "usage: scripts/airflow.sh install|link|run ARGS...|python ARGS...|start|stop|status|url" ;;
 esac
