@@ -26,6 +26,8 @@ VERSION=3.3.2
 VENV=$ROOT/.cache/airflow-venv
 CONSTRAINTS=$ROOT/scripts/airflow/constraints.txt
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$ROOT/.cache/airflow/home}
+# `airflow standalone` starts its components as `airflow ...` from PATH.
+export PATH=$VENV/bin:$PATH
 SPECS=${BP_SPECS:-$ROOT/beam_pipelines/pipelines}
 PORT=${AIRFLOW_PORT:-28080}
 START_TIMEOUT=${AIRFLOW_START_TIMEOUT:-240}

@@ -42,6 +42,7 @@ DEFAULT_DATA = "/tmp/beam-pipelines/data"
 # None exist yet; compaction or retention of the lake partitions would go here.
 MAINTENANCE: dict = {}
 _CACHE: dict = {}
+INPUT_WAIT_S = 24 * 3600
 
 PARTITION = "{{ bp_partition(dag_run, triggering_asset_events) }}"
 
@@ -152,8 +153,9 @@ def build_dag(s: Schedule) -> DAG:
         first = None
         if s.input is not None:
             pattern = _input_template(s.input)
+            # Rescheduled between pokes (no worker slot held while waiting); gives up after a day.
             first = InputSensor(task_id="wait_for_input", pattern=pattern, mode="reschedule", poke_interval=60,
-                                timeout=s.deadline or 6 * 3600)  # fmt: skip
+                                timeout=INPUT_WAIT_S)  # fmt: skip
             argv.append(f"--input={pattern}")
         if s.input_format:
             argv.append(f"--input_format={s.input_format}")
