@@ -309,7 +309,7 @@ def test_scheduler_runs_triggers_backfills_dependents_and_reruns(af, webhook):
         t0 = time.monotonic()
         earlier = api.run_ids("events")
         api("POST", "/api/v2/backfills", {"dag_id": "events", "from_date": "2024-02-01T00:00:00Z",
-                                          "to_date": "2024-02-03T00:00:00Z", "max_active_runs": 1})  # fmt: skip
+                                          "to_date": "2024-02-03T03:00:00Z", "max_active_runs": 1})  # fmt: skip
         runs = api.wait("events", new_than=earlier, count=3)
         print(f"backfill of 3 dates: {time.monotonic() - t0:.1f}s")
         backfilled = sorted(r["logical_date"][:10] for r in runs if r["run_type"] == "backfill")
