@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from beam_pipelines.orchestrate.schedule import SCHEDULE_SCHEMA, schedule_of
 from beam_pipelines.spec import contract_ref
 from beam_pipelines.spec.shape import check
 from beam_pipelines.spec.steps import STEP_TYPES, Context, Step
@@ -60,6 +61,7 @@ SPEC_SCHEMA = {
                     "spec or the packaged ones; or the contract inline.",
                 },
                 "transforms": {"type": "array", "minItems": 1, "items": TRANSFORM_SCHEMA},
+                "schedule": SCHEDULE_SCHEMA,
             },
             "required": ["name", "contract", "transforms"],
         }
@@ -197,6 +199,7 @@ def _inputs(t: dict, place: str, file: str | None, previous: str | None) -> list
 def compile_spec(doc, cfg, file: str | None = None) -> Plan:
     """Checks a loaded spec against the run's mode and flags; SpecError at the first mistake."""
     check(doc, SPEC_SCHEMA, "", file)
+    schedule_of(doc, file or "<spec>")  # what runs it (Airflow) is checked with the rest
     pipe = doc["pipeline"]
     mode = "streaming" if cfg.streaming else "batch"
     base_dir = os.path.dirname(os.path.abspath(file)) if file else os.getcwd()
