@@ -4,7 +4,7 @@
 #   scripts/azure.sh install|start|stop|status|endpoint|connection-string
 #
 # install            installs Azurite (the version pinned in scripts/azurite/package-lock.json) with `npm ci` into
-#                    .cache/services/azurite/ (~2-3 min cold; nothing to do while the lock file is unchanged).
+#                    .cache/services/azurite/ (under 2 min cold; nothing to do while the lock file is unchanged).
 # start              installs when needed, starts its Blob service on 127.0.0.1:AZURE_PORT with its data in
 #                    .cache/services/azurite/data-PORT/; the last stdout line is the account's blob endpoint.
 # stop               stops it and removes its data unless KEEP_DATA=1.

@@ -4,7 +4,7 @@
 #   scripts/gcs.sh install|start|stop|status|endpoint
 #
 # install   builds fake-gcs-server v$FAKE_GCS_VERSION with `go install` into .cache/services/gcs/v$VERSION/
-#           (Go >= 1.26 from the Go module proxy; ~5 min cold on 2 cores, nothing to do once built).
+#           (Go >= 1.26 from the Go module proxy; 2-5 min with empty Go caches on 2 cores; nothing to do once built).
 # start     installs when needed, starts it in memory (nothing on disk) on 127.0.0.1:GCS_PORT over plain HTTP;
 #           the last stdout line is the endpoint, the value for STORAGE_EMULATOR_HOST.
 # stop      stops it (its buckets go with it) and removes its log unless KEEP_DATA=1.
