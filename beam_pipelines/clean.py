@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import lease, publish
+from beam_pipelines import lease, object_stores, publish
 from beam_pipelines.errors import UsageError
 from beam_pipelines.main import exit_status, quiet_logging
 from transforms.sinks.files import join_path
@@ -45,6 +45,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         raise UsageError("--output is required (the output root whose abandoned staging is removed)")
     options = PipelineOptions(rest)
     FileSystems.set_options(options)
+    object_stores.use_options(options)
     root = join_path(ns.output, "_staging")
     if ns.dry_run:
         holder = lease.holder_of(ns.output, options)

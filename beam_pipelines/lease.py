@@ -422,6 +422,6 @@ class _FileSystemsStore(_RemoteStore):
         return data, data
 
     def _delete(self) -> None:
-        from apache_beam.io.filesystems import FileSystems
+        from beam_pipelines import object_stores  # gs:// deletes without batch requests
 
-        FileSystems.delete([self.path])
+        object_stores.delete([self.path])

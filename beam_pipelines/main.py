@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import faults, lease, publish, streaming, summary
+from beam_pipelines import faults, lease, object_stores, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -232,7 +232,7 @@ def preflight(cfg: EventsConfig) -> int:
     try:
         listed = FileSystems.match([cfg.input])[0].metadata_list
     except Exception as e:  # each filesystem raises its own error type
-        raise RunError(f"cannot list --input={cfg.input}: {e}") from e
+        raise RunError(f"cannot list --input={cfg.input}: {object_stores.plain_error(e)}") from e
     matched = [m for m in listed if not is_hidden(m.path, cfg.input)]
     if not matched:
         hidden = f" ({len(listed)} hidden file(s) named _* or .* are not data)" if listed else ""
@@ -279,6 +279,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     # Preflight and publish use FileSystems before (and after) the Pipeline sets these; without
     # them s3:// ignores --s3_endpoint_url and the credential flags.
     FileSystems.set_options(options)
+    object_stores.use_options(options)
     run_opts = options.view_as(RunOptions)
     module = spec_build
     try:

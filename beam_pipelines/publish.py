@@ -15,6 +15,7 @@ import uuid
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines import object_stores
 from transforms.sinks.files import join_path
 
 OUTPUTS = ("curated", "aggregates", "dlq", "_state", "_run")
@@ -48,9 +49,9 @@ def check_writable(output: str) -> None:
             os.makedirs(os.path.dirname(_local(probe)), exist_ok=True)
         with FileSystems.create(probe) as fh:
             fh.write(b"ok")
-        FileSystems.delete([probe])
+        object_stores.delete([probe])
     except Exception as e:  # any filesystem's error means the same thing to the user
-        raise OSError(f"output {output!r} is not writable: {e}") from e
+        raise OSError(f"output {output!r} is not writable: {object_stores.plain_error(e)}") from e
 
 
 def _files_under(root: str) -> list[str]:
@@ -92,12 +93,12 @@ def publish(staging: str, output: str) -> threading.Thread | None:
             continue
         stale = _files_under(dst)
         if stale:
-            FileSystems.delete(stale)
+            object_stores.delete(stale)
         src_root = join_path(staging, name)
         sources = _files_under(src_root)
         if sources:
             targets = [dst + s[len(src_root) :] for s in sources]
-            FileSystems.rename(sources, targets)
+            object_stores.move(sources, targets)
     discard(staging)  # what is left: scratch files of the shuffle
     return None
 
@@ -120,7 +121,7 @@ def discard(staging: str) -> None:
     else:
         files = _files_under(staging)
         if files:
-            FileSystems.delete(files)
+            object_stores.delete(files)
 
 
 def staging_runs(output: str) -> dict[str, int]:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines import publish
+from beam_pipelines import object_stores, publish
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.main import (
     batch_fields,
@@ -90,6 +90,7 @@ def request_from(argv: list[str], clock=lambda: datetime.now(timezone.utc)):
     options = PipelineOptions(rest)
     # Reading the letters and publishing use FileSystems before the pipeline sets these (s3 endpoints, ...).
     FileSystems.set_options(options)
+    object_stores.use_options(options)
     run, ev = options.view_as(RunOptions), options.view_as(EventsOptions)
     if not ns.dlq:
         raise UsageError("--dlq is required (the dead-letter directory, e.g. OUT/dlq)")

@@ -9,7 +9,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "tests.object_stores"]
 
 
 @pytest.fixture(scope="session")
