@@ -160,7 +160,9 @@ def acquire(
         try:
             holder = store.take(run_id, _iso(clock()), clock())
         except Exception as e:  # each store raises its own errors: a missing bucket, a file in the way
-            raise LeaseError(f"output {output!r} is not writable: {e}") from e
+            from beam_pipelines.object_stores import plain_error
+
+            raise LeaseError(f"output {output!r} is not writable: {plain_error(e)}") from e
         if holder is None:
             return Lease(store, run_id, clock, heartbeat_s)
         if wait_s is None or waited >= wait_s:
