@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import lease, object_stores, publish
 from beam_pipelines.errors import UsageError
-from beam_pipelines.main import exit_status, quiet_logging
+from beam_pipelines.main import command_main
 from transforms.sinks.files import join_path
 
 USAGE = """usage: python -m beam_pipelines.clean --output=OUT [--dry_run] [--wait_for_lock[=SECONDS]]
@@ -70,11 +70,7 @@ def _listing(entries: dict[str, int], root: str, verb: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    return exit_status(run, argv, quiet_logging(argv))
+    return command_main(run, USAGE, argv)
 
 
 if __name__ == "__main__":

@@ -440,6 +440,16 @@ def quiet_logging(argv: list[str]) -> bool:
     return debug
 
 
+def command_main(command, usage: str, argv: list[str] | None = None) -> int:
+    """The entry point of a command-line tool: ``--help`` prints ``usage``; otherwise runs
+    ``command(argv)`` with logging set from the flags, and returns its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage)
+        return 0
+    return exit_status(command, argv, quiet_logging(argv))
+
+
 def exit_status(command, argv: list[str], debug: bool) -> int:
     """Runs ``command(argv)``; a failure is one ``error:`` line and its exit status (2 for bad
     flags or a bad spec, 1 for a failed run, 130 when interrupted)."""

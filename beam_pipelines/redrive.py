@@ -23,10 +23,9 @@ from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.main import (
     batch_fields,
     check_flags,
+    command_main,
     config_fields,
-    exit_status,
     new_config,
-    quiet_logging,
     take_lease,
 )
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -136,11 +135,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    return exit_status(run, argv, quiet_logging(argv))
+    return command_main(run, USAGE, argv)
 
 
 if __name__ == "__main__":
