@@ -299,9 +299,29 @@ def _python_json(column: pa.Array) -> pa.Array:
     may repeat), which Arrow cannot write, one value at a time: typed columns of them are
     rare, and their rows few where they are shown."""
     dumps, opts = orjson.dumps, orjson.OPT_NON_STR_KEYS
-    values = column.to_pylist()
+    try:
+        values = column.to_pylist()
+    except (ValueError, OverflowError):  # instants beyond Python's years 1 to 9999: as their numbers
+        values = column.cast(_numbered(column.type)).to_pylist()
     return pa.array([None if v is None else dumps(v, default=_json_default, option=opts).decode() for v in values],
                     pa.string())  # fmt: skip
+
+
+def _numbered(t: pa.DataType) -> pa.DataType:
+    """``t`` with every date, time, timestamp and duration inside it as its integer."""
+    if pa.types.is_temporal(t):
+        return pa.int32() if t.bit_width == 32 else pa.int64()
+    if pa.types.is_list(t):
+        return pa.list_(_numbered(t.value_type))
+    if pa.types.is_large_list(t):
+        return pa.large_list(_numbered(t.value_type))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_numbered(t.value_type), t.list_size)
+    if pa.types.is_map(t):
+        return pa.map_(_numbered(t.key_type), _numbered(t.item_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _numbered(f.type), f.nullable) for f in t])
+    return t
 
 
 def as_array(x: pa.Array | pa.ChunkedArray) -> pa.Array:
