@@ -9,7 +9,7 @@ with its stage and reason, and the compiled passes (``_flatscan.c``, ``_colscan.
 what their Arrow/numpy twins give.
 
 The examples are fixed (``derandomize``) so CI is reproducible; ``HYPOTHESIS_PROFILE=long``
-runs a hundred times as many, from a random seed (README: Reliability).
+runs thirty times as many, from a random seed (README: Reliability).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections import Counter
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import apache_beam as beam
 import orjson
@@ -53,8 +53,9 @@ from transforms.records import empty_dead_letters, raw_text
 _PROFILES = {
     # CI: the same examples every run, no example database.
     "ci": {"scale": 1, "derandomize": True, "database": None},
-    # Local soak: a hundred times as many, a random seed each run, failures kept in .hypothesis/.
-    "long": {"scale": 100, "derandomize": False},
+    # A longer hunt: thirty times as many (each test within pytest's 600 s timeout), a random
+    # seed each run, failures kept in .hypothesis/ and tried first the next time.
+    "long": {"scale": 30, "derandomize": False},
 }
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 if _PROFILE not in _PROFILES:
@@ -204,7 +205,7 @@ GOOD = {
     },
 }
 _RAW_KEYS = ["k\\u0022q", "a\udcff"]  # written as they are: an escaped quote, a byte that is not UTF-8
-_EXTRA_KEYS = ["extra", "x y", "", "é", "_raw", *_RAW_KEYS]
+_EXTRA_KEYS = ["extra", "x y", "", "é", "_raw", *_RAW_KEYS]  # the last is not UTF-8
 BOM = b"\xef\xbb\xbf"
 # Whitespace JSON allows (\r too, which the fast path leaves to the per-line parser), and some it does not.
 _WS = st.sampled_from([b""] * 12 + [b" ", b"\t", b"\r", b"  "])
@@ -226,14 +227,16 @@ def json_line(draw, spec: str) -> bytes:
     if clean:
         keys = draw(st.permutations(names))
         keys = keys[: draw(st.integers(len(keys) - 2, len(keys)))]
+        if draw(st.integers(0, 3)) == 0:  # and a field the contract lacks
+            keys.insert(draw(st.integers(0, len(keys))), draw(st.sampled_from(_EXTRA_KEYS[:-1])))
     else:
         keys = draw(st.lists(st.sampled_from(names + _EXTRA_KEYS), max_size=len(names) + 3))
     pairs = []
     for key in keys:
-        if key in good and (clean or draw(st.booleans())):
-            value = draw(good[key])
-        else:
-            value = draw(NASTY)
+        if key in good:
+            value = draw(good[key] if clean or draw(st.booleans()) else NASTY)
+        else:  # an undeclared field: any value, or a word in a record meant to pass
+            value = draw(_WORD if clean and draw(st.booleans()) else NASTY)
         text = b'"' + key.encode("utf-8", "surrogateescape") + b'"' if key in _RAW_KEYS else orjson.dumps(key)
         ws = _WS if clean else _ANY_WS
         pairs.append(draw(ws) + text + draw(ws) + b":" + draw(ws) + value + draw(ws))
@@ -332,6 +335,7 @@ def _csv_batches(data: bytes, chunk_bytes: int) -> list[pa.Table]:
 
 # ---------------------------------------------------------------- typed (parquet) tables
 
+_EXACT = Context(prec=100)  # decimal's default context keeps 28 digits
 _INT_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint32(), pa.uint64()]
 _TS_TYPES = [pa.timestamp(u, tz=tz) for u in ("s", "ms", "us", "ns") for tz in (None, "UTC", "Asia/Kolkata")]
 
@@ -357,8 +361,13 @@ def _typed_column(kind: pa.DataType, n: int) -> st.SearchStrategy:
     if pa.types.is_floating(kind):
         return values(st.floats(width=kind.bit_width))
     if pa.types.is_decimal(kind):
-        limit = Decimal(10) ** (kind.precision - kind.scale) - 1
-        return values(st.decimals(-limit, limit, places=kind.scale, allow_nan=False, allow_infinity=False))
+        digits = 10**kind.precision - 1  # any value of the type: its digits, scaled, as text
+
+        def decimals(v: list) -> pa.Array:
+            text = [None if i is None else format(Decimal(i).scaleb(-kind.scale, _EXACT), "f") for i in v]
+            return pa.array(text, pa.string()).cast(kind)
+
+        return st.lists(st.none() | st.integers(-digits, digits), min_size=n, max_size=n).map(decimals)
     if pa.types.is_boolean(kind):
         return values(st.booleans())
     if pa.types.is_binary(kind):
@@ -596,7 +605,7 @@ def test_typed_tables_end_as_one_row_or_dead_letter_each(name, data):
               expected, modes)  # fmt: skip
 
 
-@fuzz(examples=150)
+@fuzz(examples=100)
 @given(lines=st.lists(json_line("events"), min_size=1, max_size=30))
 def test_fast_paths_parse_as_the_per_line_parser_does(lines):
     """The compiled scanner and the Arrow passes give the per-line parser's slots."""
@@ -610,17 +619,23 @@ def test_fast_paths_parse_as_the_per_line_parser_does(lines):
                 _same(a, b)
 
 
-@fuzz(examples=100)
+@fuzz(examples=50)
 @given(data=st.data())
 def test_a_bom_starting_a_file_is_not_data(data):
     """A file that starts with a BOM reads as the same file without it."""
     spec = data.draw(st.sampled_from(["events", "orders"]), label="spec")
-    if data.draw(st.booleans(), label="csv"):
-        chunk = data.draw(csv_chunk(spec), label="chunk").removeprefix(BOM)
-        read = [(b.schema.metadata, b.column("raw").to_pylist()) for b in _csv_batches(chunk, 1024)]
-        assert [(b.schema.metadata, b.column("raw").to_pylist()) for b in _csv_batches(BOM + chunk, 1024)] == read
+    csv = data.draw(st.booleans(), label="csv")
+    chunk = data.draw(csv_chunk(spec) if csv else jsonl_chunk(spec), label="chunk")
+    while chunk.startswith(BOM):
+        chunk = chunk.removeprefix(BOM)
+    if csv:  # the same header and rows (batches may be cut elsewhere: the BOM shifts the blocks read)
+
+        def read(data: bytes):
+            batches = _csv_batches(data, 1024)
+            return {str(b.schema.metadata) for b in batches}, [r for b in batches for r in b.column("raw").to_pylist()]
+
+        assert read(BOM + chunk) == read(chunk)
     else:
-        chunk = data.draw(jsonl_chunk(spec), label="chunk").removeprefix(BOM)
         assert _lines(BOM + chunk) == _lines(chunk)
 
 
