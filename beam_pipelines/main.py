@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import faults, lease, object_stores, publish, streaming, summary
+from beam_pipelines import lease, object_stores, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -51,6 +51,7 @@ from beam_pipelines.runners import (
 from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
 from beam_pipelines.spec import build as spec_build
 from beam_pipelines.warm_workers import WarmWorkers
+from transforms import faults
 from transforms.ingest.files import format_from_path, is_hidden
 from transforms.sinks.files import join_path
 
@@ -274,6 +275,7 @@ def _normalize_flags(argv: list[str]) -> list[str]:
 
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> dict:
     """Runs one pipeline from CLI flags; returns the run summary dict."""
+    faults.arm()
     check_flags(argv)
     options = PipelineOptions(_normalize_flags(argv))
     # Preflight and publish use FileSystems before (and after) the Pipeline sets these; without
@@ -301,6 +303,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         io = module.stream_io(cfg, cfg.output) if cfg.streaming else None
         return dry_run(module, cfg, options, runner, cfg.output if cfg.streaming else staging, out, io)
     with take_lease(cfg.output, run_id, options, clock) as held:
+        publish.complete_cut_off(cfg.output)  # before the cut-off run's staging counts as abandoned
         abandoned = publish.remove_abandoned(cfg.output, run_id)
         if cfg.streaming:
             return streaming.run(module, cfg, options, runner, run_id, out)
@@ -389,6 +392,7 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         if workers:
             result["workers"] = workers
         result["scratch"] = {"staged_bytes": scratch, "abandoned_removed": abandoned}
+        faults.at("report")
         doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
         observer.close()
         result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
+from transforms import faults
 from transforms.ingest.drift import drift_report
 from transforms.quality.counts import CountRows, MergeCounts
 from transforms.quality.profile import ProfileColumns
@@ -257,6 +258,7 @@ class _WriteJsonFn(beam.DoFn):
     def process(self, obj: dict):
         with FileSystems.create(self._path, mime_type="application/json") as fh:
             fh.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
+        faults.at("write:" + self._path.rsplit("/", 1)[-1].removesuffix(".json"))
         yield self._path
 
 
