@@ -70,6 +70,13 @@ def _files_under(root: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+def _files_under_pattern(pattern: str) -> list[str]:
+    try:
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:  # noqa: BLE001 - a missing prefix matches nothing on some filesystems
+        return []
+
+
 def publish(staging: str, output: str) -> threading.Thread | None:
     """Moves each staged output directory into place, replacing the previous one whole.
 
@@ -128,16 +135,18 @@ def _write_journal(output: str, journal: dict) -> None:
 
 def _read_journal(output: str) -> dict | None:
     path = _journal_path(output)
-    try:
-        if is_local(output):
+    if is_local(output):
+        try:
             with open(_local(path), "rb") as fh:
                 return json.loads(fh.read())
-        with FileSystems.open(path) as fh:
-            return json.loads(fh.read())
-    except (FileNotFoundError, OSError, ValueError):
-        if is_local(output) or not FileSystems.exists(path):
+        except FileNotFoundError:
             return None
-        raise
+    # A glob lists by prefix, and finds nothing without an error on every store (exists()
+    # raises on a missing blob on azfs).
+    if path not in _files_under_pattern(path[:-1] + "*"):
+        return None
+    with FileSystems.open(path) as fh:
+        return json.loads(fh.read())
 
 
 def _complete(output: str, journal: dict) -> None:
