@@ -300,7 +300,8 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     lines.append(f"Machine: {m.get('cpu', '?')}, {m['cpus']} cores, {m.get('memory_gb', '?')} GB; Python "
                  f"{m['python']}, pyarrow {m['pyarrow']}, {', '.join(f'{k} {v}' for k, v in results['libraries'].items())}. "
-                 "One run; each operation on Iceberg, then on Delta, before the next.")  # fmt: skip
+                 f"Load average at the start {results['load_average'][0]:.2f}. One run; each operation on "
+                 "Iceberg, then on Delta, before the next.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -333,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="pyiceberg")
     warnings.filterwarnings("ignore", message="Iceberg scan planning")  # Polars without its optional plugin
     work_dir = Path(args.work_dir)
-    results = {"machine": machine(), "libraries": libraries(), "sizes": []}
+    # Other work on the machine moves the figures: its load when the run starts is kept with them.
+    results = {"machine": machine(), "load_average": [round(x, 2) for x in os.getloadavg()],
+               "libraries": libraries(), "sizes": []}  # fmt: skip
     for rows in [int(x) for x in args.rows.split(",") if x]:
         base = curated_events(rows, Path(args.data_dir), work_dir, args.seed)
         work = make_workload(base, args.micro_batches, args.seed)
