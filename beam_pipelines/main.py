@@ -359,6 +359,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
             observer.failed(run_id, e, clock())
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             where = f" (worker log: {worker_log})" if worker_log and os.path.exists(worker_log) else ""
+            if "No space left on device" in first:
+                where += f"; the disk holding {cfg.output} is full: this run's staging was removed, the published outputs are as they were"
             raise RunError(f"pipeline failed: {first}{where}") from e
     if worker_log and os.path.exists(worker_log):
         os.remove(worker_log)
@@ -383,7 +385,14 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         observer.failed(run_id, e, clock())
         observer.close()
         raise
-    cleanup = publish.publish(staging, cfg.output)
+    try:
+        cleanup = publish.publish(staging, cfg.output)
+    except OSError as e:  # NotPublished or PublishCutOff: each says what stands
+        if isinstance(e, publish.NotPublished):
+            publish.discard(staging)
+        observer.failed(run_id, e, clock())
+        observer.close()
+        raise RunError(str(e)) from e
     try:
         run_dir = join_path(cfg.output, "_run")
         report = read_json(join_path(run_dir, "report.json"))

@@ -70,6 +70,14 @@ def _files_under(root: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
+class NotPublished(OSError):
+    """A publish failed before its commit point: nothing moved, the previous outputs stand."""
+
+
+class PublishCutOff(OSError):
+    """A publish failed after its commit point: the next holder of the output completes it."""
+
+
 def _files_under_pattern(pattern: str) -> list[str]:
     try:
         return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
@@ -103,8 +111,17 @@ def publish(staging: str, output: str) -> threading.Thread | None:
             if name in KEPT_IF_NOT_STAGED and not files:
                 continue
             journal["outputs"][name] = [f[len(src) :] for f in files]
-    _write_journal(output, journal)
-    _complete(output, journal)
+    try:
+        _write_journal(output, journal)
+    except OSError as e:  # e.g. a full disk: the journal is not there, so nothing was published
+        raise NotPublished(f"nothing published: {object_stores.plain_error(e)}") from e
+    try:
+        _complete(output, journal)
+    except OSError as e:
+        raise PublishCutOff(
+            f"the publish of run {journal['run_id']} was cut off ({object_stores.plain_error(e)}); "
+            f"the next run on {output}, or `python -m beam_pipelines.clean --output={output}`, completes it"
+        ) from e
     if is_local(output):
         stage = _local(staging)
         cleanup = threading.Thread(target=_remove_staging, args=(stage, _local(output)), name="remove-staging")
@@ -123,11 +140,16 @@ def _write_journal(output: str, journal: dict) -> None:
     path = _journal_path(output)
     if is_local(output):
         tmp = _local(path) + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, _local(path))  # whole or absent: the commit point
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, _local(path))  # whole or absent: the commit point
+        except OSError:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     else:
         with FileSystems.create(path, mime_type="application/json") as fh:  # an object put is atomic
             fh.write(data)
