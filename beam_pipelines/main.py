@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import lease, object_stores, publish, streaming, summary
+from beam_pipelines import lakehouse, lease, object_stores, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -386,7 +386,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         observer.close()
         raise
     try:
-        cleanup = publish.publish(staging, cfg.output)
+        tables = lakehouse.table_entries(module.plan_for(cfg), cfg.output, staging, run_id)
+        cleanup = publish.publish(staging, cfg.output, tables)
     except OSError as e:  # NotPublished or PublishCutOff: each says what stands
         if isinstance(e, publish.NotPublished):
             publish.discard(staging)
@@ -400,6 +401,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
         if workers:
             result["workers"] = workers
+        if tables:
+            result.update(summary.lakehouse_summary(tables, result["counts"]))
         result["scratch"] = {"staged_bytes": scratch, "abandoned_removed": abandoned}
         faults.at("report")
         doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
@@ -414,6 +417,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
                            f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
         if not result["files_match"]:
             raise RunError("published files do not hold the counted rows (see _run/summary.json)")
+        if not result.get("tables_match", True):
+            raise RunError("the lakehouse tables did not take the counted rows (see _run/summary.json)")
     finally:
         if cleanup is not None:
             cleanup.join()

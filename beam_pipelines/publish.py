@@ -85,13 +85,16 @@ def _files_under_pattern(pattern: str) -> list[str]:
         return []
 
 
-def publish(staging: str, output: str) -> threading.Thread | None:
-    """Moves each staged output directory into place, replacing the previous one whole.
+def publish(staging: str, output: str, tables: list[dict] = ()) -> threading.Thread | None:
+    """Moves each staged output directory into place, replacing the previous one whole, then
+    commits the staged rows of ``tables`` (lakehouse journal entries, see
+    ``lakehouse.table_entries``) into their Delta tables, one commit each.
 
-    Crash-safe: the list of what is to move is written to ``<output>/_publishing.json`` first
-    (the commit point) and removed last. A run killed in between leaves the journal, and the
+    Crash-safe: the list of what is to move and commit is written to ``<output>/_publishing.json``
+    first (the commit point) and removed last. A run killed in between leaves the journal, and the
     next holder of the output's lease completes the publish from it (``complete_cut_off``), so
-    the outputs end as this run's, never as a mix of two runs.
+    the outputs end as this run's, never as a mix of two runs, and no table commit is made twice
+    (each carries a transaction version the table records).
 
     On a local filesystem what is left of the staging directory (the shuffle's scratch files,
     gigabytes on a large run) is removed by the returned thread, so the caller can go on with
@@ -111,6 +114,8 @@ def publish(staging: str, output: str) -> threading.Thread | None:
             if name in KEPT_IF_NOT_STAGED and not files:
                 continue
             journal["outputs"][name] = [f[len(src) :] for f in files]
+    if tables:
+        journal["tables"] = list(tables)
     try:
         _write_journal(output, journal)
     except OSError as e:  # e.g. a full disk: the journal is not there, so nothing was published
@@ -172,8 +177,8 @@ def _read_journal(output: str) -> dict | None:
 
 
 def _complete(output: str, journal: dict) -> None:
-    """Moves what the journal lists into place; each step is skipped when already done, so a
-    publish cut off anywhere is completed by running this again."""
+    """Moves what the journal lists into place and commits its tables; each step is skipped
+    when already done, so a publish cut off anywhere is completed by running this again."""
     staging = journal["staging"]
     for i, (name, files) in enumerate(journal["outputs"].items()):
         src, dst = join_path(staging, name), join_path(output, name)
@@ -196,6 +201,12 @@ def _complete(output: str, journal: dict) -> None:
                 object_stores.move(sources, [dst + s[len(src) :] for s in sources])
         if i == 0:
             faults.at("publish")
+    if journal.get("tables"):
+        from beam_pipelines.lakehouse import commit
+
+        for entry in journal["tables"]:
+            commit.complete(entry)
+            faults.at("lakehouse:" + entry["layer"])
     if is_local(output):
         os.remove(_local(_journal_path(output)))
     else:

@@ -235,6 +235,8 @@ def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
     step = node.step
     if step.role == "curated":
         data = curated
+    elif step.role == "received":  # the source's records as they came in
+        data = built[node.inputs[0][0]].main
     elif step.role == "aggregates":
         data = built[node.inputs[0][0]].main
     else:

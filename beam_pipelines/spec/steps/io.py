@@ -49,9 +49,12 @@ class Source(Step):
 
 class Sink(Step):
     kind = "sink"
-    role = None  # curated | aggregates | dead_letters: set by the checker from what it takes
+    role = None  # curated | aggregates | received | dead_letters: set by the checker from what it takes
 
     def columns(self, inputs):
+        if self.role == "received":
+            raise self.error(None, "this sink takes curated records, an aggregate or dead letters, not the source's "
+                                   "records as received")  # fmt: skip
         if self.role != "dead_letters" and inputs[0] is None:
             raise self.error(None, "a sink takes records, aggregates or dead letters")
         return None
