@@ -4,7 +4,8 @@
 delete a subject's rows, expire snapshots, remove orphan files, schema evolution, reads) so
 ``benchmarks.table_formats`` runs the same work on both. What a library lacks is written here:
 Iceberg compaction (``compact_iceberg``) and orphan-file removal (``remove_orphan_files``); Delta's
-missing column rename and type widening are done by rewriting the table.
+missing column rename and type widening are done by rewriting the table. Delta's writes, merge
+and predicate literals are the lakehouse's own (``beam_pipelines.lakehouse.tables``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+
+from beam_pipelines.lakehouse import tables
+from beam_pipelines.lakehouse.tables import sql_string
 
 KEY = "event_id"  # the events contract's record key (the pipeline deduplicates on it)
 SUBJECT = "user_id"
@@ -235,13 +239,6 @@ def _fs_path(uri: str) -> str:
     return uri
 
 
-def sql_string(value: str) -> str:
-    """``value`` as a SQL string literal (quotes doubled; no control characters accepted)."""
-    if any(ord(c) < 32 for c in value):
-        raise ValueError(f"control characters in a predicate value: {value!r}")
-    return "'" + value.replace("'", "''") + "'"
-
-
 # --- Delta Lake ------------------------------------------------------------------------------
 
 
@@ -251,31 +248,22 @@ class DeltaLakeTable:
     fmt = "delta"
 
     def __init__(self, store: Store, target_file_bytes: int = TARGET_FILE_BYTES):
-        from deltalake import WriterProperties
-
         self.store = store
         self.uri = store.uri.rstrip("/") + "/events"
         self.target = target_file_bytes
-        self.writer = WriterProperties(compression="ZSTD")
+        self.writer = tables.writer_properties()
         self.dt = None
 
     def write(self, data: pa.Table) -> None:
-        from deltalake import DeltaTable, write_deltalake
-
-        write_deltalake(self.uri, data, partition_by=[DAY], storage_options=self.store.options,
-                        writer_properties=self.writer)  # fmt: skip
-        self.dt = DeltaTable(self.uri, storage_options=self.store.options)
+        tables.append(self.uri, data, [DAY], storage_options=self.store.options)
+        self.dt = tables.open_table(self.uri, self.store.options)
 
     def merge(self, batch: pa.Table) -> dict:
-        merger = self.dt.merge(batch, f"t.{KEY} = s.{KEY}", source_alias="s", target_alias="t",
-                               writer_properties=self.writer)  # fmt: skip
-        metrics = merger.when_matched_update_all().when_not_matched_insert_all().execute()
+        metrics = tables.merge(self.dt, batch, KEY, batch.column_names)
         return {"updated": metrics["num_target_rows_updated"], "inserted": metrics["num_target_rows_inserted"]}
 
     def append(self, batch: pa.Table) -> None:
-        from deltalake import write_deltalake
-
-        write_deltalake(self.dt, batch, mode="append", partition_by=[DAY], writer_properties=self.writer)
+        tables.append(self.dt, batch, [DAY])
         self.dt.update_incremental()
 
     def compact(self) -> dict:

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from beam_pipelines import datagen
-from benchmarks.lake_tables import sql_string
+from beam_pipelines.lakehouse.tables import sql_string
 from benchmarks.table_formats import make_workload, run_local, with_day
 
 BATCHES = 4
