@@ -259,7 +259,7 @@ class DeltaLakeTable:
         self.dt = tables.open_table(self.uri, self.store.options)
 
     def merge(self, batch: pa.Table) -> dict:
-        metrics = tables.merge(self.dt, batch, KEY, batch.column_names)
+        metrics = tables.merge(self.dt, batch, KEY)
         return {"updated": metrics["num_target_rows_updated"], "inserted": metrics["num_target_rows_inserted"]}
 
     def append(self, batch: pa.Table) -> None:

@@ -66,7 +66,7 @@ def prepare(entries: list[dict], run_id: str) -> list[dict]:
         try:
             table = tables.open_table(entry["table"])
             if table is not None and files:
-                _check_fits(entry, table, _with_layer_columns(_staged_schema(entry, files).empty_table(), entry))
+                _check_fits(entry, table, files)
             txn = tables.txn_version(table) + 1
         except (DeltaError, pa.ArrowException) as e:
             raise OSError(f"table {entry['table']}: {_first_line(e)}") from e
@@ -79,11 +79,12 @@ def _plain(t: pa.DataType) -> pa.DataType:
     return pa.string() if t in (pa.large_string(), pa.string_view()) else t
 
 
-def _check_fits(entry: dict, table, rows: pa.Table) -> None:
+def _check_fits(entry: dict, table, files: list[str]) -> None:
     partitions = table.metadata().partition_columns
     if partitions != [partition_column(entry)]:
         raise OSError(f"table {entry['table']} is partitioned by {', '.join(partitions) or 'nothing'}, not by "
                       f"{partition_column(entry)}: is it another layer's table?")  # fmt: skip
+    rows = _with_layer_columns(_staged_schema(entry, files).empty_table(), entry)
     held = pa.schema(table.schema().to_arrow())
     for f in rows.schema:
         if f.name in held.names and _plain(held.field(f.name).type) != _plain(f.type):
@@ -158,7 +159,7 @@ def _commit(entry: dict, table) -> None:
             tables.append(entry["table"], reader, [DAY], props)
         else:
             newer = tuple(entry["newer"]) if entry.get("newer") else None
-            tables.merge(table, reader, entry["key"], reader.schema.names, newer, props)
+            tables.merge(table, reader, entry["key"], newer, props)
     else:
         data = _reader(entry).read_all()
         windows = len(tables.windows_of(data, WINDOW))

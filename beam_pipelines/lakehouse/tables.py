@@ -94,17 +94,22 @@ def append(uri_or_table, data, partition_by: list[str], props=None, storage_opti
                     storage_options=None if not isinstance(uri_or_table, str) else storage_options)  # fmt: skip
 
 
-def merge(table, data, key: str, columns: list[str], newer: tuple[str, str] | None = None, props=None) -> dict:
-    """MERGE ``data`` into ``table`` on ``key``: new keys inserted; a matched row replaced when the
-    incoming one differs and, with ``newer=(column, keep)``, is not older (``keep='last'``: its
-    ``column`` is at least the stored one's; ``'first'``: at most). A row equal to the stored one
-    changes nothing, so merging the same rows again is a no-op (and writes no commit).
+def merge(table, data, key: str, newer: tuple[str, str] | None = None, props=None) -> dict:
+    """MERGE ``data`` (a table or a RecordBatchReader) into ``table`` on ``key``: new keys
+    inserted; a matched row replaced when the incoming one differs and, with
+    ``newer=(column, keep)``, is not older (``keep='last'``: its ``column`` is at least the stored
+    one's; ``'first'``: at most). A row equal to the stored one changes nothing, so merging the
+    same rows again is a no-op (and writes no commit). Columns the table lacks are added.
 
     ``data`` holds each key at most once (deltalake refuses a target row matched twice).
     Returns deltalake's merge metrics."""
+    held = {f.name for f in pa.schema(table.schema().to_arrow())}
     on = f"t.{quote(key)} = s.{quote(key)}"
-    same = " AND ".join(f"(t.{quote(c)} IS NOT DISTINCT FROM s.{quote(c)})" for c in columns)
-    when = f"NOT ({same})"
+    differs = [
+        f"(t.{quote(c)} IS DISTINCT FROM s.{quote(c)})" if c in held else f"(s.{quote(c)} IS NOT NULL)"
+        for c in data.schema.names
+    ]
+    when = f"({' OR '.join(differs)})"
     if newer is not None:
         column, keep = newer
         op = ">=" if keep == "last" else "<="
