@@ -56,7 +56,8 @@ def lakehouse_summary(entries: list[dict], counts: dict) -> dict:
     return {"lakehouse": tables, "tables_match": ok}
 
 
-def _lakehouse_lines(tables: list[dict]) -> list[str]:
+def lakehouse_lines(tables: list[dict]) -> list[str]:
+    """The summary's lines on the lakehouse tables (``lakehouse_summary``), none without tables."""
     if not tables:
         return []
     lines = ["", "  lakehouse (Delta tables):"]
@@ -174,5 +175,5 @@ def render(s: dict) -> str:
                        ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report"),
                        ("_run/report.html", "run report page")):  # fmt: skip
         lines.append(f"    {join_path(out, name):<40} {what}")
-    lines += _lakehouse_lines(s.get("lakehouse") or [])
+    lines += lakehouse_lines(s.get("lakehouse") or [])
     return "\n".join(lines) + "\n"
