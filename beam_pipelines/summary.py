@@ -70,7 +70,7 @@ def lakehouse_lines(tables: list[dict]) -> list[str]:
         elif "windows" in c:
             did = f"{c['windows']:,} windows replaced ({c['added']:,} rows)"
         else:
-            did = f"+{c['added']:,} appended" if t["layer"] == "bronze" else f"{c['added']:,} written"
+            did = f"+{c['added']:,} appended" if t["layer"] == "bronze" else f"{c['added']:,} inserted"
         version = f"v{t['version']}" if t["version"] is not None else "-"
         lines.append(f"    {t['table']:<40} {t['layer']:<6} {version:>4}  {t['rows']:>10,} rows; {did}")
     return lines

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = [
-    "APP_ID", "RUN_ID_KEY", "append", "commit_properties", "merge", "open_table", "quote", "replace_windows",
+    "APP_ID", "RUN_ID_KEY", "append", "commit_properties", "merge", "open_table", "quote", "read", "replace_windows",
     "sql_string", "sql_timestamp", "txn_version", "windows_of", "writer_properties",
 ]  # fmt: skip
 
@@ -63,6 +63,18 @@ def open_table(uri: str, storage_options: dict | None = None):
     if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
         return None
     return DeltaTable(uri, storage_options=storage_options)
+
+
+def read(table) -> pa.Table:
+    """The whole table, read by delta-rs' own engine (DataFusion). Not ``to_pyarrow_table()``: in
+    deltalake 1.6.6 a process that used it aborts at exit about every other time ("terminate called
+    without an active exception", delta-rs issue 2184), its Arrow I/O threads still inside the
+    library's filesystem handler."""
+    from deltalake import QueryBuilder
+
+    data = pa.table(QueryBuilder().register("t", table).execute("SELECT * FROM t").read_all())
+    views = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}  # DataFusion's; as written
+    return data.cast(pa.schema([f.with_type(views.get(f.type, f.type)) for f in data.schema]))
 
 
 def txn_version(table) -> int:

@@ -1,4 +1,4 @@
-"""The orders_lakehouse spec end to end: bronze, silver and gold Delta tables committed at publish.
+"""The lakehouse example spec (examples/lakehouse/orders.yaml) end to end: bronze, silver and gold Delta tables committed at publish.
 
 Runs go in-process through ``main.run`` (with an injected clock), except the one a fault kills.
 Bronze holds every line read, append-only; silver equals the run's curated records and a re-run
@@ -36,13 +36,14 @@ from transforms import faults
 
 UTC = timezone.utc
 PACKAGED = ROOT / "beam_pipelines" / "pipelines"
+SPEC = ROOT / "examples" / "lakehouse" / "orders.yaml"
 ROWS = 2000
 DAY1, DAY2, DAY3 = (datetime(2026, 5, d, 6, tzinfo=UTC) for d in (1, 2, 3))
 LAYERS = ("bronze", "silver", "gold")
 WINDOW_ORDER = [("window_start", "ascending"), ("region", "ascending"), ("status", "ascending")]
 
 
-def _run(data: Path, out: Path, when: datetime, spec: str = "orders_lakehouse") -> dict:
+def _run(data: Path, out: Path, when: datetime, spec: str = str(SPEC)) -> dict:
     argv = [f"--pipeline={spec}", f"--input={data}/*.jsonl", f"--output={out}", "--history=none", "--lineage=none"]
     return run(argv, clock=lambda: when, out=io.StringIO())
 
@@ -52,7 +53,7 @@ def _table(out: Path, layer: str):
 
 
 def _rows(out: Path, layer: str, drop=("dt",), order=None) -> pa.Table:
-    t = _table(out, layer).to_pyarrow_table().drop_columns(list(drop))
+    t = tables.read(_table(out, layer)).drop_columns(list(drop))
     return t.sort_by(order or [("order_id", "ascending")])
 
 
@@ -75,7 +76,7 @@ def test_a_run_commits_the_records_as_received_the_curated_records_and_the_aggre
     out, s = runs["after1"], runs["first"]
     c = s["counts"]
     assert s["tables_match"] and [t["layer"] for t in s["lakehouse"]] == list(LAYERS)
-    bronze = _table(out, "bronze").to_pyarrow_table()
+    bronze = tables.read(_table(out, "bronze"))
     assert bronze.num_rows == c["read"] == ROWS
     assert Counter(bronze.column("record").to_pylist()) == _lines(runs["in1"])  # every line, as it was
     assert set(bronze.column("ingest_time").to_pylist()) == {DAY1}  # the run's (injected) clock
@@ -85,7 +86,7 @@ def test_a_run_commits_the_records_as_received_the_curated_records_and_the_aggre
     # Silver is the run's curated records, partitioned by the day of created_at.
     curated = read_parquet_dir(out / "curated").sort_by("order_id")
     assert _rows(out, "silver").select(curated.column_names).equals(curated)
-    silver = _table(out, "silver").to_pyarrow_table()
+    silver = tables.read(_table(out, "silver"))
     assert silver.num_rows == c["curated"] and pc.all(pc.equal(silver["dt"], silver["created_at"].cast(pa.date32())))
     aggregates = read_parquet_dir(out / "aggregates").sort_by(WINDOW_ORDER)
     assert _rows(out, "gold", order=WINDOW_ORDER).equals(aggregates) and aggregates.num_rows == c["aggregates"]
@@ -104,7 +105,7 @@ def test_a_rerun_changes_nothing_in_silver_and_newer_input_merges_by_version(run
     assert silver["commit"] is None and silver["version"] == 0  # nothing to change: no commit at all
     assert _rows(out, "silver").equals(silver_before)
     assert _rows(out, "gold", order=WINDOW_ORDER).equals(gold_before)  # the same windows, recomputed alike
-    bronze = _table(out, "bronze").to_pyarrow_table()  # append-only: what each run received
+    bronze = tables.read(_table(out, "bronze"))  # append-only: what each run received
     assert Counter(bronze.column("ingest_date").to_pylist()) == {DAY1.date(): ROWS, DAY2.date(): ROWS}
 
     # Other versions of the same orders: each order keeps its newest version (in2's on a tie).
@@ -132,7 +133,7 @@ def test_a_rerun_changes_nothing_in_silver_and_newer_input_merges_by_version(run
 def test_duckdb_and_polars_read_the_tables_and_agree_with_the_run(runs):
     out, c = runs["after1"], runs["first"]["counts"]
     want = {"bronze": c["read"], "silver": c["curated"], "gold": c["aggregates"]}
-    revenue = pc.sum(_table(out, "silver").to_pyarrow_table()["amount"]).as_py()
+    revenue = pc.sum(tables.read(_table(out, "silver"))["amount"]).as_py()
     for layer in LAYERS:
         files = _table(out, layer).file_uris()  # the current version's files, from the Delta log
         con = duckdb.connect()
@@ -159,14 +160,14 @@ def test_a_redrive_merges_the_letters_that_now_pass_into_silver_once(runs, tmp_p
     shutil.copytree(runs["after1"], out)
     fixed = tmp_path / "fixed"  # the spec with a contract that accepts status on_hold (in the dirty data)
     (fixed / "schemas" / "orders").mkdir(parents=True)
-    shutil.copy(PACKAGED / "orders_lakehouse.yaml", fixed)
+    shutil.copy(SPEC, fixed)
     contract = (PACKAGED / "schemas" / "orders" / "v2.yaml").read_text()
     assert contract.count("cancelled, returned]") == 1
     (fixed / "schemas" / "orders" / "v2.yaml").write_text(
         contract.replace("cancelled, returned]", "cancelled, returned, on_hold]")
     )
     silver_before = _rows(out, "silver")
-    argv = [f"--pipeline={fixed / 'orders_lakehouse.yaml'}", f"--dlq={out / 'dlq'}", f"--output={out}"]
+    argv = [f"--pipeline={fixed / 'orders.yaml'}", f"--dlq={out / 'dlq'}", f"--output={out}"]
     done = redrive(argv, clock=lambda: DAY2, out=io.StringIO())
     added = done["last_redrive"]["passed"]
     assert added > 0 and _table(out, "silver").count() == silver_before.num_rows + added
@@ -194,7 +195,7 @@ def test_a_run_killed_between_the_silver_and_gold_commits_is_completed_once(runs
     env = _env()
     env[faults.ENV] = "lakehouse:silver=kill"
     proc = subprocess.run(
-        [sys.executable, "-m", "beam_pipelines.main", "--pipeline=orders_lakehouse", f"--input={runs['in2']}/*.jsonl",
+        [sys.executable, "-m", "beam_pipelines.main", f"--pipeline={SPEC}", f"--input={runs['in2']}/*.jsonl",
          f"--output={killed}", "--history=none", "--lineage=none"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, start_new_session=True,
     )  # fmt: skip
@@ -218,5 +219,5 @@ def test_a_run_killed_between_the_silver_and_gold_commits_is_completed_once(runs
     assert _table(killed, "bronze").count() == _table(whole, "bronze").count() == 2 * ROWS
     assert _rows(killed, "silver").equals(_rows(whole, "silver"))
     assert _rows(killed, "gold", order=WINDOW_ORDER).equals(_rows(whole, "gold", order=WINDOW_ORDER))
-    bronze = _table(killed, "bronze").to_pyarrow_table()
+    bronze = tables.read(_table(killed, "bronze"))
     assert Counter(bronze.column("run_id").to_pylist()) == {runs["first"]["run_id"]: ROWS, journal["run_id"]: ROWS}

@@ -37,7 +37,7 @@ def orders(rows: list[tuple]) -> pa.Table:
 
 
 def content(table) -> list[dict]:
-    return table.to_pyarrow_table().sort_by("order_id").to_pylist()
+    return tables.read(table).sort_by("order_id").to_pylist()
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_replace_windows_replaces_exactly_the_windows_given(tmp_path):
     # Window 0 recomputed without group s; window 1 and the next day's window 30 not recomputed.
     tables.replace_windows(uri, aggregates([(0, "n", 10), (2, "e", 5)]), "window_start", "dt")
     got = sorted((r["window_start"].hour + 24 * (r["window_start"].day - 1), r["region"], r["orders"])
-                 for r in tables.open_table(uri).to_pyarrow_table().to_pylist())  # fmt: skip
+                 for r in tables.read(tables.open_table(uri)).to_pylist())  # fmt: skip
     assert got == [(0, "n", 10), (1, "n", 3), (2, "e", 5), (30, "n", 4)]
 
 
@@ -130,7 +130,7 @@ def test_a_commit_completed_again_commits_nothing(tmp_path):
     table = tables.open_table(entry["table"])
     assert table.count() == 2 and tables.txn_version(table) == 1
     assert table.metadata().partition_columns == ["ingest_date"]
-    rows = table.to_pyarrow_table().to_pylist()
+    rows = tables.read(table).to_pylist()
     assert {(r["record"], r["ingest_date"], r["run_id"]) for r in rows} == {
         ('{"a":1}', T0.date(), "run-1"), ('{"a":2}', T0.date(), "run-1")}  # fmt: skip
     # The next run plans the next transaction version and appends.

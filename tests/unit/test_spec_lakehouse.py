@@ -1,4 +1,4 @@
-"""WriteLakehouse in a spec: the packaged orders_lakehouse spec's plan and the tables it commits,
+"""WriteLakehouse in a spec: the example spec's plan (examples/lakehouse/orders.yaml) and the tables it commits,
 and a case per kind of mistake, each a SpecError naming its place."""
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from beam_pipelines.spec import EventsConfig, SpecError
 from beam_pipelines.spec.compile import compile_spec
 from beam_pipelines.spec.yamlsrc import load
 
-SPEC = Path(__file__).resolve().parents[2] / "beam_pipelines" / "pipelines" / "orders_lakehouse.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "examples" / "lakehouse" / "orders.yaml"
 TEXT = SPEC.read_text()
 SILVER = "config: {layer: silver, path: lakehouse/silver, partition_by: created_at}"
 GOLD = "config: {layer: gold, path: lakehouse/gold}"

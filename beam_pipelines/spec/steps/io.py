@@ -65,6 +65,10 @@ class Sink(Step):
             inputs[0] | self.name >> sink
         return Outputs(None)
 
+    def describe(self) -> str:
+        """What the sink takes and writes, for ``spec check``."""
+        return self.role
+
     def written(self, columns) -> list[str]:
         """The record columns written: those not starting with '_' (record text, origin)."""
         return [c for c in columns if not c.startswith("_")]

@@ -143,6 +143,9 @@ class WriteLakehouse(Sink):
             raise self.error(None, f"the records have a column {_DAY!r}: the table adds it (the event day)")
         self._columns = self.written(cols)
 
+    def describe(self) -> str:
+        return f"{self.role} -> {self.config['layer']} Delta table {self.config['path']}"
+
     def reads(self):
         if self.config["layer"] != "silver":
             return set()
