@@ -5,7 +5,7 @@ Bronze holds every line read, append-only; silver equals the run's curated recor
 over the same input changes nothing in it; newer input replaces an order only by a newer
 version; gold's recomputed windows are replaced and the others kept; DuckDB and Polars read the
 tables and agree with the pipeline's counts. A redrive after a fix adds the records that now
-pass to silver, and again adds nothing. A run killed between its silver and gold commits is
+pass to silver, and again adds nothing; a run whose audit fails commits nothing. A run killed between its silver and gold commits is
 completed by ``clean`` to exactly the tables of a run that was not killed.
 """
 
@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pytest
 
 from beam_pipelines import clean, datagen
+from beam_pipelines.errors import RunError
 from beam_pipelines.lakehouse import tables
 from beam_pipelines.main import run
 from beam_pipelines.redrive import run as redrive
@@ -185,6 +186,18 @@ def test_a_redrive_merges_the_letters_that_now_pass_into_silver_once(runs, tmp_p
     assert _table(out, "silver").version() == version and _rows(out, "silver").select(curated.column_names).equals(
         curated
     )
+
+
+def test_a_run_whose_audit_fails_commits_nothing(runs, tmp_path):
+    out, spec = tmp_path / "out", tmp_path / "strict.yaml"
+    shutil.copytree(runs["after1"], out)
+    warn = 'expr: "updated_at >= created_at", severity: warn}'
+    assert SPEC.read_text().count(warn) == 1
+    spec.write_text(SPEC.read_text().replace(warn, 'expr: "amount < 0", severity: error}'))  # fails on every row
+    before = {layer: (_table(out, layer).version(), _table(out, layer).count()) for layer in LAYERS}
+    with pytest.raises(RunError, match="audit failed, nothing published"):
+        _run(runs["in2"], out, DAY2, str(spec))
+    assert {layer: (_table(out, layer).version(), _table(out, layer).count()) for layer in LAYERS} == before
 
 
 def test_a_run_killed_between_the_silver_and_gold_commits_is_completed_once(runs, tmp_path):
