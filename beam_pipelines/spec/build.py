@@ -235,9 +235,7 @@ def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
     step = node.step
     if step.role == "curated":
         data = curated
-    elif step.role == "received":  # the source's records as they came in
-        data = built[node.inputs[0][0]].main
-    elif step.role == "aggregates":
+    elif step.role in ("aggregates", "received"):  # an aggregate, or the source's records as they came in
         data = built[node.inputs[0][0]].main
     else:
         errors, all_dead, late = dead
