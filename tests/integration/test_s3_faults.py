@@ -38,7 +38,7 @@ def _run(url: str, out: str):
 
 
 @pytest.fixture(scope="module")
-def throttled(endpoint):  # noqa: F811
+def throttled(dataset, endpoint):  # noqa: F811 - the input is uploaded by dataset
     """The events pipeline run through a proxy that fails a share of the requests; the proxy's counts."""
     with FaultProxy(endpoint, every={11: "503", 17: "500", 29: "reset"}) as proxy:
         # Also a burst: 6 requests in a row fail once the run is under way (fewer than the 8
