@@ -295,7 +295,12 @@ def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging,
     except RunError:
         publish.discard(staging)
         raise
-    cleanup = publish.publish(staging, cfg.output)
+    try:
+        cleanup = publish.publish(staging, cfg.output)
+    except OSError as e:  # NotPublished or PublishCutOff: each says what stands
+        if isinstance(e, publish.NotPublished):
+            publish.discard(staging)
+        raise RunError(str(e)) from e
     if cleanup is not None:
         cleanup.join()
     out.write(rr.render(summary, cfg.output, history.count(b"\n")))
