@@ -212,9 +212,13 @@ def iso_text(ts: pa.Array) -> pa.Array:
 
     Formatting the naive UTC value is ~25x faster than Arrow's zone-aware cast.
     """
-    naive = ts.cast(pa.int64()).cast(pa.timestamp(ts.type.unit))
-    text = pc.replace_substring(naive.cast(pa.string()), " ", "T")
-    return pc.binary_join_element_wise(text, "Z", "") if ts.type.tz else text
+    naive = ts.cast(pa.int64()).cast(pa.timestamp(ts.type.unit)).cast(pa.string())
+    text = pc.replace_substring(naive, " ", "T")
+    if ts.type.tz:
+        text = pc.binary_join_element_wise(text, "Z", "")
+    # Instants Arrow cannot write as dates (hundreds of millennia away) keep its own words.
+    odd = pc.fill_null(pc.starts_with(naive, "<"), False)
+    return pc.if_else(odd, naive, text) if odd.true_count else text
 
 
 def _needs_escape(strings: pa.Array) -> bool:
@@ -249,6 +253,8 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
     """JSON text of each value (null stays null), vectorised for flat column types, and
     whether the text still needs its surrounding quotes (strings that need no escaping)."""
     t = column.type
+    if pa.types.is_dictionary(t):
+        return _json_value(column.dictionary_decode())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         strings = column.cast(pa.string())
         if _needs_escape(strings):
@@ -260,9 +266,62 @@ def _json_value(column: pa.Array) -> tuple[pa.Array, bool]:
         return column.cast(pa.string()), True
     if pa.types.is_boolean(t):
         return pc.if_else(column, "true", "false"), False
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+    if pa.types.is_floating(t):
+        # NaN and the infinities have no JSON form: null, as orjson writes them.
+        return pc.if_else(pc.is_finite(column), column.cast(pa.string()), pa.scalar(None, pa.string())), False
+    if pa.types.is_integer(t) or pa.types.is_decimal(t):
         return column.cast(pa.string()), False
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return json_quote(_utf8(column)), False
+    if pa.types.is_nested(t):
+        return _python_json(column), False
     return json_quote(column.cast(pa.string())), False
+
+
+def _utf8(column: pa.Array) -> pa.Array:
+    """Bytes as text: as they are where they are UTF-8, else with the other bytes escaped
+    (``\\xff``), one value at a time."""
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array([None if v is None else v.decode("utf-8", "backslashreplace") for v in column.to_pylist()],
+                        pa.string())  # fmt: skip
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)  # decimals, times, durations
+
+
+def _python_json(column: pa.Array) -> pa.Array:
+    """JSON text of nested values (lists, structs, maps as lists of key-value pairs: their keys
+    may repeat), which Arrow cannot write, one value at a time: typed columns of them are
+    rare, and their rows few where they are shown."""
+    dumps, opts = orjson.dumps, orjson.OPT_NON_STR_KEYS
+    try:
+        values = column.to_pylist()
+    except (ValueError, OverflowError):  # instants beyond Python's years 1 to 9999: as their numbers
+        values = column.cast(_numbered(column.type)).to_pylist()
+    return pa.array([None if v is None else dumps(v, default=_json_default, option=opts).decode() for v in values],
+                    pa.string())  # fmt: skip
+
+
+def _numbered(t: pa.DataType) -> pa.DataType:
+    """``t`` with every date, time, timestamp and duration inside it as its integer."""
+    if pa.types.is_temporal(t):
+        return pa.int32() if t.bit_width == 32 else pa.int64()
+    if pa.types.is_list(t):
+        return pa.list_(_numbered(t.value_type))
+    if pa.types.is_large_list(t):
+        return pa.large_list(_numbered(t.value_type))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_numbered(t.value_type), t.list_size)
+    if pa.types.is_map(t):
+        return pa.map_(_numbered(t.key_type), _numbered(t.item_type))
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _numbered(f.type), f.nullable) for f in t])
+    return t
 
 
 def as_array(x: pa.Array | pa.ChunkedArray) -> pa.Array:

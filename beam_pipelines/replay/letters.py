@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.ingest.files import format_from_path
+from transforms.ingest.files import csv_header_names, format_from_path
 from transforms.records import DEAD_LETTER_SCHEMA
 
 __all__ = [
@@ -160,8 +160,10 @@ def csv_header(path: str) -> list[str]:
             if not line:
                 raise LetterError(f"CSV source {path} has no header line")
             if line.strip():
-                names = next(csv.reader([line.rstrip(b"\r\n").decode("utf-8", "replace")]))
-                return [n.strip() for n in names]
+                try:
+                    return csv_header_names(line.rstrip(b"\r\n"))
+                except csv.Error as e:
+                    raise LetterError(f"CSV source {path} has a header that is not valid: {e}") from None
 
 
 def raw_batches(letters: pa.Table, fmt: str, headers: dict | None = None, rows: int = 65_536) -> list[pa.Table]:

@@ -24,11 +24,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.colscan import string_buffers
 
-__all__ = ["ReadFiles", "format_from_path", "is_hidden"]
+__all__ = ["BOM", "ReadFiles", "csv_header_metadata", "csv_header_names", "format_from_path", "is_hidden"]
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
                ".avro": "avro", ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
 _COMPRESSED = (".gz", ".bz2", ".zst", ".deflate")
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark: where a file starts with it, it is not data
 
 
 def _basename(path: str) -> str:
@@ -140,6 +141,10 @@ def _iter_range_blocks(fh, start: int, end: int, chunk_bytes: int):
     tail = b""
     while pos < end:
         block = fh.read(chunk_bytes)
+        if pos == 0 and not tail and block.startswith(BOM):
+            block, pos = block[3:], 3
+            if not block:
+                continue
         if not block:
             if tail:
                 yield tail, len(tail)
@@ -208,6 +213,25 @@ def _iter_csv_rows(fh, chunk_bytes: int):
         yield header, [b"\n".join(pending)]
 
 
+def csv_header_names(header: bytes) -> list[str]:
+    """The column names of a CSV header line (a leading BOM marks the file, not the first name).
+
+    Raises:
+        csv.Error: The line is not one CSV record (a stray carriage return, ...).
+    """
+    names = next(csv.reader([header.removeprefix(BOM).decode("utf-8", "replace")]))
+    return [n.strip() for n in names]
+
+
+def csv_header_metadata(header: bytes) -> dict:
+    """The batch metadata ``ParseRecords`` reads a CSV header from: its column names as JSON,
+    or why the header is unusable (then every row of the file is a dead letter)."""
+    try:
+        return {b"csv_header": orjson.dumps(csv_header_names(header))}
+    except csv.Error as e:
+        return {b"csv_header_error": f"the file's CSV header is not valid: {e}".encode()}
+
+
 class _ReadFileFn(beam.DoFn):
     def __init__(self, fmt: str, chunk_bytes: int):
         self._fmt = fmt
@@ -226,9 +250,7 @@ class _ReadFileFn(beam.DoFn):
                         yield _line_batch(lines, path)
             elif self._fmt == "csv":
                 for header, rows in _iter_csv_rows(fh, self._chunk_bytes):
-                    names = next(csv.reader([header.decode("utf-8", "replace")]))
-                    meta = {b"csv_header": orjson.dumps([n.strip() for n in names])}
-                    yield _line_batch(rows, path, meta)
+                    yield _line_batch(rows, path, csv_header_metadata(header))
             elif self._fmt == "avro":
                 yield from self._read_avro(fh, path)
             else:

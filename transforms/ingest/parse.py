@@ -44,6 +44,23 @@ def _decode_raw(line: bytes) -> str:
 _BIG_INT = r"[:\[,]\s*-?\d{19,}\s*[,}\]]"
 
 
+# Records nested deeper are malformed: well within what orjson writes back (254 levels) and
+# what Python's json reads and writes within its recursion limit, wherever the parser runs.
+MAX_DEPTH = 200
+
+
+def _deeper(value, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels in ``value`` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = v.values() if type(v) is dict else v
+        stack.extend((c, depth + 1) for c in children if type(c) is dict or type(c) is list)
+    return False
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -197,6 +214,10 @@ def _parse_json_lines(raw: pa.Array, sources: pa.Array, fields: tuple[str, ...])
             bad.append(i)
             bad_err.append(f"expected a JSON object, got {type(rec).__name__}")
             continue
+        if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _deeper(rec, MAX_DEPTH):
+            bad.append(i)
+            bad_err.append(f"nested deeper than {MAX_DEPTH} levels")
+            continue
         records.append(rec)
         good.append(i)
     good_idx = pa.array(good, pa.int64())
@@ -272,6 +293,20 @@ def _parse_csv_records(
     return parsed, _malformed([_decode_raw(rows[i]) for i in bad], sources.take(pa.array(bad, pa.int64())), bad_err)
 
 
+def _parse_csv_batch(batch: pa.Table, fields: tuple[str, ...]) -> tuple[pa.Table, pa.Table]:
+    """A CSV batch (see ``ParseRecords``) -> (slot table, malformed dead letters). Rows under a
+    header that could not be read are all dead letters, with the header's error."""
+    raw = as_array(batch.column("raw"))
+    sources = _strings(batch.column("source"))
+    meta = batch.schema.metadata or {}
+    if b"csv_header" in meta:
+        return _parse_csv_records(raw, sources, orjson.loads(meta[b"csv_header"]), fields)
+    error = meta.get(b"csv_header_error", b"the batch carries no CSV header").decode()
+    none = pa.array([], pa.int64())
+    parsed = _parse_csv_records(raw.take(none), sources.take(none), list(fields), fields)[0]
+    return parsed, _malformed([_decode_raw(r) for r in raw.to_pylist()], sources, [error] * len(raw))
+
+
 def _typed_slots(col: pa.Array, n: int) -> list[pa.Array]:
     """Slots for one typed (parquet/Arrow) column, vectorised."""
     t = col.type
@@ -302,14 +337,51 @@ def _typed_slots(col: pa.Array, n: int) -> list[pa.Array]:
     if pa.types.is_boolean(t):
         return [kinds(KIND_BOOL), pc.if_else(col, "true", "false"), null_i, null_f]
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        ts = col.cast(pa.timestamp("us", tz=t.tz if pa.types.is_timestamp(t) else None))
-        micros = ts.cast(pa.int64())
-        # No text slot: formatting every timestamp costs more than the rest of the row.
-        return [kinds(KIND_TIMESTAMP), null_s, micros, null_f]
+        micros, fits = _epoch_micros(col)
+        if fits is None:
+            # No text slot: formatting every timestamp costs more than the rest of the row.
+            return [kinds(KIND_TIMESTAMP), null_s, micros, null_f]
+        # Instants beyond int64 microseconds (year 294247 and on) are values of no use.
+        kind = pc.if_else(pc.is_null(col), KIND_NULL, pc.if_else(fits, KIND_TIMESTAMP, KIND_OTHER)).cast(pa.int8())
+        text = pc.if_else(fits, null_s, col.cast(pa.string()))
+        return [kind, text, pc.if_else(fits, micros, null_i), null_f]
     if pa.types.is_null(t):
         return [kinds(KIND_NULL), null_s, null_i, null_f]
     text = pc.if_else(pc.is_null(col), None, f"<{t}>")
     return [kinds(KIND_OTHER), text.cast(pa.string()), null_i, null_f]
+
+
+_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_INT64_MAX = 2**63 - 1
+
+
+def _epoch_micros(col: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """Microseconds since the epoch (UTC) of a timestamp or date column, nanoseconds floored,
+    and which values fit int64 microseconds (None: all do)."""
+    t = col.type
+    if pa.types.is_date32(t):
+        per, values = 86_400_000_000, col.cast(pa.int32()).cast(pa.int64())
+    elif pa.types.is_date64(t):
+        per, values = 1_000, col.cast(pa.int64())
+    elif t.unit == "ns":
+        # Floored (not cut toward zero): an instant before 1970 stays before it.
+        return _floor_div(col.cast(pa.int64()), 1000), None
+    else:
+        per, values = _MICROS[t.unit], col.cast(pa.int64())
+    if per == 1:
+        return values, None
+    limit = _INT64_MAX // per
+    fits = pc.fill_null(pc.less_equal(pc.abs(values), limit), True)
+    if fits.false_count:
+        return pc.multiply(pc.if_else(fits, values, 0), per), fits
+    return pc.multiply(values, per), None
+
+
+def _floor_div(values: pa.Array, by: int) -> pa.Array:
+    """``values // by`` rounding toward minus infinity (Arrow's integer division cuts toward zero)."""
+    cut = pc.divide(values, by)
+    below = pc.and_(pc.less(values, 0), pc.not_equal(pc.multiply(cut, by), values))
+    return pc.if_else(below, pc.subtract(cut, 1), cut)
 
 
 def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
@@ -352,14 +424,11 @@ class _ParseFn(beam.DoFn):
             return
         if self._fmt == "parquet":
             parsed, bad = _parse_arrow_records(batch, self._fields), None
+        elif self._fmt == "csv":
+            parsed, bad = _parse_csv_batch(batch, self._fields)
         else:
             raw = as_array(batch.column("raw"))
-            sources = _strings(batch.column("source"))
-            if self._fmt == "csv":
-                header = orjson.loads(batch.schema.metadata[b"csv_header"])
-                parsed, bad = _parse_csv_records(raw, sources, header, self._fields)
-            else:
-                parsed, bad = _parse_json_records(raw, sources, self._fields)
+            parsed, bad = _parse_json_records(raw, _strings(batch.column("source")), self._fields)
         n_bad = bad.num_rows if bad is not None else 0
         self._read.inc(batch.num_rows)
         self._malformed.inc(n_bad)
@@ -377,8 +446,9 @@ class ParseRecords(beam.PTransform):
         fmt: Input format, one of ``jsonl``, ``csv``, ``avro``, ``parquet``. Text formats
             (and avro, read as JSON text) take tables with ``raw`` (binary) and ``source``
             columns, one row per record; csv batches carry the header as JSON in the
-            schema metadata key ``csv_header``. ``parquet`` takes typed tables, optionally
-            with ``_raw`` and ``_source`` columns.
+            schema metadata key ``csv_header`` (or in ``csv_header_error`` why it could not
+            be read: their rows are then dead letters). ``parquet`` takes typed tables,
+            optionally with ``_raw`` and ``_source`` columns.
         fields: The declared field names; any other field goes to ``_extras``.
 
     Returns a dict of PCollections: ``parsed`` (slot tables), ``dead_letters`` (DeadLetter

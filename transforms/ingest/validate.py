@@ -284,9 +284,21 @@ class NumberField:
         else:
             missing = None
         invalid = pc.invert(pc.or_(absent, ok))
-        value = number if self.decimals is None else pc.round(number, self.decimals, round_mode="half_towards_infinity")
+        value = number if self.decimals is None else _round(number, self.decimals)
         what = "must be a finite number" + _bounds_text(self.minimum, self.maximum)
         return _outcome(self.name, value, missing, invalid, s.text, what)
+
+
+def _round(number: pa.Array, decimals: int) -> pa.Array:
+    """Rounded half away from zero. From 2**52 up a float64 holds no fraction, so it is kept as
+    it is: Arrow scales by 10**decimals first, which overflows for the largest values."""
+    if decimals < 0:
+        return pc.round(number, decimals, round_mode="half_towards_infinity")
+    whole = _mask(pc.greater_equal(pc.abs(number), float(2**52)))
+    if not whole.true_count:
+        return pc.round(number, decimals, round_mode="half_towards_infinity")
+    rounded = pc.round(pc.if_else(whole, 0.0, number), decimals, round_mode="half_towards_infinity")
+    return pc.if_else(whole, number, rounded)
 
 
 def _within(x, minimum, maximum) -> bool:
@@ -985,7 +997,8 @@ def _with_variants(extras: pa.Array, variants: list, parsed: pa.Table) -> pa.Arr
 
 
 def _slot_value(kind: int, text, as_int, as_float):
-    """A slot's value as JSON would hold it (a timestamp from a typed source as ISO-8601 text)."""
+    """A slot's value as JSON would hold it (a timestamp from a typed source as ISO-8601 text,
+    or its microseconds since the epoch beyond the years 1 to 9999)."""
     if kind == KIND_INT:
         return as_int if as_int is not None else text
     if kind == KIND_FLOAT:
@@ -993,7 +1006,10 @@ def _slot_value(kind: int, text, as_int, as_float):
     if kind == KIND_BOOL:
         return text == "true"
     if kind == KIND_TIMESTAMP:
-        return (_EPOCH + timedelta(microseconds=as_int)).isoformat()
+        try:
+            return (_EPOCH + timedelta(microseconds=as_int)).isoformat()
+        except OverflowError:
+            return as_int
     if kind == KIND_OTHER:
         try:
             return json.loads(text)
