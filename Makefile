@@ -48,7 +48,7 @@ format: venv
 	$(BIN)/ruff format .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

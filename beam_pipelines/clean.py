@@ -1,7 +1,8 @@
 """Removes what dead runs left under an output: ``python -m beam_pipelines.clean --output=OUT [--dry_run]``.
 
 A run killed before it published leaves its scratch in ``<output>/_staging/<run id>/`` (the
-next run on the output removes it too). ``clean`` takes the output's lease first, so it never
+next run on the output removes it too); a run killed while publishing leaves a journal, and
+``clean`` completes that publish first. ``clean`` takes the output's lease first, so it never
 touches the staging of a live run: with a run in progress it stops with an error naming it.
 ``--dry_run`` lists what would go, with sizes, and removes nothing.
 """
@@ -49,13 +50,19 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     root = join_path(ns.output, "_staging")
     if ns.dry_run:
         holder = lease.holder_of(ns.output, options)
+        cut_off = publish.cut_off(ns.output) if holder is None else None
         found = {k: v for k, v in publish.staging_runs(ns.output).items() if holder is None or k != holder.run_id}
+        if cut_off:
+            out.write(f"would complete the publish of run {cut_off}, cut off by a crash\n")
         busy = f"; {holder.describe()} is running and keeps its own" if holder else ""
         out.write(_listing(found, root, "would remove") + f"dry run: nothing was removed{busy}\n")
         return found
     run_id = "clean-" + publish.new_run_id(clock)
     with lease.acquire(ns.output, run_id, wait_s=ns.wait_for_lock, clock=clock, options=options):
+        completed = publish.complete_cut_off(ns.output)
         gone = publish.remove_abandoned(ns.output, run_id)
+    if completed:
+        out.write(f"completed the publish of run {completed}, cut off by a crash\n")
     out.write(_listing(gone, root, "removed"))
     return gone
 

@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import faults, lease, object_stores, publish, streaming, summary
+from beam_pipelines import lakehouse, lease, object_stores, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -51,6 +51,7 @@ from beam_pipelines.runners import (
 from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
 from beam_pipelines.spec import build as spec_build
 from beam_pipelines.warm_workers import WarmWorkers
+from transforms import faults
 from transforms.ingest.files import format_from_path, is_hidden
 from transforms.sinks.files import join_path
 
@@ -274,6 +275,7 @@ def _normalize_flags(argv: list[str]) -> list[str]:
 
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> dict:
     """Runs one pipeline from CLI flags; returns the run summary dict."""
+    faults.arm()
     check_flags(argv)
     options = PipelineOptions(_normalize_flags(argv))
     # Preflight and publish use FileSystems before (and after) the Pipeline sets these; without
@@ -301,6 +303,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         io = module.stream_io(cfg, cfg.output) if cfg.streaming else None
         return dry_run(module, cfg, options, runner, cfg.output if cfg.streaming else staging, out, io)
     with take_lease(cfg.output, run_id, options, clock) as held:
+        publish.complete_cut_off(cfg.output)  # before the cut-off run's staging counts as abandoned
         abandoned = publish.remove_abandoned(cfg.output, run_id)
         if cfg.streaming:
             return streaming.run(module, cfg, options, runner, run_id, out)
@@ -356,6 +359,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
             observer.failed(run_id, e, clock())
             first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             where = f" (worker log: {worker_log})" if worker_log and os.path.exists(worker_log) else ""
+            if "No space left on device" in first:
+                where += f"; the disk holding {cfg.output} is full: this run's staging was removed, the published outputs are as they were"
             raise RunError(f"pipeline failed: {first}{where}") from e
     if worker_log and os.path.exists(worker_log):
         os.remove(worker_log)
@@ -380,7 +385,15 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         observer.failed(run_id, e, clock())
         observer.close()
         raise
-    cleanup = publish.publish(staging, cfg.output)
+    try:
+        tables = lakehouse.table_entries(module.plan_for(cfg), cfg.output, staging, run_id)
+        cleanup = publish.publish(staging, cfg.output, tables)
+    except OSError as e:  # NotPublished or PublishCutOff: each says what stands
+        if isinstance(e, publish.NotPublished):
+            publish.discard(staging)
+        observer.failed(run_id, e, clock())
+        observer.close()
+        raise RunError(str(e)) from e
     try:
         run_dir = join_path(cfg.output, "_run")
         report = read_json(join_path(run_dir, "report.json"))
@@ -388,7 +401,10 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         result = summary.make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, started_at)
         if workers:
             result["workers"] = workers
+        if tables:
+            result.update(summary.lakehouse_summary(tables, result["counts"]))
         result["scratch"] = {"staged_bytes": scratch, "abandoned_removed": abandoned}
+        faults.at("report")
         doc = observer.finished(run_id, clock(), result, beam_result.metrics().query(), run_dir)
         observer.close()
         result.update(summary.quality_summary(doc, observer.deliveries, join_path(run_dir, "report.html")))
@@ -401,6 +417,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
                            f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
         if not result["files_match"]:
             raise RunError("published files do not hold the counted rows (see _run/summary.json)")
+        if not result.get("tables_match", True):
+            raise RunError("the lakehouse tables did not take the counted rows (see _run/summary.json)")
     finally:
         if cleanup is not None:
             cleanup.join()

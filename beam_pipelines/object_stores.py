@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,11 @@ __all__ = ["delete", "move", "use_options"]
 
 # Requests in flight at once: publishing waits on round trips, not on this process's CPU.
 _CONCURRENT_REQUESTS = 16
+# S3's retry budget unless the environment sets one (botocore reads these variables, in this
+# process and in the workers it forks): throttling (503 SlowDown), 500s and reset connections
+# on a share of requests made botocore's default of 3 attempts give up in the fault tests; 8
+# attempts with its standard backoff (random, doubling, at most 20 s a wait) rode them out.
+S3_RETRIES = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "8"}
 
 
 def use_options(options: PipelineOptions) -> None:
@@ -32,7 +38,11 @@ def use_options(options: PipelineOptions) -> None:
     credentials and, finding none, retries for about 30 s before going on anonymously. Meant for a
     local GCS emulator (``STORAGE_EMULATOR_HOST``) or public buckets; processes forked from this
     one (the direct runner's workers) inherit it.
+
+    Also sets S3's retry budget (``S3_RETRIES``) where the environment sets none.
     """
+    for name, value in S3_RETRIES.items():
+        os.environ.setdefault(name, value)
     if not options.view_as(GoogleCloudOptions).no_auth:
         return
     from apache_beam.internal.gcp import auth

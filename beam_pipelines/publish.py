@@ -7,7 +7,10 @@ ones and a failed run leaves the previous outputs as they were.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import posixpath
 import shutil
 import threading
 import uuid
@@ -16,12 +19,16 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import object_stores
+from transforms import faults
 from transforms.sinks.files import join_path
+
+log = logging.getLogger(__name__)
 
 OUTPUTS = ("curated", "aggregates", "dlq", "_state", "_run")
 # Replaced only by a run that staged it: a source's saved cursor stays through runs (and
 # redrives) that do not read that source.
 KEPT_IF_NOT_STAGED = ("_state",)
+JOURNAL = "_publishing.json"  # present only while a publish is under way (or was cut off)
 
 
 def is_local(path: str) -> bool:
@@ -63,44 +70,165 @@ def _files_under(root: str) -> list[str]:
     return sorted(m.path for m in result.metadata_list)
 
 
-def publish(staging: str, output: str) -> threading.Thread | None:
-    """Moves each staged output directory into place, replacing the previous one whole.
+class NotPublished(OSError):
+    """A publish failed before its commit point: nothing moved, the previous outputs stand."""
+
+
+class PublishCutOff(OSError):
+    """A publish failed after its commit point: the next holder of the output completes it."""
+
+
+def _files_under_pattern(pattern: str) -> list[str]:
+    try:
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:  # noqa: BLE001 - a missing prefix matches nothing on some filesystems
+        return []
+
+
+def publish(staging: str, output: str, tables: list[dict] = ()) -> threading.Thread | None:
+    """Moves each staged output directory into place, replacing the previous one whole, then
+    commits the staged rows of ``tables`` (lakehouse journal entries, see
+    ``lakehouse.table_entries``) into their Delta tables, one commit each.
+
+    Crash-safe: the list of what is to move and commit is written to ``<output>/_publishing.json``
+    first (the commit point) and removed last. A run killed in between leaves the journal, and the
+    next holder of the output's lease completes the publish from it (``complete_cut_off``), so
+    the outputs end as this run's, never as a mix of two runs, and no table commit is made twice
+    (each carries a transaction version the table records).
 
     On a local filesystem what is left of the staging directory (the shuffle's scratch files,
     gigabytes on a large run) is removed by the returned thread, so the caller can go on with
     the report meanwhile; join it before exiting.
     """
-    if is_local(output):
-        out, stage = _local(output), _local(staging)
-        for name in OUTPUTS:
-            src, dst = os.path.join(stage, name), os.path.join(out, name)
-            old = os.path.join(out, "_staging", "replaced-" + os.path.basename(stage) + "-" + name)
-            if not os.path.exists(src):
+    journal = {"run_id": posixpath.basename(staging.rstrip("/")), "staging": staging, "outputs": {}}
+    for name in OUTPUTS:
+        src = join_path(staging, name)
+        if is_local(output):
+            if not os.path.exists(_local(src)):
                 if name in KEPT_IF_NOT_STAGED:
                     continue
-                os.makedirs(src)
-            if os.path.exists(dst):
-                os.replace(dst, old)
-            os.replace(src, dst)
-            if os.path.exists(old):
-                shutil.rmtree(old)
-        cleanup = threading.Thread(target=_remove_staging, args=(stage, out), name="remove-staging")
+                os.makedirs(_local(src))  # an empty output replaces the previous one too
+            journal["outputs"][name] = None
+        else:
+            files = _files_under(src)
+            if name in KEPT_IF_NOT_STAGED and not files:
+                continue
+            journal["outputs"][name] = [f[len(src) :] for f in files]
+    if tables:
+        journal["tables"] = list(tables)
+    try:
+        _write_journal(output, journal)
+    except OSError as e:  # e.g. a full disk: the journal is not there, so nothing was published
+        raise NotPublished(f"nothing published: {object_stores.plain_error(e)}") from e
+    try:
+        _complete(output, journal)
+    except OSError as e:
+        raise PublishCutOff(
+            f"the publish of run {journal['run_id']} was cut off ({object_stores.plain_error(e)}); "
+            f"the next run on {output}, or `python -m beam_pipelines.clean --output={output}`, completes it"
+        ) from e
+    if is_local(output):
+        stage = _local(staging)
+        cleanup = threading.Thread(target=_remove_staging, args=(stage, _local(output)), name="remove-staging")
         cleanup.start()
         return cleanup
-    for name in OUTPUTS:
-        dst = join_path(output, name)
-        if name in KEPT_IF_NOT_STAGED and not _files_under(join_path(staging, name)):
-            continue
-        stale = _files_under(dst)
-        if stale:
-            object_stores.delete(stale)
-        src_root = join_path(staging, name)
-        sources = _files_under(src_root)
-        if sources:
-            targets = [dst + s[len(src_root) :] for s in sources]
-            object_stores.move(sources, targets)
     discard(staging)  # what is left: scratch files of the shuffle
     return None
+
+
+def _journal_path(output: str) -> str:
+    return join_path(output, JOURNAL)
+
+
+def _write_journal(output: str, journal: dict) -> None:
+    data = json.dumps(journal, indent=1, sort_keys=True).encode()
+    path = _journal_path(output)
+    if is_local(output):
+        tmp = _local(path) + ".tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, _local(path))  # whole or absent: the commit point
+        except OSError:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    else:
+        with FileSystems.create(path, mime_type="application/json") as fh:  # an object put is atomic
+            fh.write(data)
+
+
+def _read_journal(output: str) -> dict | None:
+    path = _journal_path(output)
+    if is_local(output):
+        try:
+            with open(_local(path), "rb") as fh:
+                return json.loads(fh.read())
+        except FileNotFoundError:
+            return None
+    # A glob lists by prefix, and finds nothing without an error on every store (exists()
+    # raises on a missing blob on azfs).
+    if path not in _files_under_pattern(path[:-1] + "*"):
+        return None
+    with FileSystems.open(path) as fh:
+        return json.loads(fh.read())
+
+
+def _complete(output: str, journal: dict) -> None:
+    """Moves what the journal lists into place and commits its tables; each step is skipped
+    when already done, so a publish cut off anywhere is completed by running this again."""
+    staging = journal["staging"]
+    for i, (name, files) in enumerate(journal["outputs"].items()):
+        src, dst = join_path(staging, name), join_path(output, name)
+        if is_local(output):
+            src, dst = _local(src), _local(dst)
+            old = os.path.join(_local(output), "_staging", f"replaced-{journal['run_id']}-{name}")
+            if os.path.exists(src):
+                if os.path.exists(dst):
+                    os.replace(dst, old)
+                os.replace(src, dst)
+            if os.path.exists(old):
+                shutil.rmtree(old)
+        else:
+            targets = {dst + rel for rel in files}
+            stale = [f for f in _files_under(dst) if f not in targets]
+            if stale:
+                object_stores.delete(stale)
+            sources = _files_under(src)
+            if sources:
+                object_stores.move(sources, [dst + s[len(src) :] for s in sources])
+        if i == 0:
+            faults.at("publish")
+    if journal.get("tables"):
+        from beam_pipelines.lakehouse import commit
+
+        for entry in journal["tables"]:
+            commit.complete(entry)
+            faults.at("lakehouse:" + entry["layer"])
+    if is_local(output):
+        os.remove(_local(_journal_path(output)))
+    else:
+        object_stores.delete([_journal_path(output)])
+
+
+def complete_cut_off(output: str) -> str | None:
+    """Completes a publish that a crash cut off (see ``publish``); returns that run's id, or
+    None when there was none. Only the holder of the output's lease may call it."""
+    journal = _read_journal(output)
+    if journal is None:
+        return None
+    _complete(output, journal)
+    log.warning("completed the publish of run %s, which was cut off before all its outputs were in place",
+                journal["run_id"])  # fmt: skip
+    return journal["run_id"]
+
+
+def cut_off(output: str) -> str | None:
+    """The id of a run whose publish was cut off, without completing it (for ``--dry_run``)."""
+    journal = _read_journal(output)
+    return journal["run_id"] if journal else None
 
 
 def _remove_staging(stage: str, out: str) -> None:
@@ -168,6 +296,11 @@ def remove_abandoned(output: str, live: str) -> dict[str, int]:
     gone = {name: size for name, size in staging_runs(output).items() if name != live}
     for name in gone:
         discard(join_path(output, "_staging", name))
+    if gone and is_local(output):
+        try:
+            os.rmdir(_local(join_path(output, "_staging")))  # only when nothing else is in it
+        except OSError:
+            pass
     return gone
 
 

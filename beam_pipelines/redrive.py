@@ -130,6 +130,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     if request.dry_run:
         return redrive(cfg, request, options, runner, run_id, clock, out)
     with take_lease(cfg.output, run_id, options, clock) as held:
+        publish.complete_cut_off(cfg.output)
         publish.remove_abandoned(cfg.output, run_id)
         return redrive(cfg, request, options, runner, run_id, clock, out, held=held)
 

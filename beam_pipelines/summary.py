@@ -38,6 +38,44 @@ def make_summary(run_id, cfg, options, report, published, elapsed, input_bytes, 
     }
 
 
+def lakehouse_summary(entries: list[dict], counts: dict) -> dict:
+    """The lakehouse tables after a publish (``lakehouse.commit.results``), and whether they took
+    the counted rows: bronze every record read, silver every curated record, each table every row
+    the run staged for it."""
+    from beam_pipelines.lakehouse import commit
+
+    tables = commit.results(entries)
+    expected = {"bronze": counts["read"], "silver": counts["curated"]}
+    ok = True
+    for t in tables:
+        if t["layer"] in expected and t["staged_rows"] != expected[t["layer"]]:
+            ok = False
+        c = t["commit"]
+        if c is not None and c.get("source", c.get("added")) != t["staged_rows"]:
+            ok = False
+    return {"lakehouse": tables, "tables_match": ok}
+
+
+def lakehouse_lines(tables: list[dict]) -> list[str]:
+    """The summary's lines on the lakehouse tables (``lakehouse_summary``), none without tables."""
+    if not tables:
+        return []
+    lines = ["", "  lakehouse (Delta tables):"]
+    for t in tables:
+        c = t["commit"]
+        if c is None:
+            did = "no change" if t["staged_rows"] else "nothing staged"
+        elif c["operation"] == "MERGE":
+            did = f"{c['inserted']:,} inserted, {c['updated']:,} updated (MERGE of {c['source']:,})"
+        elif "windows" in c:
+            did = f"{c['windows']:,} windows replaced ({c['added']:,} rows)"
+        else:
+            did = f"+{c['added']:,} appended" if t["layer"] == "bronze" else f"{c['added']:,} inserted"
+        version = f"v{t['version']}" if t["version"] is not None else "-"
+        lines.append(f"    {t['table']:<40} {t['layer']:<6} {version:>4}  {t['rows']:>10,} rows; {did}")
+    return lines
+
+
 MIN_HISTORY = 5  # anomaly.detect's default min_runs
 
 
@@ -137,4 +175,5 @@ def render(s: dict) -> str:
                        ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report"),
                        ("_run/report.html", "run report page")):  # fmt: skip
         lines.append(f"    {join_path(out, name):<40} {what}")
+    lines += lakehouse_lines(s.get("lakehouse") or [])
     return "\n".join(lines) + "\n"

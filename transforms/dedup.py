@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner
 
+from transforms import faults
 from transforms.records import as_array, concat_records, hash_partition, raw_text, slices_by, typed
 from transforms.sinks.files import spill_parts, unspill
 
@@ -76,6 +77,7 @@ class _MergeFn(beam.DoFn):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
 
     def process(self, element):
+        faults.at("dedup")
         _, parts = element
         parts = list(parts)
         tables = [p for p in parts if not isinstance(p, str)] + unspill([p for p in parts if isinstance(p, str)])

@@ -25,6 +25,7 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows, Timestamp
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import faults
 from transforms.partials import AggregateSpec, Fixed, Sliding, group_states, key_partitions, row_states, window_starts
 from transforms.records import hash_partition, slices_by
 from transforms.sinks.files import spill_parts, unspill
@@ -117,6 +118,7 @@ class _MergeFn(beam.DoFn):
         self._s = spec
 
     def process(self, element):
+        faults.at("aggregate")
         _, paths = element
         table = pa.concat_tables(unspill(sorted(paths)))
         yield merge_user_partials(table, self._s)

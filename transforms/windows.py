@@ -20,6 +20,7 @@ from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterProcessingTime, AfterWatermark
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms import faults
 from transforms.partials import (
     RESERVED,
     AggregateSpec,
@@ -147,6 +148,7 @@ class _FinalizeFn(beam.DoFn):
         self._s = spec
 
     def process(self, partial: pa.Table | None, window=beam.DoFn.WindowParam):
+        faults.at("aggregate")
         if partial is None or partial.num_rows == 0:
             return
         s = self._s
@@ -171,6 +173,7 @@ class _FinalizeCountsFn(beam.DoFn):
         self._s = spec
 
     def process(self, counts: pa.Table | None):
+        faults.at("aggregate")
         if counts is None or counts.num_rows == 0:
             return
         for start, rows in slices_by(counts, counts.column(WINDOW_COLUMN).to_numpy()):

@@ -32,8 +32,8 @@ __all__ = [
     "in_columns", "taken_keys", "without_keys",
 ]  # fmt: skip
 
-# Sinks whose outputs a redrive can stage and publish (files under --output).
-FILE_SINKS = ("WriteLake", "WriteDeadLetters")
+# Sinks whose outputs a redrive can stage and publish (files and tables under --output).
+FILE_SINKS = ("WriteLake", "WriteDeadLetters", "WriteLakehouse")
 
 
 def curated_schema(plan: Plan) -> pa.Schema:
@@ -253,7 +253,8 @@ def build_redrive(p: beam.Pipeline, plan: Plan, inputs: RedriveInputs, staging: 
     """Composes the redrive of ``plan`` with its sinks under ``staging``.
 
     Writes the merged curated rows, the recomputed aggregates and the dead letters through the
-    spec's own sink steps, the counts (one dict) to ``<staging>/_redrive/counts.json`` and, when
+    spec's own sink steps (a silver table MERGEs the merged rows: the published ones change nothing
+    there, the redriven ones are added; gold's windows are replaced), the counts (one dict) to ``<staging>/_redrive/counts.json`` and, when
     the plan checks expectations, their results on the replayed records to
     ``<staging>/_redrive/expectations.json``. Returns the PCollections by name.
     """
@@ -287,6 +288,8 @@ def build_redrive(p: beam.Pipeline, plan: Plan, inputs: RedriveInputs, staging: 
     dead = (letters["kept"], failed) | "AllDeadLetters" >> beam.Flatten()
     for node in plan.sinks:
         step = node.step
+        if step.role == "received":  # a redrive receives nothing new: its records are already in bronze
+            continue
         data = {"curated": merged, "dead_letters": dead}.get(step.role)
         if data is None:
             data = built[node.inputs[0][0]].main

@@ -11,6 +11,7 @@ and it is computed again, never assumed.
 from __future__ import annotations
 
 from beam_pipelines.spec.build import make_report
+from beam_pipelines.summary import lakehouse_lines
 from transforms.sinks.files import join_path
 
 __all__ = ["files_match", "notes", "redrive_section", "render", "updated_report", "updated_summary"]
@@ -169,4 +170,5 @@ def render(summary: dict, output: str, history: int) -> str:
                        ("dlq", "dead letters, JSON lines"), ("_run/report.json", "run report, with its redrive"),
                        ("_run/redrives.jsonl", "redrive history")):  # fmt: skip
         lines.append(f"    {join_path(output, name):<40} {what}")
+    lines += lakehouse_lines(summary.get("lakehouse") or [])
     return "\n".join(lines) + "\n"

@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines import publish
+from beam_pipelines import lakehouse, publish
 from beam_pipelines.errors import RunError, UsageError
+from beam_pipelines.lakehouse import commit
 from beam_pipelines.observe import read_json
 from beam_pipelines.options import RunOptions
 from beam_pipelines.replay import report as rr
@@ -74,7 +75,7 @@ def check_plan(plan: Plan) -> None:
         if node.step.type not in FILE_SINKS:
             raise UsageError(f"a redrive writes files only ({', '.join(FILE_SINKS)}); step {node.step.name} is "
                              f"{node.step.type}")  # fmt: skip
-    roles = [n.step.role for n in plan.sinks]
+    roles = [n.step.role for n in plan.sinks if n.step.type != "WriteLakehouse"]
     if roles.count("dead_letters") != 1 or "curated" not in roles:
         raise UsageError(f"a redrive needs one curated sink and one WriteDeadLetters step; {plan.name} has "
                          f"{roles.count('curated')} and {roles.count('dead_letters')}")  # fmt: skip
@@ -118,7 +119,7 @@ def _letters(dlq: str) -> tuple[list[str], pa.Table]:
 
 
 def _curated_files(output: str, plan: Plan) -> list[str]:
-    sink = next(n.step for n in plan.sinks if n.step.role == "curated")
+    sink = next(n.step for n in plan.sinks if n.step.role == "curated" and n.step.type == "WriteLake")
     paths = _files(join_path(output, sink.config["path"]), ".parquet")
     wanted = curated_schema(plan)
     for path in paths:
@@ -295,9 +296,17 @@ def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging,
     except RunError:
         publish.discard(staging)
         raise
-    cleanup = publish.publish(staging, cfg.output)
+    try:
+        tables = lakehouse.table_entries(plan, cfg.output, staging, meta["run_id"])
+        cleanup = publish.publish(staging, cfg.output, tables)
+    except OSError as e:  # NotPublished or PublishCutOff: each says what stands
+        if isinstance(e, publish.NotPublished):
+            publish.discard(staging)
+        raise RunError(str(e)) from e
     if cleanup is not None:
         cleanup.join()
+    if tables:
+        summary["lakehouse"] = commit.results(tables)
     out.write(rr.render(summary, cfg.output, history.count(b"\n")))
     out.flush()
     return summary

@@ -47,7 +47,7 @@ def check(path: str, mode: str, out=None) -> int:
         for n in plan.aggregates:
             out.write(f"  aggregate {n.step.name}: {', '.join(n.columns)}\n")
         for n in plan.sinks:
-            out.write(f"  sink {n.step.name} ({n.step.type}): {n.step.role}\n")
+            out.write(f"  sink {n.step.name} ({n.step.type}): {n.step.describe()}\n")
     return 0
 
 

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
+from transforms import faults
 from transforms.ingest.drift import drift_report
 from transforms.quality.counts import CountRows, MergeCounts
 from transforms.quality.profile import ProfileColumns
@@ -234,7 +235,7 @@ def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
     step = node.step
     if step.role == "curated":
         data = curated
-    elif step.role == "aggregates":
+    elif step.role in ("aggregates", "received"):  # an aggregate, or the source's records as they came in
         data = built[node.inputs[0][0]].main
     else:
         errors, all_dead, late = dead
@@ -257,6 +258,7 @@ class _WriteJsonFn(beam.DoFn):
     def process(self, obj: dict):
         with FileSystems.create(self._path, mime_type="application/json") as fh:
             fh.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
+        faults.at("write:" + self._path.rsplit("/", 1)[-1].removesuffix(".json"))
         yield self._path
 
 

@@ -7,8 +7,9 @@ its place in the file (``pipeline.transforms[3].config.window.size: ...``).
 
 The records flow as one chain (source -> parse -> validate -> ... -> the curated records);
 aggregates take the curated records; sinks take the curated records, an aggregate, or error
-outputs (dead letters). So every record read ends in exactly one place: curated, a dead
-letter, a counted duplicate, or (streaming) late.
+outputs (dead letters); a sink may also take the source's records as received (a bronze table).
+So every record read ends in exactly one place: curated, a dead letter, a counted duplicate, or
+(streaming) late.
 """
 
 from __future__ import annotations
@@ -383,4 +384,4 @@ def _sink_role(n: Node, ins: list, fail) -> None:
                 )
         return
     src = outputs[0][0]
-    n.step.role = "aggregates" if src.step.kind == "aggregate" else "curated"
+    n.step.role = {"aggregate": "aggregates", "source": "received"}.get(src.step.kind, "curated")

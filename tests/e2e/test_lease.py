@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from beam_pipelines import faults
 from tests.e2e.helpers import ROOT, _env, cli, datagen, file_bytes, one_line_error, report, run_module
+from transforms import faults
 
 ROWS = 150_000
 

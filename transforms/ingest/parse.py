@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from transforms import faults
 from transforms.ingest.flatjson import scan_flat
 from transforms.ingest.slots import (
     KIND_BOOL,
@@ -418,6 +419,7 @@ class _ParseFn(beam.DoFn):
         self._malformed = beam.metrics.Metrics.counter("parse", "malformed")
 
     def process(self, batch: pa.Table):
+        faults.at("parse")
         if batch.num_rows == 0:
             return
         if self._fmt == "parquet":

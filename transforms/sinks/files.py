@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms import faults
 from transforms.records import as_array
 
 __all__ = ["WriteKeyedTables", "join_path", "spill", "spill_parts", "unspill"]
@@ -198,6 +199,7 @@ class _WriteFn(beam.DoFn):
             table = table.combine_chunks()  # the same bytes whichever way the rows were chunked
         path = join_path(self._root, relpath)
         self._encode(table, path)
+        faults.at("write:" + self._root.rstrip("/").rsplit("/", 1)[-1])
         beam.metrics.Metrics.counter("write", "files").inc()
         yield {"path": path, "rows": table.num_rows}
 

@@ -66,6 +66,10 @@ class Context:
         source_format: The source's record format (set when the source is checked).
         live: Whether the source is a live stream (early firings make sense): a streaming source
             that does not stop at the end offsets it saw at start.
+        record_key: The Deduplicate step's key (set when it is checked): the column that is
+            unique in the curated records.
+        record_order: The Deduplicate step's ``(order_by, keep)``: which of a key's records wins.
+        tables: Table paths under --output that sinks have claimed so far (path -> step name).
     """
 
     mode: str
@@ -76,6 +80,9 @@ class Context:
     event_time: tuple[str, int, int] | None = None
     source_format: str | None = None
     live: bool = False
+    record_key: str | None = None
+    record_order: tuple | None = None
+    tables: dict = field(default_factory=dict)
 
 
 @dataclass

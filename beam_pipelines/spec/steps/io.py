@@ -49,9 +49,12 @@ class Source(Step):
 
 class Sink(Step):
     kind = "sink"
-    role = None  # curated | aggregates | dead_letters: set by the checker from what it takes
+    role = None  # curated | aggregates | received | dead_letters: set by the checker from what it takes
 
     def columns(self, inputs):
+        if self.role == "received":
+            raise self.error(None, "this sink takes curated records, an aggregate or dead letters, not the source's "
+                                   "records as received")  # fmt: skip
         if self.role != "dead_letters" and inputs[0] is None:
             raise self.error(None, "a sink takes records, aggregates or dead letters")
         return None
@@ -61,6 +64,10 @@ class Sink(Step):
         if sink is not None:
             inputs[0] | self.name >> sink
         return Outputs(None)
+
+    def describe(self) -> str:
+        """What the sink takes and writes, for ``spec check``."""
+        return self.role
 
     def written(self, columns) -> list[str]:
         """The record columns written: those not starting with '_' (record text, origin)."""

@@ -243,6 +243,8 @@ class DeduplicateStep(Step):
         self.need(cols, self.config["key"], "key")
         for i, c in enumerate(self.config.get("order_by", ())):
             self.need(cols, c, f"order_by.{i}")
+        self.ctx.record_key = self.config["key"]
+        self.ctx.record_order = (tuple(self.config.get("order_by", ())), self.config.get("keep", "first"))
         if self.ctx.mode == "streaming":
             if self.ctx.event_time is None:
                 raise self.error(None, "streaming deduplication needs an event time: add a WindowedAggregate")

@@ -1,0 +1,194 @@
+"""Committing a run's staged layer rows into its Delta tables, at publish time.
+
+The pipeline stages each layer's rows as parquet under ``<staging>/_lakehouse/<step>/`` (see
+``spec/steps/lakehouse.py``); nothing touches a table while the run may still fail its audit.
+Publishing then commits them, one Delta commit per table, from a journal entry (a plain dict,
+written into ``_publishing.json`` with the rest of the publish):
+
+    {"step", "layer", "table", "staged", "partition_by", "key", "newer",   # from the spec
+     "run_id", "files", "rows", "txn"}                                    # added by ``prepare``
+
+``prepare`` lists the staged files and plans the commit's application-transaction version (the
+table's last one + 1); ``complete`` commits unless the table already holds that version, so a
+publish cut off between two commits is completed by the next holder of the output without
+committing anything twice.
+
+- bronze: appended (records as received, with ``ingest_date`` and ``run_id`` added);
+- silver: MERGEd on the record key (``dt``, the event day, added);
+- gold: the windows this run computed replaced (``dt``, the window's day, added).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from deltalake.exceptions import DeltaError
+
+from beam_pipelines.lakehouse import tables
+from transforms.sinks.files import join_path
+
+__all__ = ["LAYERS", "complete", "prepare", "results"]
+
+LAYERS = ("bronze", "silver", "gold")
+INGEST_DATE = "ingest_date"
+DAY = "dt"
+WINDOW = "window_start"  # what identifies a window of an aggregate (WindowedAggregate's first column)
+
+
+def _files(root: str) -> list[str]:
+    try:
+        matched = FileSystems.match([join_path(root, "**")])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a missing prefix matches nothing on some filesystems
+        return []
+    return sorted(m.path[len(root.rstrip("/")) + 1 :] for m in matched if m.path.endswith(".parquet"))
+
+
+def _rows(path: str) -> int:
+    with FileSystems.open(path) as fh:
+        return pq.ParquetFile(fh).metadata.num_rows
+
+
+def _staged_schema(entry: dict, files: list[str]) -> pa.Schema:
+    with FileSystems.open(join_path(entry["staged"], files[0])) as fh:
+        return pq.ParquetFile(fh).schema_arrow
+
+
+def prepare(entries: list[dict], run_id: str) -> list[dict]:
+    """The journal entries of ``entries``: each with the staged files, their rows and the
+    commit's planned transaction version. Raises OSError, before anything is committed, when a
+    table cannot take its rows (another partitioning, a column of another type)."""
+    prepared = []
+    for entry in entries:
+        entry = {**entry, "run_id": run_id}
+        files = _files(entry["staged"])
+        try:
+            table = tables.open_table(entry["table"])
+            if table is not None and files:
+                _check_fits(entry, table, files)
+            txn = tables.txn_version(table) + 1
+        except (DeltaError, pa.ArrowException) as e:
+            raise OSError(f"table {entry['table']}: {_first_line(e)}") from e
+        rows = sum(_rows(join_path(entry["staged"], f)) for f in files)
+        prepared.append({**entry, "files": files, "rows": rows, "txn": txn})
+    return prepared
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    return pa.string() if t in (pa.large_string(), pa.string_view()) else t
+
+
+def _check_fits(entry: dict, table, files: list[str]) -> None:
+    partitions = table.metadata().partition_columns
+    if partitions != [partition_column(entry)]:
+        raise OSError(f"table {entry['table']} is partitioned by {', '.join(partitions) or 'nothing'}, not by "
+                      f"{partition_column(entry)}: is it another layer's table?")  # fmt: skip
+    rows = _with_layer_columns(_staged_schema(entry, files).empty_table(), entry)
+    held = pa.schema(table.schema().to_arrow())
+    for f in rows.schema:
+        if f.name in held.names and _plain(held.field(f.name).type) != _plain(f.type):
+            raise OSError(f"table {entry['table']} holds column {f.name} as {held.field(f.name).type}, this run's "
+                          f"rows have {f.type}: changing a column's type needs a migration of the table")  # fmt: skip
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def partition_column(entry: dict) -> str:
+    return INGEST_DATE if entry["layer"] == "bronze" else DAY
+
+
+def _with_layer_columns(batch, entry: dict):
+    """``batch`` (a record batch or table) with the columns its layer adds."""
+    if entry["layer"] == "bronze":
+        day = pc.cast(batch.column("ingest_time"), pa.date32())
+        run = pa.repeat(pa.scalar(entry["run_id"], pa.string()), batch.num_rows)
+        return type(batch).from_arrays([*batch.columns, day, run], [*batch.schema.names, INGEST_DATE, "run_id"])
+    day = pc.cast(batch.column(entry["partition_by"]), pa.date32())  # UTC: the columns are UTC timestamps
+    return type(batch).from_arrays([*batch.columns, day], [*batch.schema.names, DAY])
+
+
+def _reader(entry: dict) -> pa.RecordBatchReader:
+    """The staged rows with the layer's columns added, read a batch at a time."""
+    paths = [join_path(entry["staged"], f) for f in entry["files"]]
+    schema = _staged_schema(entry, entry["files"])
+    out_schema = _with_layer_columns(schema.empty_table(), entry).schema
+
+    def batches():
+        for path in paths:
+            with FileSystems.open(path) as fh:
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=65_536):
+                    yield _with_layer_columns(batch.cast(schema), entry)
+
+    return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+def _missing(entry: dict) -> list[str]:
+    there = set(_files(entry["staged"]))
+    return [f for f in entry["files"] if f not in there]
+
+
+def complete(entry: dict) -> bool:
+    """Commits ``entry`` unless its table already holds it (its transaction version); returns
+    whether it committed now. An entry without rows commits nothing. Raises OSError when the
+    commit fails (nothing of it is in the table then: a Delta commit is atomic)."""
+    try:
+        table = tables.open_table(entry["table"])
+        if tables.txn_version(table) >= entry["txn"] or not entry["files"]:
+            return False
+        lost = _missing(entry)
+        if lost:
+            raise OSError(f"the staged rows of table {entry['table']} are gone ({join_path(entry['staged'], lost[0])})")
+        _commit(entry, table)
+    except (DeltaError, pa.ArrowException) as e:
+        raise OSError(f"table {entry['table']}: {_first_line(e)}") from e
+    return True
+
+
+def _commit(entry: dict, table) -> None:
+    layer, run_id, txn = entry["layer"], entry["run_id"], entry["txn"]
+    if layer == "bronze":
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
+        tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
+    elif layer == "silver":
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
+        reader = _reader(entry)
+        if table is None:
+            tables.append(entry["table"], reader, [DAY], props)
+        else:
+            newer = tuple(entry["newer"]) if entry.get("newer") else None
+            tables.merge(table, reader, entry["key"], newer, props)
+    else:
+        data = _reader(entry).read_all()
+        windows = len(tables.windows_of(data, WINDOW))
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, windows=str(windows))
+        tables.replace_windows(entry["table"], data, WINDOW, DAY, props)
+
+
+def results(entries: list[dict]) -> list[dict]:
+    """What each table holds after the publish of ``entries``: its version and rows, and what
+    this run's commit did (from the table's log; ``commit`` None when the run changed nothing,
+    e.g. a MERGE of rows the table already held)."""
+    out = []
+    for entry in entries:
+        table = tables.open_table(entry["table"])
+        row = {"step": entry["step"], "layer": entry["layer"], "table": entry["table"], "staged_rows": entry["rows"]}
+        if table is None:
+            out.append({**row, "version": None, "rows": 0, "commit": None})
+            continue
+        mine = next((h for h in table.history(10) if h.get(tables.RUN_ID_KEY) == entry["run_id"]), None)
+        commit = None
+        if mine is not None:
+            m = mine.get("operationMetrics", {})
+            commit = {"version": mine["version"], "operation": mine["operation"]}
+            if mine["operation"] == "MERGE":
+                commit.update(source=m.get("num_source_rows", 0), inserted=m.get("num_target_rows_inserted", 0),
+                              updated=m.get("num_target_rows_updated", 0))  # fmt: skip
+            else:
+                commit.update(added=m.get("num_added_rows", 0), files_removed=m.get("num_removed_files", 0))
+            if f"{tables.APP_ID}.windows" in mine:
+                commit["windows"] = int(mine[f"{tables.APP_ID}.windows"])
+        out.append({**row, "version": table.version(), "rows": table.count(), "commit": commit})
+    return out

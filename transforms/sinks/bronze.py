@@ -1,0 +1,88 @@
+"""WriteReceived: a source's raw batches -> the records as received (the bronze layer's rows).
+
+Every record read becomes one row, whatever later happens to it (curated, deduplicated or a
+dead letter): its original text (a line of jsonl or csv, an avro record as JSON; a typed row of
+parquet or a database as a JSON object, fields in column order), where it came from (the file,
+table key or URL the source names) and when the run received it (the run's clock, one instant
+for the run).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import apache_beam as beam
+import pyarrow as pa
+
+from transforms.records import json_text
+from transforms.sinks.lake import WriteLake
+
+__all__ = ["RECEIVED_SCHEMA", "WriteReceived", "received_rows"]
+
+RECEIVED_SCHEMA = pa.schema(
+    [
+        pa.field("record", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("ingest_time", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def _text(raw: pa.Array | pa.ChunkedArray) -> pa.Array:
+    try:
+        return raw.cast(pa.string())  # checks the bytes are UTF-8
+    except pa.ArrowInvalid:  # as the dead letters keep such bytes: escaped, nothing lost
+        return pa.array([b.decode("utf-8", errors="backslashreplace") for b in raw.to_pylist()], pa.string())
+
+
+def received_rows(batch: pa.Table, ingest_time: datetime) -> pa.Table:
+    """The rows of ``RECEIVED_SCHEMA`` for one raw batch: text batches (``raw``, ``source``) or
+    typed ones (record columns and ``_source``)."""
+    if "_source" in batch.column_names:
+        source = batch.column("_source")
+        record = json_text(batch.drop_columns(["_source"]))
+    else:
+        source = batch.column("source")
+        record = _text(batch.column("raw"))
+    when = pa.repeat(pa.scalar(ingest_time, RECEIVED_SCHEMA.field("ingest_time").type), batch.num_rows)
+    return pa.Table.from_arrays([record, source.cast(pa.string()), when], schema=RECEIVED_SCHEMA)
+
+
+class _ReceivedFn(beam.DoFn):
+    def __init__(self, ingest_time: datetime):
+        self._ingest_time = ingest_time
+
+    def process(self, batch: pa.Table):
+        if batch.num_rows:
+            yield received_rows(batch, self._ingest_time)
+
+
+class WriteReceived(beam.PTransform):
+    """Writes the records as received of a source's raw batches as parquet under ``root``.
+
+    Args:
+        root: Output directory on any Beam filesystem.
+        ingest_time: When the run received the records (timezone-aware; the run's clock).
+        buckets: Files to spread the rows over (by a hash of the record text).
+        spill_dir: Scratch directory the rows go through instead of Beam's shuffle (see
+            ``WriteKeyedTables``).
+
+    Returns a PCollection of ``{"path", "rows"}`` dicts, one per file written.
+    """
+
+    def __init__(self, root: str, ingest_time: datetime, buckets: int = 1, spill_dir: str | None = None,
+                 label: str | None = None):  # fmt: skip
+        super().__init__(label)
+        if ingest_time.tzinfo is None:
+            raise ValueError("ingest_time must be timezone-aware (UTC)")
+        if buckets < 1:
+            raise ValueError("buckets must be >= 1")
+        self._root, self._ingest_time, self._buckets, self._spill_dir = root, ingest_time, buckets, spill_dir
+
+    def expand(self, raw):
+        rows = raw | "Received" >> beam.ParDo(_ReceivedFn(self._ingest_time)).with_input_types(
+            pa.Table
+        ).with_output_types(pa.Table)
+        bucket_key = "record" if self._buckets > 1 else None
+        return rows | "Files" >> WriteLake(self._root, buckets=self._buckets, bucket_key=bucket_key,
+                                           spill_dir=self._spill_dir)  # fmt: skip
