@@ -47,8 +47,13 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Two workers on two cores (up to four on bigger machines): many tests wait on a server or a subprocess.
+# Each worker starts its own servers on free ports; a test file stays on one worker (--dist loadfile).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; [ $$n -gt 4 ] && n=4; echo $$n)
+
 test: lint
-	$(BIN)/python -m pytest -q --durations=25
+	PYTHON=$(BIN)/python scripts/test_services.sh
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
