@@ -121,6 +121,17 @@ def _prism(options: PipelineOptions, check: bool) -> None:
     _default_environment(options)
 
 
+# Beam's portable runners read the job's state and message streams with --job_server_timeout as
+# their gRPC deadline (default 300 s): a job still running after it is reported failed with
+# DEADLINE_EXCEEDED, which ends every streaming job after five minutes.
+_JOB_STREAM_DEADLINE_S = 10 * 365 * 24 * 3600
+
+
+def _portable(options: PipelineOptions) -> None:
+    if not (_given(options, "job_server_timeout") or _given(options, "job-server-timeout")):
+        options.view_as(PortableOptions).job_server_timeout = _JOB_STREAM_DEADLINE_S
+
+
 def _check_flink_master(master: str) -> None:
     url = master if re.match(r"^https?://", master) else "http://" + master
     try:
@@ -295,16 +306,19 @@ def make_runner(options: PipelineOptions, check_artifacts: bool = True):
         return FnApiRunner()
     if name == "prism":
         _prism(options, check_artifacts)
+        _portable(options)
         from apache_beam.runners.portability.prism_runner import PrismRunner
 
         return PrismRunner()
     if name == "flink":
         _flink(options, check_artifacts)
+        _portable(options)
         from apache_beam.runners.portability.flink_runner import FlinkRunner
 
         return FlinkRunner()
     if name == "spark":
         _spark(options, check_artifacts)
+        _portable(options)
         from apache_beam.runners.portability.spark_runner import SparkRunner
 
         return SparkRunner()

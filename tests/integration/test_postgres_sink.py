@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -10,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from beam_pipelines.pipelines.events import AGGREGATE_KEYS, AGGREGATE_SCHEMA
-from transforms.sinks.postgres import UpsertPostgres
+from tests.services import free_port, start_postgres, stop_postgres
+from transforms.sinks.postgres import PostgresUnavailable, UpsertPostgres, _UpsertFn
 
 W0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 W1 = datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
@@ -55,14 +58,12 @@ def test_identifiers_are_checked_at_build():
         UpsertPostgres("postgresql://x", "agg", ("nope",), AGGREGATE_SCHEMA)
     with pytest.raises(ValueError, match="PostgreSQL type"):
         UpsertPostgres("postgresql://x", "agg", ("a",), pa.schema([("a", pa.list_(pa.int64()))]))
+    with pytest.raises(ValueError, match="retry_for_s"):
+        UpsertPostgres("postgresql://x", "agg", AGGREGATE_KEYS, AGGREGATE_SCHEMA, retry_for_s=0)
 
 
 def test_workers_creating_the_table_at_once_do_not_fail(pg_dsn):
-    import threading
-
-    from transforms.sinks.postgres import _UpsertFn
-
-    fns = [_UpsertFn(pg_dsn, "agg_race", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 1) for _ in range(6)]
+    fns = [_UpsertFn(pg_dsn, "agg_race", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0) for _ in range(6)]
     errors = []
 
     def set_up(fn):
@@ -81,3 +82,45 @@ def test_workers_creating_the_table_at_once_do_not_fail(pg_dsn):
         assert list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)]))) == [1]
         fn.teardown()
     assert table_rows(pg_dsn, "agg_race") == [(W0, "view", "US", 1, 1, 0.0)]
+
+
+@pytest.fixture
+def own_pg():
+    """A server of this test's own, to stop and start: (port, dsn)."""
+    port = free_port()
+    dsn = start_postgres(port, owner_pid=os.getpid())
+    yield port, dsn
+    stop_postgres(port)
+
+
+def test_an_upsert_rides_out_a_server_restart(own_pg):
+    port, dsn = own_pg
+    fn = _UpsertFn(dsn, "agg_restart", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 120.0)
+    fn.setup()
+    assert list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)]))) == [1]
+    stop_postgres(port, keep_data=True)
+    # Down for longer than the sink's old budget of a few tries (about 7 s): the budget is in time now.
+    restart = threading.Timer(12.0, start_postgres, args=(port, os.getpid()))
+    restart.start()
+    try:
+        assert list(fn.process(firing([(W0, "view", "US", 2, 2, 0.0), (W1, "click", "DE", 1, 1, 0.0)]))) == [2]
+    finally:
+        restart.join()
+        fn.teardown()
+    assert table_rows(dsn, "agg_restart") == [(W0, "view", "US", 2, 2, 0.0), (W1, "click", "DE", 1, 1, 0.0)]
+
+
+def test_an_outage_longer_than_the_budget_is_one_clear_error_without_the_password(own_pg):
+    port, dsn = own_pg
+    # Trust authentication ignores the password, so it can stand for a secret in the DSN.
+    secret_dsn = dsn.replace("bp@", "bp:canary-secret-7@")
+    fn = _UpsertFn(secret_dsn, "agg_outage", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 2.0)
+    fn.setup()
+    stop_postgres(port, keep_data=True)
+    try:
+        with pytest.raises(PostgresUnavailable, match=r"upsert into agg_outage: PostgreSQL not reachable for 2s") as e:
+            list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)])))
+        assert "canary-secret-7" not in str(e.value)
+    finally:
+        fn.teardown()
+        start_postgres(port, owner_pid=os.getpid())

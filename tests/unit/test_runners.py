@@ -73,6 +73,17 @@ def test_prism_defaults_use_the_cache_never_a_download(empty_cache):
     assert type(runner).__name__ == "PrismRunner"
 
 
+@pytest.mark.parametrize("runner", ["prism", "flink", "spark"])
+def test_portable_runners_never_report_a_long_job_failed_at_the_job_service_deadline(runner):
+    # Beam's default (300 s) is the deadline of the job's state stream: longer jobs were reported failed.
+    opts = PipelineOptions([f"--runner={runner}", "--streaming"])
+    make_runner(opts, check_artifacts=False)
+    assert opts.view_as(PortableOptions).job_server_timeout >= 365 * 24 * 3600
+    given = PipelineOptions([f"--runner={runner}", "--job_server_timeout=42"])
+    make_runner(given, check_artifacts=False)
+    assert given.view_as(PortableOptions).job_server_timeout == 42
+
+
 def test_flink_defaults(empty_cache):
     opts = PipelineOptions(["--runner=flink"])
     with pytest.raises(RunnerUnavailable, match="beam-runners-flink-1.20-job-server"):

@@ -13,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.conftest import rows
 from transforms.dedup_stream import DeduplicateStream
 from transforms.sinks.files import write_parquet
+from transforms.sinks.postgres import RetryBudget
 from transforms.sinks.stream_files import WriteTableFiles, content_name
 
 UTC = timezone.utc
@@ -89,3 +90,18 @@ def test_stream_files_config_errors(tmp_path):
         WriteTableFiles(str(tmp_path), write_parquet, ".parquet", id_column="event_id", window_seconds=7 * 3600)
     with pytest.raises(ValueError, match="required"):
         WriteTableFiles(str(tmp_path), write_parquet, ".parquet", id_column="")
+
+
+def test_the_retry_budget_doubles_its_waits_up_to_a_cap_and_stops_at_the_deadline():
+    now, waits = [0.0], []
+
+    def sleep(s):
+        waits.append(s)
+        now[0] += s
+
+    retry = RetryBudget(30.0, first_wait_s=0.5, max_wait_s=8.0, clock=lambda: now[0], sleep=sleep)
+    while retry.wait():
+        now[0] += 1.0  # each try itself takes a second
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 0.5]  # the last wait ends at the deadline
+    assert retry.tries == len(waits) + 1
+    assert sum(waits) + len(waits) == 31.0

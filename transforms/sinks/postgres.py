@@ -14,7 +14,7 @@ import time
 import apache_beam as beam
 import pyarrow as pa
 
-__all__ = ["UpsertPostgres", "connect", "pg_type"]
+__all__ = ["PostgresUnavailable", "RetryBudget", "UpsertPostgres", "connect", "pg_type"]
 
 _LOG = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -43,33 +43,72 @@ def _check_ident(name: str, what: str) -> str:
     return name
 
 
-def connect(dsn: str, attempts: int = 5, first_wait_s: float = 0.5, sleep=time.sleep):
-    """A psycopg connection, retried with exponential backoff; the last error is raised."""
+class RetryBudget:
+    """Waits between tries, doubling from ``first_wait_s`` up to ``max_wait_s``, until ``budget_s`` has passed.
+
+    A budget in time rather than in tries: a server restart takes as long as it takes, whatever the
+    number of tries that fit in it.
+    """
+
+    def __init__(
+        self,
+        budget_s: float,
+        first_wait_s: float = 0.5,
+        max_wait_s: float = 10.0,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    ):
+        self.budget_s, self._wait, self._max_wait = budget_s, first_wait_s, max_wait_s
+        self._clock, self._sleep = clock, sleep
+        self._deadline = clock() + budget_s
+        self.tries = 1
+
+    def wait(self) -> bool:
+        """Sleeps before the next try; False (without sleeping) when the budget has no room for one."""
+        left = self._deadline - self._clock()
+        if left <= 0:
+            return False
+        self._sleep(min(self._wait, left))
+        self._wait = min(self._wait * 2, self._max_wait)
+        self.tries += 1
+        return True
+
+
+class PostgresUnavailable(ConnectionError):
+    """PostgreSQL stayed unreachable for the whole retry budget."""
+
+
+def connect(dsn: str, retry: RetryBudget | None = None):
+    """A psycopg connection, retried with backoff within ``retry`` (default 60 s)."""
     import psycopg
 
-    wait = first_wait_s
-    for attempt in range(1, attempts + 1):
+    retry = retry or RetryBudget(60.0)
+    while True:
         try:
             return psycopg.connect(dsn, connect_timeout=10, autocommit=False)
         except psycopg.OperationalError as e:
-            if attempt == attempts:
-                raise
-            _LOG.warning("PostgreSQL not reachable (attempt %d/%d): %s", attempt, attempts, e)
-            sleep(wait)
-            wait *= 2
-    raise AssertionError("unreachable")
+            _LOG.warning("PostgreSQL not reachable (try %d): %s", retry.tries, e)
+            if not retry.wait():
+                raise PostgresUnavailable(
+                    f"PostgreSQL not reachable for {retry.budget_s:.0f}s ({retry.tries} tries): {_first_line(e)}"
+                ) from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class _UpsertFn(beam.DoFn):
-    def __init__(self, dsn: str, table: str, keys: tuple[str, ...], schema: pa.Schema, attempts: int):
-        self._dsn, self._table, self._keys, self._schema, self._attempts = dsn, table, keys, schema, attempts
+    def __init__(self, dsn: str, table: str, keys: tuple[str, ...], schema: pa.Schema, retry_for_s: float):
+        self._dsn, self._table, self._keys, self._schema, self._retry_for_s = dsn, table, keys, schema, retry_for_s
         self._conn = None
 
     def setup(self):
         self._rows = beam.metrics.Metrics.counter("postgres", "rows_upserted")
         import psycopg
 
-        self._conn = connect(self._dsn)
+        self._conn = connect(self._dsn, RetryBudget(self._retry_for_s))
         self._sql = self._statements()
         try:
             with self._conn.cursor() as cur:
@@ -108,19 +147,26 @@ class _UpsertFn(beam.DoFn):
 
         rows = table.select(self._schema.names).to_pylist()
         params = [tuple(_key_value(r[c]) if c in self._keys else r[c] for c in self._schema.names) for r in rows]
-        for attempt in range(1, self._attempts + 1):
+        retry = RetryBudget(self._retry_for_s)
+        while True:
             try:
+                if self._conn is None:
+                    self._conn = psycopg.connect(self._dsn, connect_timeout=10, autocommit=False)
                 with self._conn.cursor() as cur:
                     cur.executemany(self._sql["upsert"], params)
                 self._conn.commit()
                 break
-            except psycopg.OperationalError:
-                if attempt == self._attempts:
-                    raise
-                _LOG.warning("upsert into %s failed (attempt %d); reconnecting", self._table, attempt)
+            except psycopg.OperationalError as e:
+                # The transaction is lost with the connection; the whole element is upserted again.
                 self._close()
-                time.sleep(0.5 * 2**attempt)
-                self._conn = connect(self._dsn)
+                _LOG.warning(
+                    "upsert into %s failed (try %d): %s; reconnecting", self._table, retry.tries, _first_line(e)
+                )
+                if not retry.wait():
+                    raise PostgresUnavailable(
+                        f"upsert into {self._table}: PostgreSQL not reachable for {self._retry_for_s:.0f}s "
+                        f"({retry.tries} tries): {_first_line(e)}"
+                    ) from e
         self._rows.inc(len(rows))
         yield len(rows)
 
@@ -147,8 +193,9 @@ class UpsertPostgres(beam.PTransform):
         keys: Natural key columns (the primary key). A null key value is stored as ''
             because a primary key cannot be null; ``''`` therefore means "no value".
         schema: Arrow schema of the rows written (columns in this order).
-        attempts: Tries per element on a lost connection, with backoff, before the bundle fails
-            (the runner then retries it; upserts make that safe).
+        retry_for_s: How long an element is retried on a lost connection (a restart, a failover),
+            with backoff doubling up to 10 s, before the bundle fails with ``PostgresUnavailable``
+            (the runner may then retry it; upserts make that safe).
 
     Returns a PCollection of row counts, one per element written.
     """
@@ -159,7 +206,7 @@ class UpsertPostgres(beam.PTransform):
         table: str,
         keys: tuple[str, ...],
         schema: pa.Schema,
-        attempts: int = 4,
+        retry_for_s: float = 300.0,
         label: str | None = None,
     ):
         super().__init__(label)
@@ -172,9 +219,9 @@ class UpsertPostgres(beam.PTransform):
         missing = [k for k in keys if k not in schema.names]
         if not keys or missing:
             raise ValueError(f"keys must be columns of the schema (missing: {missing})")
-        if attempts < 1:
-            raise ValueError("attempts must be >= 1")
-        self._args = (dsn, table, tuple(keys), schema, attempts)
+        if not retry_for_s > 0:
+            raise ValueError(f"retry_for_s must be > 0, got {retry_for_s}")
+        self._args = (dsn, table, tuple(keys), schema, float(retry_for_s))
 
     def expand(self, tables):
         return tables | "Upsert" >> beam.ParDo(_UpsertFn(*self._args)).with_input_types(pa.Table).with_output_types(int)
