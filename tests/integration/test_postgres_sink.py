@@ -58,6 +58,8 @@ def test_identifiers_are_checked_at_build():
         UpsertPostgres("postgresql://x", "agg", ("nope",), AGGREGATE_SCHEMA)
     with pytest.raises(ValueError, match="PostgreSQL type"):
         UpsertPostgres("postgresql://x", "agg", ("a",), pa.schema([("a", pa.list_(pa.int64()))]))
+    with pytest.raises(ValueError, match="'_pane' is the sink's own"):
+        UpsertPostgres("postgresql://x", "agg", ("_pane",), pa.schema([("_pane", pa.int64())]))
     with pytest.raises(ValueError, match="retry_for_s"):
         UpsertPostgres("postgresql://x", "agg", AGGREGATE_KEYS, AGGREGATE_SCHEMA, retry_for_s=0)
 
@@ -124,3 +126,45 @@ def test_an_outage_longer_than_the_budget_is_one_clear_error_without_the_passwor
     finally:
         fn.teardown()
         start_postgres(port, owner_pid=os.getpid())
+
+
+def test_an_older_firing_delivered_after_a_newer_one_does_not_replace_it(pg_dsn):
+    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+    def pane(index):
+        return PaneInfo(index == 0, False, PaneInfoTiming.EARLY, index, -1)
+
+    fn = _UpsertFn(pg_dsn, "agg_panes", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0)
+    fn.setup()
+    try:
+        newer = firing([(W0, "view", "US", 5, 4, 2.5), (W0, "click", "US", 1, 1, 0.0)])
+        older = firing([(W0, "view", "US", 3, 3, 1.5), (W0, "click", "DE", 2, 2, 0.0)])
+        assert list(fn.process(newer, pane_info=pane(2))) == [2]
+        assert list(fn.process(older, pane_info=pane(1))) == [2]  # a retried bundle of the earlier firing
+        assert list(fn.process(newer, pane_info=pane(2))) == [2]  # the same firing again changes nothing
+    finally:
+        fn.teardown()
+    assert table_rows(pg_dsn, "agg_panes") == [
+        (W0, "click", "DE", 2, 2, 0.0),  # a key only the older firing has is still written
+        (W0, "click", "US", 1, 1, 0.0),
+        (W0, "view", "US", 5, 4, 2.5),
+    ]
+    with psycopg.connect(pg_dsn) as conn:
+        panes = conn.execute("SELECT event_type, country, _pane FROM agg_panes ORDER BY 1, 2").fetchall()
+    assert panes == [("click", "DE", 1), ("click", "US", 2), ("view", "US", 2)]
+
+
+def test_a_table_made_before_the_pane_column_gets_it(pg_dsn):
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute(
+            "CREATE TABLE agg_old (window_start timestamptz, window_end timestamptz, event_type text, country text, "
+            "events bigint, users bigint, amount_sum double precision, PRIMARY KEY (window_start, event_type, country))"
+        )
+        conn.execute("INSERT INTO agg_old VALUES (%s, %s, 'view', 'US', 1, 1, 0.0)", (W0, W1))
+    fn = _UpsertFn(pg_dsn, "agg_old", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0)
+    fn.setup()
+    try:
+        assert list(fn.process(firing([(W0, "view", "US", 2, 2, 0.0)]), pane_info=None)) == [1]
+    finally:
+        fn.teardown()
+    assert table_rows(pg_dsn, "agg_old") == [(W0, "view", "US", 2, 2, 0.0)]

@@ -9,7 +9,7 @@ import pytest
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange, bundle_seconds
+from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange, _TopicWatermarks, bundle_seconds
 from transforms.ingest.kafka_time import (
     NO_TIME,
     batch_timestamp_us,
@@ -169,8 +169,8 @@ def test_a_batch_stamp_never_passes_an_on_time_window_end():
 
 def test_partition_restrictions_checkpoint_with_their_watermark_but_refuse_runner_splits():
     provider = _OffsetsProvider()
-    assert provider.initial_restriction((0, 5, 9)) == _PartitionRange(5, 9, NO_TIME)
-    unbounded = provider.initial_restriction((1, 5, -1))
+    assert provider.initial_restriction((0, 5, 9, 2)) == _PartitionRange(5, 9, NO_TIME)
+    unbounded = provider.initial_restriction((1, 5, -1, 2))
     assert not provider.create_tracker(unbounded).is_bounded()
     tracker = provider.create_tracker(_PartitionRange(5, 9, us("2024-03-01T09:00:00")))
     assert tracker.is_bounded()
@@ -221,3 +221,16 @@ def test_bundles_get_longer_only_over_a_backlog():
     assert bundle_seconds(9_999, s) == 1.0
     assert bundle_seconds(10_000, s) == 4.0  # behind: fewer, larger bundles
     assert bundle_seconds(10_000, {**s, "max_batch_seconds": 5.0}) == 5.0  # never shorter than the normal budget
+
+
+def test_every_partition_reports_the_lowest_watermark_of_the_topic():
+    # A partition read ahead must not move the downstream watermark past windows another
+    # partition is still filling (Prism takes a stage's watermark from its last bundle).
+    floor = _TopicWatermarks.floor
+    assert floor("read-a", 1, 2, 3_000) == NO_TIME  # partition 0 has no watermark yet
+    assert floor("read-a", 0, 2, 1_000) == 1_000
+    assert floor("read-a", 1, 2, 9_000) == 1_000  # partition 1 is ahead: the floor stays
+    assert floor("read-a", 0, 2, NO_TIME) == 1_000  # a batch without event times moves nothing
+    assert floor("read-a", 0, 2, 500) == 1_000  # a partition's watermark never goes back
+    assert floor("read-a", 0, 2, 4_000) == 4_000
+    assert floor("read-b", 0, 1, 7) == 7  # another read of the topic has a floor of its own

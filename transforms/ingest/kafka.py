@@ -56,7 +56,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -179,7 +181,36 @@ class _ListPartitionsFn(beam.DoFn):
             start = s["start_offsets"].get(p, low)
             # The end is the snapshot taken now: messages produced later are not read.
             stop = max(start, high) if s["stop_at_end"] else -1
-            yield p, start, stop
+            yield p, start, stop, len(partitions)
+
+
+class _TopicWatermarks:
+    """The watermark each partition of a topic has reached in this process; the reported
+    watermark of every partition is their minimum.
+
+    Prism takes a splittable DoFn stage's output watermark from the residuals of the bundle that
+    finished last, not the minimum over every partition still being read: a partition read ahead
+    moved the downstream watermark past windows that another partition was still filling, and
+    their records were dropped as late after the aggregation's GroupByKey. Reporting the minimum
+    over all partitions is correct on every runner (no partition's watermark is overstated);
+    runners that combine restrictions' watermarks themselves lose nothing by it. Shared within a
+    process (Prism's LOOPBACK worker reads every partition in the launcher's process).
+    """
+
+    _lock = threading.Lock()
+    _topics: dict[str, dict[int, int]] = {}
+
+    @classmethod
+    def floor(cls, key: str, partition: int, count: int, watermark_us: int) -> int:
+        """Records ``partition``'s watermark; the minimum over the topic's ``count`` partitions
+        (:data:`NO_TIME` while any of them has none)."""
+        with cls._lock:
+            marks = cls._topics.setdefault(key, {})
+            if watermark_us != NO_TIME and watermark_us > marks.get(partition, NO_TIME):
+                marks[partition] = watermark_us
+            if any(p not in marks for p in range(count)):
+                return int(NO_TIME)
+            return min(marks[p] for p in range(count))
 
 
 class _PartitionRange(OffsetRange):
@@ -237,7 +268,7 @@ class _PartitionTracker(OffsetRestrictionTracker):
 
 class _OffsetsProvider(RestrictionProvider):
     def initial_restriction(self, element):
-        _, start, stop = element
+        _, start, stop, _ = element
         return _PartitionRange(start, stop if stop >= 0 else _UNBOUNDED)
 
     def create_tracker(self, restriction):
@@ -275,6 +306,7 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumers: dict[int, Consumer] = {}
         self._at: dict[int, int] = {}  # partition -> next offset its consumer returns
         self._clock = self._s["clock"]
+        self._key = self._s["read_id"]
         self._read = beam.metrics.Metrics.counter("kafka", "read")
         self._late = beam.metrics.Metrics.counter("kafka", "late")
         self._retries = beam.metrics.Metrics.counter("kafka", "retriable_errors")
@@ -302,14 +334,13 @@ class _ReadPartitionFn(beam.DoFn):
         return consumer
 
     def _process(self, element, tracker, watermark):
-        partition = element[0]
+        partition, count = element[0], element[3]
         span = tracker.current_restriction()
         if span.start >= span.stop:
             return
-        # The estimator reports the watermark; the restriction carries it across checkpoints.
-        current = watermark.current_watermark()
-        if span.watermark_us != NO_TIME and (current is None or current.micros < span.watermark_us):
-            watermark.set_watermark(Timestamp(micros=span.watermark_us))
+        # The estimator reports the watermark (the floor over every partition); the restriction
+        # carries the partition's own across checkpoints.
+        self._report(watermark, partition, count, span.watermark_us)
         consumer = self._consumer(partition, span.start)
         # Tables of up to max_batch_records until the partition is idle, the range ends, or
         # max_batch_seconds have passed: then the bundle ends and its output is committed.
@@ -321,17 +352,26 @@ class _ReadPartitionFn(beam.DoFn):
                 consumer, tracker, partition, span, next_offset, deadline
             )
             if values:
-                yield from self._emit(partition, values, offsets, ts, batch_start, watermark)
+                yield from self._emit(partition, values, offsets, ts, batch_start)
                 batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
+                self._report(watermark, partition, count, batch_start)
                 deadline = started + bundle_seconds(self._backlog(consumer, partition, span, next_offset), self._s)
             if ended or idle or self._clock() >= deadline:
                 break
+        # Other partitions may have moved the floor while this one was idle.
+        self._report(watermark, partition, count, batch_start)
         if not ended:
             if in_step:
                 self._at[partition] = next_offset
             # Checkpoint (the portable SDK's ProcessContinuation.resume()): the rest of the range
             # is processed in a later bundle, after this one's output is committed with the watermark.
             tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS) if idle else None)
+
+    def _report(self, watermark, partition: int, count: int, own_us: int) -> None:
+        floor = _TopicWatermarks.floor(self._key, partition, count, own_us)
+        current = watermark.current_watermark()
+        if floor != NO_TIME and (current is None or current.micros < floor):
+            watermark.set_watermark(Timestamp(micros=floor))
 
     def _backlog(self, consumer: Consumer, partition: int, span, next_offset: int) -> int:
         """Messages known to wait after ``next_offset`` (from the last fetch; no broker call)."""
@@ -409,10 +449,10 @@ class _ReadPartitionFn(beam.DoFn):
             return True
         return False
 
-    def _emit(self, partition: int, values: list[bytes], offsets: list[int], ts: np.ndarray, start: int, watermark):
+    def _emit(self, partition: int, values: list[bytes], offsets: list[int], ts: np.ndarray, start: int):
         s = self._s
         self._read.inc(len(values))
-        before, after = watermarks_before(ts, start)
+        before, _ = watermarks_before(ts, start)
         late = late_mask(ts, before, s["window_seconds"], s["lateness_seconds"])
         stamp_us = batch_timestamp_us(start, ts, late)
         stamp = MIN_TIMESTAMP if stamp_us == NO_TIME else Timestamp(micros=stamp_us)
@@ -431,8 +471,6 @@ class _ReadPartitionFn(beam.DoFn):
             idx = np.flatnonzero(late)
             letters = _late_letters([values[i] for i in idx], sources.take(idx), ts[idx], before[idx], s)
             yield beam.pvalue.TaggedOutput(LATE, TimestampedValue(letters, stamp))
-        if after != NO_TIME and after != start:
-            watermark.set_watermark(Timestamp(micros=after))
 
 
 class _ReadUnboundedPartitionFn(_ReadPartitionFn):
@@ -528,6 +566,8 @@ class ReadKafka(beam.PTransform):
             "field": event_time_field,
             "timeout": float(connect_timeout_seconds),
             "clock": clock or time.monotonic,
+            # One read of the topic: its partitions share a watermark floor (see _TopicWatermarks).
+            "read_id": uuid.uuid4().hex,
         }
 
     def expand(self, pbegin):
@@ -538,9 +578,9 @@ class ReadKafka(beam.PTransform):
             | "ListPartitions"
             >> beam.ParDo(_ListPartitionsFn(self._spec))
             .with_input_types(bytes)
-            .with_output_types(beam.typehints.Tuple[int, int, int])
+            .with_output_types(beam.typehints.Tuple[int, int, int, int])
         )
         out = partitions | "ReadPartitions" >> beam.ParDo(read(self._spec)).with_outputs(
             LATE, main="records"
-        ).with_input_types(beam.typehints.Tuple[int, int, int])
+        ).with_input_types(beam.typehints.Tuple[int, int, int, int])
         return {"records": typed(out.records), "late": typed(out.late)}

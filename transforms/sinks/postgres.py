@@ -3,6 +3,10 @@
 Each element replaces the rows with its keys (``INSERT ... ON CONFLICT (keys) DO UPDATE``), so a
 window firing that carries the window's complete value so far leaves the latest total, and
 writing the same element twice changes nothing. The target table is created when missing.
+
+Firings can arrive out of order (parallel bundles; a bundle retried through an outage), so each
+row also stores the firing it came from (the pane index, column ``_pane``) and is replaced only
+by the same or a later firing: the table ends with the newest total whatever the order.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import time
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.utils.windowed_value import PaneInfo
 
-__all__ = ["PostgresUnavailable", "RetryBudget", "UpsertPostgres", "connect", "pg_type"]
+__all__ = ["PANE_COLUMN", "PostgresUnavailable", "RetryBudget", "UpsertPostgres", "connect", "pg_type"]
 
 _LOG = logging.getLogger(__name__)
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -99,6 +104,12 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+# The firing each row came from (its pane index): parallel bundles, or a bundle retried through an
+# outage, can deliver an older firing after a newer one; a row is replaced only by its own or a
+# later firing, so the newest total stays.
+PANE_COLUMN = "_pane"
+
+
 class _UpsertFn(beam.DoFn):
     def __init__(self, dsn: str, table: str, keys: tuple[str, ...], schema: pa.Schema, retry_for_s: float):
         self._dsn, self._table, self._keys, self._schema, self._retry_for_s = dsn, table, keys, schema, retry_for_s
@@ -106,54 +117,77 @@ class _UpsertFn(beam.DoFn):
 
     def setup(self):
         self._rows = beam.metrics.Metrics.counter("postgres", "rows_upserted")
+        self._stale = beam.metrics.Metrics.counter("postgres", "rows_older_firing_skipped")
+        self._sql = self._statements()
+        self._ready = False
+        # Connected here so a wrong DSN fails at start; an outage is ridden out in process().
+        self._conn = connect(self._dsn, RetryBudget(self._retry_for_s))
+
+    def _prepare(self):
         import psycopg
 
-        self._conn = connect(self._dsn, RetryBudget(self._retry_for_s))
-        self._sql = self._statements()
         try:
             with self._conn.cursor() as cur:
                 cur.execute(self._sql["create"])
+                cur.execute(self._sql["pane"])
             self._conn.commit()
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-            # Workers set up at once race on CREATE TABLE IF NOT EXISTS; one of them made it.
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn):
+            # Workers set up at once race on CREATE TABLE / ADD COLUMN IF NOT EXISTS; one of them made it.
             self._conn.rollback()
+        self._ready = True
 
     def _statements(self) -> dict:
         from psycopg import sql
 
         cols = self._schema.names
         ident = sql.Identifier
-        create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-            ident(self._table),
+        table, pane = ident(self._table), ident(PANE_COLUMN)
+        create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, {} bigint, PRIMARY KEY ({}))").format(
+            table,
             sql.SQL(", ").join(sql.SQL("{} {}").format(ident(f.name), sql.SQL(pg_type(f.type))) for f in self._schema),
+            pane,
             sql.SQL(", ").join(map(ident, self._keys)),
         )
-        others = [c for c in cols if c not in self._keys]
+        # Tables made before the pane column existed get it (null: any firing replaces the row).
+        add_pane = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} bigint").format(table, pane)
+        others = [c for c in cols if c not in self._keys] + [PANE_COLUMN]
         # A null group key is stored as '' (see _key_value): with NULL in a unique key every
         # firing would insert a new row instead of replacing the old one.
-        upsert = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
-            ident(self._table),
-            sql.SQL(", ").join(map(ident, cols)),
-            sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+        upsert = sql.SQL(
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {} WHERE {}.{} IS NULL OR {}.{} <= EXCLUDED.{}"
+        ).format(
+            table,
+            sql.SQL(", ").join(map(ident, [*cols, PANE_COLUMN])),
+            sql.SQL(", ").join(sql.Placeholder() * (len(cols) + 1)),
             sql.SQL(", ").join(map(ident, self._keys)),
             sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in others),
+            table,
+            pane,
+            table,
+            pane,
+            pane,
         )
-        return {"create": create, "upsert": upsert}
+        return {"create": create, "pane": add_pane, "upsert": upsert}
 
-    def process(self, table: pa.Table):
+    def process(self, table: pa.Table, pane_info=beam.DoFn.PaneInfoParam):
         if table.num_rows == 0:
             return
         import psycopg
 
+        # Outside a runner (called directly) there is no pane: firing 0.
+        index = pane_info.index if isinstance(pane_info, PaneInfo) else 0
         rows = table.select(self._schema.names).to_pylist()
-        params = [tuple(_key_value(r[c]) if c in self._keys else r[c] for c in self._schema.names) for r in rows]
+        params = [(*(_key_value(r[c]) if c in self._keys else r[c] for c in self._schema.names), index) for r in rows]
         retry = RetryBudget(self._retry_for_s)
         while True:
             try:
                 if self._conn is None:
                     self._conn = psycopg.connect(self._dsn, connect_timeout=10, autocommit=False)
+                if not self._ready:
+                    self._prepare()
                 with self._conn.cursor() as cur:
-                    cur.executemany(self._sql["upsert"], params)
+                    cur.executemany(self._sql["upsert"], params, returning=False)
+                    written = cur.rowcount
                 self._conn.commit()
                 break
             except psycopg.OperationalError as e:
@@ -168,6 +202,8 @@ class _UpsertFn(beam.DoFn):
                         f"({retry.tries} tries): {_first_line(e)}"
                     ) from e
         self._rows.inc(len(rows))
+        if 0 <= written < len(rows):
+            self._stale.inc(len(rows) - written)
         yield len(rows)
 
     def _close(self):
@@ -215,6 +251,8 @@ class UpsertPostgres(beam.PTransform):
         _check_ident(table, "table")
         for name in schema.names:
             _check_ident(name, "column")
+            if name == PANE_COLUMN:
+                raise ValueError(f"column {PANE_COLUMN!r} is the sink's own (the firing each row came from)")
             pg_type(schema.field(name).type)
         missing = [k for k in keys if k not in schema.names]
         if not keys or missing:
