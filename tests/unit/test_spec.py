@@ -184,3 +184,16 @@ def test_spec_cli_schema_check_and_types(tmp_path, capsys):
     assert err.startswith(f"error: {bad}:") and "did you mean 'Deduplicate'?" in err
     assert spec_main(["types"]) == 0
     assert "WindowedAggregate (aggregate; batch/streaming)" in capsys.readouterr().out
+
+
+def test_the_postgres_sinks_retry_budget_is_set_in_the_spec(tmp_path):
+    keys = "keys: [window_start, event_type, country]}"
+    kw = dict(streaming=True, kafka_bootstrap="k:9092", kafka_topic="t", pg_dsn="postgresql://x")
+    plan = compile_text(edited(keys, keys[:-1] + ", retry_for_seconds: 45}"), tmp_path, **kw)
+    (sink,) = [n.step for n in plan.sinks if n.step.type == "UpsertPostgres"]
+    assert sink.make(str(tmp_path))._args[-1] == 45.0
+    default = compile_text(TEXT, tmp_path, **kw)
+    (sink,) = [n.step for n in default.sinks if n.step.type == "UpsertPostgres"]
+    assert sink.make(str(tmp_path))._args[-1] == 300.0
+    error = error_of(edited(keys, keys[:-1] + ", retry_for_seconds: 0}"), tmp_path, **kw)
+    assert "retry_for_seconds" in str(error)

@@ -83,6 +83,12 @@ class PostgresUnavailable(ConnectionError):
     """PostgreSQL stayed unreachable for the whole retry budget."""
 
 
+def _open(dsn: str):
+    import psycopg
+
+    return psycopg.connect(dsn, connect_timeout=10, autocommit=False)
+
+
 def connect(dsn: str, retry: RetryBudget | None = None):
     """A psycopg connection, retried with backoff within ``retry`` (default 60 s)."""
     import psycopg
@@ -90,7 +96,7 @@ def connect(dsn: str, retry: RetryBudget | None = None):
     retry = retry or RetryBudget(60.0)
     while True:
         try:
-            return psycopg.connect(dsn, connect_timeout=10, autocommit=False)
+            return _open(dsn)
         except psycopg.OperationalError as e:
             _LOG.warning("PostgreSQL not reachable (try %d): %s", retry.tries, e)
             if not retry.wait():
@@ -182,7 +188,7 @@ class _UpsertFn(beam.DoFn):
         while True:
             try:
                 if self._conn is None:
-                    self._conn = psycopg.connect(self._dsn, connect_timeout=10, autocommit=False)
+                    self._conn = _open(self._dsn)
                 if not self._ready:
                     self._prepare()
                 with self._conn.cursor() as cur:

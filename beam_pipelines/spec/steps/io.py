@@ -268,6 +268,12 @@ class UpsertPostgres(Sink):
             "dsn": {"type": "string", "description": "postgresql://user@host:port/db (e.g. ${pg_dsn})."},
             "table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,62}$", "description": "A plain SQL name."},
             "keys": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            "retry_for_seconds": {
+                "type": "number",
+                "minimum": 1,
+                "description": "How long a write is retried while PostgreSQL is unreachable (a restart, a failover)"
+                " before the job fails. Default: 300.",
+            },
         },
         "required": ["dsn", "table", "keys"],
     }
@@ -286,7 +292,9 @@ class UpsertPostgres(Sink):
         from transforms.sinks.postgres import UpsertPostgres as Upsert
 
         c = self.config
-        return Upsert(c["dsn"], c["table"], tuple(c["keys"]), self._schema)
+        return Upsert(
+            c["dsn"], c["table"], tuple(c["keys"]), self._schema, retry_for_s=c.get("retry_for_seconds", 300.0)
+        )
 
 
 @register
