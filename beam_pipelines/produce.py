@@ -24,10 +24,12 @@ import time
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from transforms.ingest.log_repeats import quiet_repeats
+
 __all__ = ["ProduceError", "main", "message_key", "parse_rate", "produce_files"]
 
 # librdkafka reports connection trouble through this logger, not on stderr: the one-line error says it.
-_log = logging.getLogger(__name__)
+_log = quiet_repeats(logging.getLogger(__name__))
 _log.addHandler(logging.NullHandler())
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/s)?\s*$")
 

@@ -100,10 +100,17 @@ def split_late(parts: dict[int, list[bytes]]) -> tuple[list[bytes], list[bytes]]
 
 def produce(bootstrap: str, topic: str, parts: dict[int, list[bytes]]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    failed = []
+
+    def delivered(error, message):
+        if error is not None:
+            failed.append(f"partition {message.partition()}: {error}")
+
     for p, messages in parts.items():
         for m in messages:
-            producer.produce(topic, value=m, partition=p)
+            producer.produce(topic, value=m, partition=p, on_delivery=delivered)
     assert producer.flush(30) == 0
+    assert not failed, failed[:5]  # a refused message would otherwise count as sent
 
 
 def stream_args(bootstrap, topic, dsn, table, out) -> list[str]:
@@ -196,12 +203,13 @@ def test_kill_9_mid_stream_then_restart_counts_every_event_once(
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # Unbounded: the job would run forever; it is killed once aggregates have reached PostgreSQL.
+    err = tmp_path / "job.err"  # a file: a pipe nobody drains would block the job once full
     job = subprocess.Popen(
         [sys.executable, "-m", "beam_pipelines.main", *stream_args(kafka_bootstrap, topic, pg_dsn, "agg_crash", out)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=err.open("wb"),
         start_new_session=True,  # its own process group: prism and the SDK worker die with it
     )
     try:
@@ -215,7 +223,7 @@ def test_kill_9_mid_stream_then_restart_counts_every_event_once(
             if seen:
                 break
             time.sleep(0.5)
-        assert job.poll() is None, job.stderr.read().decode()
+        assert job.poll() is None, err.read_text()
         assert seen > 0, "no aggregate reached PostgreSQL before the kill"
     finally:
         os.killpg(job.pid, signal.SIGKILL)

@@ -9,24 +9,14 @@ directory). The job must then bring the table to the batch run's rows.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 
-from tests.e2e.helpers import ROOT
-from tests.integration.test_streaming_kafka import expected, pg_rows, produce, stream_args  # noqa: F401 - fixture
+from tests.integration.stream_jobs import StreamJob, wait_for_rows
+from tests.integration.test_streaming_kafka import expected, produce, stream_args  # noqa: F401 - fixture
 from tests.services import free_port, start_postgres, stop_postgres
-
-
-def _rows_or_none(dsn: str, table: str) -> list[tuple] | None:
-    try:
-        return pg_rows(dsn, table)
-    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
-        return None
 
 
 @pytest.mark.timeout(900)
@@ -42,43 +32,24 @@ def test_postgres_restarted_mid_stream_ends_with_the_fault_free_rows(
     topic = new_topic(partitions=2)
     cut = {p: len(messages) // 2 for p, messages in expected["parts"].items()}
     produce(kafka_bootstrap, topic, {p: m[: cut[p]] for p, m in expected["parts"].items()})
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "beam_pipelines.main",
-            *stream_args(kafka_bootstrap, topic, dsn, "agg_pg", tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
     try:
-        deadline = time.monotonic() + 300
-        while not (before := _rows_or_none(dsn, "agg_pg")):
-            assert job.poll() is None, job.stderr.read().decode()
-            assert time.monotonic() < deadline, "no aggregate reached PostgreSQL"
-            time.sleep(0.5)
-        stop_postgres(port, keep_data=True)
-        assert before != expected["rows"]  # half the events are not even produced yet
-        produce(kafka_bootstrap, topic, {p: m[cut[p] :] for p, m in expected["parts"].items()})
-        time.sleep(3)  # the job meets the outage: its upserts fail and back off
-        assert start_postgres(port, owner_pid=os.getpid()) == dsn
-        deadline, rows = time.monotonic() + 300, None
-        while rows != expected["rows"] and time.monotonic() < deadline:
-            assert job.poll() is None, job.stderr.read().decode()
-            time.sleep(1)
-            rows = _rows_or_none(dsn, "agg_pg")
-        assert rows == expected["rows"]
-        assert job.poll() is None  # the job rode out the restart
-        with psycopg.connect(dsn) as conn:
-            (latest,) = conn.execute("SELECT max(_pane) FROM agg_pg").fetchone()
-        assert latest > 0  # each row holds its firing: later firings replaced earlier ones
+        with StreamJob(
+            stream_args(kafka_bootstrap, topic, dsn, "agg_pg", tmp_path / "out"), tmp_path / "job.err"
+        ) as job:
+            before = wait_for_rows(job, dsn, "agg_pg", bool)
+            assert before, "no aggregate reached PostgreSQL"
+            stop_postgres(port, keep_data=True)
+            assert before != expected["rows"]  # half the events are not even produced yet
+            produce(kafka_bootstrap, topic, {p: m[cut[p] :] for p, m in expected["parts"].items()})
+            time.sleep(3)  # the job meets the outage: its upserts fail and back off
+            assert start_postgres(port, owner_pid=os.getpid()) == dsn
+            rows = wait_for_rows(job, dsn, "agg_pg", lambda r: r == expected["rows"])
+            assert rows == expected["rows"]
+            job.assert_running()  # the job rode out the restart
+            with psycopg.connect(dsn) as conn:
+                (latest,) = conn.execute("SELECT max(_pane) FROM agg_pg").fetchone()
+            assert latest > 0  # each row holds its firing: later firings replaced earlier ones
+            said = job.stderr()
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(30)
         stop_postgres(port)
-    said = job.stderr.read().decode()
     assert "upsert into agg_pg failed (try 1)" in said, said  # the upserts met the outage

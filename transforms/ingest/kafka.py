@@ -80,6 +80,7 @@ from transforms.ingest.kafka_time import (
     watermarks_before,
     window_end_us,
 )
+from transforms.ingest.log_repeats import quiet_repeats
 from transforms.records import dead_letters, iso_text, typed
 
 __all__ = ["KafkaSourceError", "ReadKafka"]
@@ -96,8 +97,9 @@ _IDLE_RESUME_SECONDS = 0.2
 _MIN_POLL_SECONDS = 0.05
 # The consumer settings this source depends on; consumer_config may not change them.
 _FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store", "allow.auto.create.topics")
-# librdkafka's own log lines (broker connection trouble) go here, to the worker's logging.
-_log = logging.getLogger(__name__)
+# librdkafka's own log lines (broker connection trouble) go here, to the worker's logging, one
+# per kind of complaint per interval.
+_log = quiet_repeats(logging.getLogger(__name__))
 _log.addHandler(logging.NullHandler())
 
 
