@@ -84,6 +84,19 @@ def _aggregate_rows(cfg: EventsConfig) -> int:
         return conn.execute(query).fetchone()[0]
 
 
+def _show_progress(out) -> None:
+    """Prints the source's progress lines ("streaming: consuming Kafka topic T partition P from
+    offset O", once a worker reads each partition) on ``out``: the sign the job is consuming."""
+    from transforms.ingest.kafka import PROGRESS_LOGGER
+
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("streaming: %(message)s"))
+    progress.handlers[:] = [handler]
+
+
 def render(s: dict) -> str:
     c = s["counts"]
     lines = [
@@ -116,6 +129,7 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
     for name in STREAM_OUTPUTS:
         publish.discard(join_path(cfg.output, name))
     _clear_aggregates(cfg)
+    _show_progress(out)
     started = time.monotonic()
     try:
         with beam.Pipeline(runner=runner, options=options) as p:

@@ -1,19 +1,22 @@
-"""Streaming benchmark: Kafka -> the events pipeline on Prism -> PostgreSQL.
+"""Streaming benchmark: Kafka -> each system -> PostgreSQL, side by side, on one machine.
 
-    python -m benchmarks.streaming [--events 200000] [--rate 2000] [--seconds 30] \\
-        [--json benchmarks/results/streaming.json]
+    python -m benchmarks.streaming [--systems beam_pipelines,loop] [--rates 500,2000,5000,10000] \\
+        [--seconds 20] [--backlog 200000] [--json benchmarks/results/streaming.json]
 
-Starts a real Kafka broker and PostgreSQL (scripts/kafka.sh, scripts/postgres.sh) on free ports,
-then measures:
+Starts a real Kafka broker and PostgreSQL (scripts/kafka.sh, scripts/postgres.sh) on free ports.
+Every system does the same work (``benchmarks.stream_peers``: parse, check, dedup, hourly
+aggregates upserted into PostgreSQL at most about a second stale) and is measured the same way:
 
-- throughput: ``--events`` generated events (5% dirty) spanning one day of event time, in
-  event-time order as a live feed would bring them, produced to a 2-partition topic first, then the streaming CLI with
-  ``--kafka_stop_at_end``; events/s over the job's wall time, and sustained events/s with the
-  job's fixed start-up (a run over an empty topic) taken off;
-- latency: the streaming CLI running unbounded with ``--early_firing_seconds=1`` while events
-  stamped with the current time are produced at ``--rate`` per second for ``--seconds``; an
-  event's latency is the time from its produce call until the aggregate rows in PostgreSQL
-  count it (polled every 20 ms); p50 and p99 over all events.
+- start-up: from launching the system to its "consuming ... partition P" line for every
+  partition (the readiness signal: nothing is produced before it);
+- latency at each rate: events stamped with the current time are produced at the rate for
+  ``--seconds``; an event's latency is from its produce call until PostgreSQL counts it (the
+  table's ``sum(events)``, polled every 20 ms); p50 and p99. A rate is sustained when every
+  event is counted within the wait and p99 stays under 2 s; the sustainable rate is the highest
+  sustained one (rates above the first one not sustained are not tried);
+- catch-up: ``--backlog`` events over one day of event time are produced before the system
+  starts; throughput is the backlog over the time from readiness until PostgreSQL holds every
+  aggregate, and the final table must equal the aggregates computed here from the same events.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -33,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import psycopg
 from confluent_kafka import Producer
+from psycopg import sql
 
-from beam_pipelines.produce import produce_files
+from benchmarks.stream_events import backlog, event, expected_rows
+from benchmarks.stream_peers import READY, SYSTEMS, Job, StreamSystem
 from tests.services import (
     create_topic,
     free_port,
@@ -44,169 +50,258 @@ from tests.services import (
     stop_kafka,
     stop_postgres,
 )
-from transforms.ingest.kafka_time import NO_TIME, event_times_us
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = "bench_aggregates"
+SUSTAINED_P99_S = 2.0
+PARTITIONS = 2
+POLL_S = 0.02
 
 
-def _cli(bootstrap: str, topic: str, dsn: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "beam_pipelines.main", "--pipeline=events", "--streaming", "--runner=PrismRunner",
-            f"--kafka_bootstrap={bootstrap}", f"--kafka_topic={topic}", f"--pg_dsn={dsn}", f"--pg_table={TABLE}",
-            f"--output={out}", *extra]  # fmt: skip
+class Running:
+    """A system's process, its output in files, until :meth:`stop`."""
+
+    def __init__(self, system: StreamSystem, job: Job):
+        self.system, self.job = system, job
+        self.out, self.err = job.work / f"{job.table}.out", job.work / f"{job.table}.err"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(system.command(job), cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                                         stdout=out, stderr=err, start_new_session=True)  # fmt: skip
+        self.launched = time.monotonic()
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.err.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.system.name} ended ({self.proc.returncode}):\n{tail}")
+
+    def wait_ready(self, partitions: int, timeout_s: float = 240) -> float:
+        """Seconds from launch until every partition of the topic is being consumed."""
+        deadline = self.launched + timeout_s
+        while time.monotonic() < deadline:
+            said = {int(m[2]) for m in READY.finditer(self.out.read_text(errors="replace")) if m[1] == self.job.topic}
+            if len(said) >= partitions:
+                return time.monotonic() - self.launched
+            self.check()
+            time.sleep(POLL_S)
+        raise RuntimeError(f"{self.system.name} did not start consuming within {timeout_s:g}s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
 
 
-def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT))
+def _counted(conn, table: str) -> int:
+    try:
+        query = sql.SQL("SELECT coalesce(sum(events), 0) FROM {}").format(sql.Identifier(table))
+        return int(conn.execute(query).fetchone()[0])
+    except psycopg.errors.UndefinedTable:
+        return 0
 
 
-def _bounded_run(bootstrap: str, topic: str, dsn: str, out: Path) -> float:
-    started = time.monotonic()
-    proc = subprocess.run(_cli(bootstrap, topic, dsn, out, "--kafka_stop_at_end"), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"streaming run failed: {proc.stderr.strip()}")
-    return time.monotonic() - started
+def _rows(dsn: str, table: str) -> list[tuple]:
+    query = sql.SQL("SELECT window_start, event_type, coalesce(country, ''), events, users, "
+                    "round(amount_sum::numeric, 2) FROM {} ORDER BY 1, 2, 3").format(sql.Identifier(table))  # fmt: skip
+    with psycopg.connect(dsn) as conn:
+        return [tuple(r) for r in conn.execute(query).fetchall()]
 
 
-def _in_time_order(paths: list[Path], out: Path) -> Path:
-    """The generator spreads events over days in random order; a feed brings them roughly in order.
-    Lines without a readable ``ts`` keep their place among the others."""
-    lines = [ln for p in paths for ln in p.read_bytes().splitlines() if ln.strip()]
-    times = event_times_us(lines)
-    order = np.argsort(np.where(times == NO_TIME, np.maximum.accumulate(np.where(times == NO_TIME, 0, times)), times),
-                       kind="stable")  # fmt: skip
-    out.write_bytes(b"\n".join(lines[i] for i in order) + b"\n")
-    return out
-
-
-def throughput(bootstrap: str, dsn: str, work: Path, events: int) -> dict:
-    data = work / "in"
-    subprocess.run([sys.executable, "-m", "beam_pipelines.datagen", f"--rows={events}", "--format=jsonl",
-                    "--dirty-fraction=0.05", f"--out={data}", "--seed=21", "--days=1"], cwd=ROOT, env=_env(), check=True,
-                   capture_output=True)  # fmt: skip
-    ordered = _in_time_order(sorted(data.glob("*.jsonl")), work / "ordered.jsonl")
-    empty = create_topic(bootstrap, "bench-empty", 2)
-    startup = _bounded_run(bootstrap, empty, dsn, work / "out-empty")
-    topic = create_topic(bootstrap, "bench-throughput", 2)
-    produced = produce_files(bootstrap, topic, [str(ordered)], key_field="event_id")
-    wall = _bounded_run(bootstrap, topic, dsn, work / "out-throughput")
-    report = json.loads((work / "out-throughput" / "_run" / "report.json").read_text())
-    return {
-        "events": produced,
-        "read": report["counts"]["read"],
-        "wall_s": round(wall, 2),
-        "startup_s": round(startup, 2),
-        "events_per_s": round(produced / wall),
-        "sustained_events_per_s": round(produced / max(wall - startup, 1e-3)),
-        "conservation_ok": report["conservation_ok"],
-    }
-
-
-def _produce_live(bootstrap: str, topic: str, rate: int, seconds: float, sent: list) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+def _produce_live(bootstrap: str, topic: str, rate: int, seconds: float, sent: list, prefix: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    rng = random.Random(rate)
     start = time.monotonic()
     i = 0
     while (now := time.monotonic()) - start < seconds:
         due = int((now - start) * rate)
         while i < due:
-            ts = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-            value = json.dumps({"event_id": f"lat-{i}", "user_id": f"u{i % 100}", "event_type": "view", "ts": ts,
-                                "country": "US"}).encode()  # fmt: skip
-            producer.produce(topic, value=value, partition=i % 2)
+            value = event(rng, i, int(datetime.now(timezone.utc).timestamp() * 1e6), prefix)
+            producer.produce(topic, value=value, partition=i % PARTITIONS)
             sent.append(time.monotonic())
             i += 1
         producer.poll(0)
-        time.sleep(0.002)
+        time.sleep(0.001)
     producer.flush(30)
 
 
-def _counted(conn) -> int:
+def live(system: StreamSystem, services: dict, work: Path, rate: int, seconds: float) -> dict:
+    name = f"lat_{system.name}_{rate}"
+    job = Job(services["bootstrap"], create_topic(services["bootstrap"], name, PARTITIONS), services["dsn"], name, work)
+    running = Running(system, job)
     try:
-        return int(conn.execute(f"SELECT coalesce(sum(events), 0) FROM {TABLE}").fetchone()[0])  # noqa: S608
-    except psycopg.errors.UndefinedTable:
-        conn.rollback()
-        return 0
-
-
-def latency(bootstrap: str, dsn: str, work: Path, rate: int, seconds: float) -> dict:
-    topic = create_topic(bootstrap, "bench-latency", 2)
-    job = subprocess.Popen(_cli(bootstrap, topic, dsn, work / "out-latency", "--early_firing_seconds=1"), cwd=ROOT,
-                           env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)  # fmt: skip
-    try:
-        time.sleep(8)  # the job's start-up (and its clearing of the table) comes before the stream
+        startup = running.wait_ready(PARTITIONS)
         sent: list[float] = []
-        producer = threading.Thread(target=_produce_live, args=(bootstrap, topic, rate, seconds, sent))
+        producer = threading.Thread(
+            target=_produce_live, args=(job.bootstrap, job.topic, rate, seconds, sent, f"lat{rate}")
+        )
         producer.start()
-        seen_at = []
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            deadline = time.monotonic() + seconds + 60
+        seen_at: list[float] = []
+        with psycopg.connect(job.dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + seconds + 30
             while time.monotonic() < deadline:
-                n = _counted(conn)
+                n = _counted(conn, name)
                 now = time.monotonic()
                 seen_at.extend([now] * (n - len(seen_at)))
                 if not producer.is_alive() and len(seen_at) >= len(sent):
                     break
-                if job.poll() is not None:
-                    raise RuntimeError(f"streaming job ended: {job.stderr.read().decode().strip()}")
-                time.sleep(0.02)
+                running.check()
+                time.sleep(POLL_S)
         producer.join()
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(30)
+        running.stop()
     n = min(len(sent), len(seen_at))
-    lat = np.array(seen_at[:n]) - np.array(sent[:n])
+    lat = np.array(seen_at[:n]) - np.array(sent[:n]) if n else np.array([np.inf])
+    p99 = float(np.percentile(lat, 99))
     return {
         "rate_per_s": rate,
         "seconds": seconds,
         "events": len(sent),
         "counted": len(seen_at),
+        "startup_s": round(startup, 2),
         "p50_s": round(float(np.percentile(lat, 50)), 3),
-        "p99_s": round(float(np.percentile(lat, 99)), 3),
+        "p99_s": round(p99, 3),
         "max_s": round(float(lat.max()), 3),
+        "sustained": len(seen_at) >= len(sent) and p99 < SUSTAINED_P99_S,
     }
 
 
+def catch_up(system: StreamSystem, services: dict, work: Path, messages: list[bytes], expected: list[tuple]) -> dict:
+    name = f"catchup_{system.name}"
+    topic = create_topic(services["bootstrap"], name, PARTITIONS)
+    producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 20})
+    for i, m in enumerate(messages):
+        producer.produce(topic, value=m, partition=i % PARTITIONS)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    total = sum(r[3] for r in expected)
+    running = Running(system, Job(services["bootstrap"], topic, services["dsn"], name, work))
+    try:
+        startup = running.wait_ready(PARTITIONS)
+        ready = time.monotonic()
+        with psycopg.connect(services["dsn"], autocommit=True) as conn:
+            deadline = ready + 900
+            while _counted(conn, name) < total:
+                running.check()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{system.name} did not count the backlog within 900 s")
+                time.sleep(0.1)
+        done = time.monotonic()
+        rows = _rows(services["dsn"], name)
+    finally:
+        running.stop()
+    return {
+        "messages": len(messages),
+        "events": total,
+        "startup_s": round(startup, 2),
+        "seconds": round(done - ready, 2),
+        "messages_per_s": round(len(messages) / (done - ready)),
+        "matches": rows == expected,
+    }
+
+
+def measure(system: StreamSystem, services: dict, work: Path, rates: list[int], seconds: float, messages, expected):
+    print(f"{system.name}: catch-up over {len(messages):,} messages", file=sys.stderr, flush=True)
+    result = {"catch_up": catch_up(system, services, work, messages, expected), "latency": []}
+    for rate in rates:
+        print(f"{system.name}: {rate:,} events/s for {seconds:g} s", file=sys.stderr, flush=True)
+        run = live(system, services, work, rate, seconds)
+        result["latency"].append(run)
+        print(f"  p50 {run['p50_s']} s, p99 {run['p99_s']} s, counted {run['counted']:,} of {run['events']:,}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        if not run["sustained"]:
+            break
+    sustained = [r["rate_per_s"] for r in result["latency"] if r["sustained"]]
+    result["sustainable_rate"] = max(sustained, default=0)
+    result["startup_s"] = min(r["startup_s"] for r in result["latency"])
+    return result
+
+
 def markdown(result: dict) -> str:
-    t, lat = result["throughput"], result["latency"]
-    return "\n".join([
-        "| measure | value |", "|---|---:|",
-        f"| events produced, then read to the end (2 partitions) | {t['events']:,} |",
-        f"| wall time of the streaming job (Prism) | {t['wall_s']} s |",
-        f"| job start-up (an empty topic) | {t['startup_s']} s |",
-        f"| events/s over the whole job | {t['events_per_s']:,} |",
-        f"| sustained events/s (start-up taken off) | {t['sustained_events_per_s']:,} |",
-        f"| latency: events produced live | {lat['events']:,} at {lat['rate_per_s']:,}/s for {lat['seconds']} s |",
-        f"| latency produce -> counted in PostgreSQL, p50 | {lat['p50_s']} s |",
-        f"| latency, p99 | {lat['p99_s']} s |",
-        f"| latency, max | {lat['max_s']} s |",
-    ]) + "\n"  # fmt: skip
+    systems = result["systems"]
+    names = list(systems)
+    lines = [f"| measure | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
+
+    def row(label, fn):
+        lines.append(f"| {label} | " + " | ".join(fn(systems[n]) for n in names) + " |")
+
+    row("start-up to consuming (s)", lambda s: f"{s['startup_s']}")
+    row("catch-up throughput (messages/s)", lambda s: f"{s['catch_up']['messages_per_s']:,}")
+    row("catch-up aggregates equal the expected", lambda s: "yes" if s["catch_up"]["matches"] else "**no**")
+    row(f"sustainable rate (p99 < {SUSTAINED_P99_S:g} s, events/s)", lambda s: f"{s['sustainable_rate']:,}")
+    for rate in result["rates"]:
+
+        def cell(s, rate=rate):
+            run = next((r for r in s["latency"] if r["rate_per_s"] == rate), None)
+            if run is None:
+                return "not tried"
+            behind = "" if run["counted"] >= run["events"] else f" ({run['counted']:,} of {run['events']:,} counted)"
+            return f"{run['p50_s']} / {run['p99_s']}{behind}"
+
+        row(f"latency p50 / p99 at {rate:,}/s (s)", cell)
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, s in result["systems"].items():
+        runs = s["latency"]
+        ax.plot([r["rate_per_s"] for r in runs], [r["p99_s"] for r in runs], marker="o", label=name)
+    ax.axhline(SUSTAINED_P99_S, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("events per second")
+    ax.set_ylabel("p99 produce -> PostgreSQL (s)")
+    ax.set_title("Streaming latency, Kafka -> PostgreSQL")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.streaming", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=200_000, help="Events for the throughput run.")
-    parser.add_argument("--rate", type=int, default=2000, help="Events per second for the latency run.")
-    parser.add_argument("--seconds", type=float, default=30, help="Length of the latency run.")
-    parser.add_argument("--json", default="benchmarks/results/streaming.json", help="Result file (.md beside it).")
+    parser.add_argument("--systems", default="beam_pipelines,loop", help=f"Comma list of: {', '.join(SYSTEMS)}.")
+    parser.add_argument("--rates", default="500,2000,5000,10000", help="Live rates in events/s, ascending.")
+    parser.add_argument("--seconds", type=float, default=20, help="Length of each live run.")
+    parser.add_argument("--backlog", type=int, default=200_000, help="Messages waiting before the catch-up run.")
+    parser.add_argument("--json", default="benchmarks/results/streaming.json", help="Result file (.md, .png beside).")
     args = parser.parse_args(argv)
+    names = [n for n in args.systems.split(",") if n]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        parser.error(f"unknown systems {unknown}; choose from {', '.join(SYSTEMS)}")
+    try:
+        rates = sorted(int(r) for r in args.rates.split(","))
+    except ValueError:
+        parser.error(f"--rates must be integers, got {args.rates!r}")
+    if args.backlog < 1 or args.seconds <= 0 or rates[0] < 1:
+        parser.error("--backlog, --seconds and every rate must be positive")
+    now_us = int(time.time() * 1e6)
+    messages = backlog(args.backlog, now_us - 86_400_000_000, 86_400)
+    expected = expected_rows(messages)
     kafka_port, pg_port = free_port_pair(), free_port()
-    bootstrap, dsn = start_kafka(kafka_port), start_postgres(pg_port)
+    services = {"bootstrap": start_kafka(kafka_port), "dsn": start_postgres(pg_port)}
+    result = {"rates": rates, "seconds": args.seconds, "backlog": args.backlog, "cores": os.cpu_count(),
+              "systems": {}}  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-            work = Path(tmp)
-            result = {
-                "throughput": throughput(bootstrap, dsn, work, args.events),
-                "latency": latency(bootstrap, dsn, work, args.rate, args.seconds),
-            }
+            for name in names:
+                work = Path(tmp) / name
+                work.mkdir()
+                result["systems"][name] = measure(SYSTEMS[name], services, work, rates, args.seconds, messages,
+                                                  expected)  # fmt: skip
     finally:
         stop_kafka(kafka_port)
         stop_postgres(pg_port)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     path.with_suffix(".md").write_text(markdown(result))
+    chart(result, path.with_suffix(".png"))
     print(markdown(result), end="")
     return 0
 

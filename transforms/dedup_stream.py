@@ -2,10 +2,17 @@
 
 Batch deduplication (``transforms.dedup``) groups the whole input once. A stream never ends,
 so here each hash partition of the key keeps, in Beam state, the keys it has already let
-through; a later row with a seen key is counted as a duplicate and dropped. Keys are
-forgotten ``horizon_seconds`` of event time after their row's time, measured against the
-newest event time the partition has seen: a copy arriving later than that would belong to a
-window already closed (use window size + allowed lateness), so it could not change a result.
+through; a later row with a seen key is counted as a duplicate and dropped. A key is forgotten
+``horizon_seconds`` of event time after its row's time, once an element timestamped later than
+that has arrived: a copy arriving later belongs to a window already closed (use window size +
+allowed lateness), so it could not change a result.
+
+Element timestamps, not the newest event time seen, decide, because the source stamps each
+batch at or below its watermark (ReadKafka: at or below the lowest watermark over the topic's
+partitions). A source read unevenly (one Kafka partition hours of event time ahead of another
+while catching up) brings copies whose originals are far older than the newest row; they are
+still recognised, since the slowest partition holds the stamps back. (An event-time timer
+would say the same, but Prism delays a stateful stage's elements behind its pending timers.)
 
 The survivor is the first copy to arrive, not the earliest by ``order_by`` as in batch: a
 stream cannot wait for copies that may never come. Within one table, ``order_by`` still
@@ -18,7 +25,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms.dedup import keep_first
 from transforms.records import ArrowTableCoder, hash_partition, typed
@@ -26,6 +35,7 @@ from transforms.records import ArrowTableCoder, hash_partition, typed
 __all__ = ["DeduplicateStream"]
 
 _SEEN = pa.schema([("key", pa.string()), ("until_us", pa.int64())])
+_NO_STAMP = MIN_TIMESTAMP.micros
 
 
 class _PartitionFn(beam.DoFn):
@@ -44,6 +54,7 @@ class _PartitionFn(beam.DoFn):
 
 class _SeenFn(beam.DoFn):
     SEEN = ReadModifyWriteStateSpec("seen", ArrowTableCoder())
+    STAMP = ReadModifyWriteStateSpec("stamp", VarIntCoder())  # the latest element timestamp (µs)
 
     def __init__(self, key: str, time_field: str, horizon_us: int):
         self._key, self._time, self._horizon_us = key, time_field, horizon_us
@@ -51,9 +62,17 @@ class _SeenFn(beam.DoFn):
     def setup(self):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
 
-    def process(self, element, seen_state=beam.DoFn.StateParam(SEEN)):
+    def process(
+        self,
+        element,
+        timestamp=beam.DoFn.TimestampParam,
+        seen_state=beam.DoFn.StateParam(SEEN),
+        stamp_state=beam.DoFn.StateParam(STAMP),
+    ):
         _, table = element
         seen = seen_state.read()
+        stamp = max(stamp_state.read() or _NO_STAMP, timestamp.micros)
+        stamp_state.write(stamp)
         keys = table.column(self._key)
         if seen is not None and seen.num_rows:
             repeated = pc.is_in(keys, value_set=seen.column("key").combine_chunks())
@@ -68,8 +87,7 @@ class _SeenFn(beam.DoFn):
         )
         merged = fresh if seen is None else pa.concat_tables([seen, fresh])
         if merged.num_rows:
-            newest = pc.max(pc.subtract(merged.column("until_us"), self._horizon_us)).as_py()
-            merged = merged.filter(pc.greater(merged.column("until_us"), newest))
+            merged = merged.filter(pc.greater(merged.column("until_us"), stamp))
         seen_state.write(merged.combine_chunks())
         if table.num_rows:
             yield table

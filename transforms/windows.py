@@ -136,6 +136,13 @@ class _MergePartialsFn(_TablesCombineFn):
         return merge_partials(tables, self._s)
 
 
+def _session_partials(keyed: tuple):
+    """A session's merged partials; none for a pane that holds only markers (its events' partials
+    are in the session it merges into), which no table-typed step could carry."""
+    if keyed[1] is not None:
+        yield keyed[1]
+
+
 def _window_result(finals: pa.Table, s: AggregateSpec, start_us: int, end_us: int) -> pa.Table:
     n = finals.num_rows
     start = pa.array([start_us] * n, pa.int64())
@@ -416,7 +423,7 @@ class WindowedAggregate(beam.PTransform):
                 | "SessionRuns" >> SessionRuns(s)
                 | "Window" >> self._window_into()
                 | "Combine" >> beam.CombinePerKey(_MergePartialsFn(s)).with_input_types(KEYED).with_output_types(KEYED)
-                | "Sessions" >> beam.Values().with_output_types(pa.Table)
+                | "Sessions" >> beam.FlatMap(_session_partials).with_output_types(pa.Table)
                 | "Finalize" >> beam.ParDo(_FinalizeFn(s)).with_output_types(pa.Table)
             )
         if self._spill_dir is not None and s.distinct:

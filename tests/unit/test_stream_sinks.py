@@ -8,7 +8,11 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import rows
 from transforms.dedup_stream import DeduplicateStream
@@ -41,15 +45,33 @@ def test_stream_dedup_keeps_first_copy_across_tables_and_counts_the_rest(pipelin
     p.run().wait_until_finish()
 
 
-def test_stream_dedup_forgets_keys_after_the_horizon(pipeline):
-    # The second "a" comes 2 hours of event time after the first: past a 1-hour horizon it is
-    # no longer known (it would be late for any window anyway), so it passes.
-    tables = [batch(["a"], [0]), batch(["z"], [150]), batch(["a"], [121])]
-    p = pipeline()
-    out = p | beam.Create(tables) | DeduplicateStream("event_id", "ts", horizon_seconds=3600, partitions=1)
+def _stamp(table: pa.Table, minutes: int):
+    return TimestampedValue(table, Timestamp.from_utc_datetime(BASE + timedelta(minutes=minutes)))
+
+
+def _dedup_stream(events, want: list[str]) -> None:
+    """Checks the event ids DeduplicateStream keeps (1-hour horizon) for ``events``: (table,
+    element timestamp in minutes after BASE), as a source stamps batches at its watermark."""
+    p = TestPipeline(runner=FnApiRunner())
+    stamped = p | beam.Create(events) | "Stamp" >> beam.MapTuple(_stamp).with_output_types(pa.Table)
+    out = stamped | DeduplicateStream("event_id", "ts", horizon_seconds=3600, partitions=1)
     kept = out["unique"] | "Ids" >> beam.FlatMap(lambda t: t.column("event_id").to_pylist())
-    assert_that(kept, equal_to(["a", "z", "a"]))
+    assert_that(kept, equal_to(want))
     p.run().wait_until_finish()
+
+
+def test_stream_dedup_remembers_keys_until_a_stamp_passes_the_horizon():
+    # A row 150 minutes of event time ahead (one Kafka partition read ahead of another) does not
+    # make the first "a" forgotten: the stamps (the slowest partition's watermark) have not
+    # moved, so its copy is a duplicate.
+    _dedup_stream([(batch(["a"], [0]), 0), (batch(["z"], [150]), 0), (batch(["a"], [1]), 0)], ["a", "z"])
+
+
+def test_stream_dedup_forgets_keys_once_a_stamp_passes_the_horizon():
+    # Stamped past the 1-hour horizon, the first "a" is forgotten (a copy would be late for any
+    # window anyway), so a copy then passes; a key seen after that is remembered again.
+    events = [(batch(["a", "b"], [0, 100]), 0), (batch(["a", "b"], [121, 101]), 61), (batch(["a"], [122]), 61)]
+    _dedup_stream(events, ["a", "b", "a"])
 
 
 def test_bad_stream_dedup_config():

@@ -24,8 +24,9 @@ message is late when ``window_end(ts) + allowed_lateness <= W_before`` (W before
 order): by then a downstream window with that lateness has been closed by this watermark. A
 read started from ``start_offsets`` starts with no watermark.
 
-Batch timestamp. Each batch is timestamped ``min(W at batch start, min ts of its on-time
-records)``. Downstream re-timestamps rows to their window start and groups them; a row is
+Batch timestamp. Each batch is timestamped ``min(F, min ts of its on-time records)``, where F
+is the topic's floor at batch start (the lowest partition watermark, the one reported; F <= W;
+W while some partition has none yet). Downstream re-timestamps rows to their window start and groups them; a row is
 dropped there only if the GroupByKey's input watermark has passed its window end plus the
 allowed lateness. An element in flight holds every downstream watermark at or below its own
 timestamp, so while a batch (and the rows cut from it) travels, downstream watermarks stay at
@@ -101,6 +102,10 @@ _FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store",
 # per kind of complaint per interval.
 _log = quiet_repeats(logging.getLogger(__name__))
 _log.addHandler(logging.NullHandler())
+# One INFO line when a worker starts reading a partition: the sign that the job is consuming
+# (the streaming launcher shows it; harnesses wait for it before producing).
+PROGRESS_LOGGER = __name__ + ".progress"
+_progress = logging.getLogger(PROGRESS_LOGGER)
 
 
 def bundle_seconds(backlog: int, s: dict) -> float:
@@ -307,6 +312,7 @@ class _ReadPartitionFn(beam.DoFn):
         # where its consumer stands keeps the messages librdkafka has already fetched.
         self._consumers: dict[int, Consumer] = {}
         self._at: dict[int, int] = {}  # partition -> next offset its consumer returns
+        self._announce: set[int] = set()  # new consumers, announced once their first fetch returned
         self._clock = self._s["clock"]
         self._key = self._s["read_id"]
         self._read = beam.metrics.Metrics.counter("kafka", "read")
@@ -330,6 +336,7 @@ class _ReadPartitionFn(beam.DoFn):
         consumer = self._consumers.get(partition)
         if consumer is None:
             consumer = self._consumers[partition] = Consumer(self._s["config"], logger=_log)
+            self._announce.add(partition)
         # Forgotten until the batch is read: a failed read leaves the consumer at an unknown offset.
         if self._at.pop(partition, None) != offset:
             consumer.assign([TopicPartition(self._s["topic"], partition, offset)])
@@ -342,7 +349,7 @@ class _ReadPartitionFn(beam.DoFn):
             return
         # The estimator reports the watermark (the floor over every partition); the restriction
         # carries the partition's own across checkpoints.
-        self._report(watermark, partition, count, span.watermark_us)
+        floor = self._report(watermark, partition, count, span.watermark_us)
         consumer = self._consumer(partition, span.start)
         # Tables of up to max_batch_records until the partition is idle, the range ends, or
         # max_batch_seconds have passed: then the bundle ends and its output is committed.
@@ -353,10 +360,14 @@ class _ReadPartitionFn(beam.DoFn):
             values, offsets, ts, ended, idle, in_step = self._read_batch(
                 consumer, tracker, partition, span, next_offset, deadline
             )
+            if partition in self._announce and in_step:
+                self._announce.discard(partition)
+                _progress.info("consuming Kafka topic %s partition %d from offset %d", self._s["topic"], partition,
+                               span.start)  # fmt: skip
             if values:
-                yield from self._emit(partition, values, offsets, ts, batch_start)
+                yield from self._emit(partition, values, offsets, ts, batch_start, floor)
                 batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
-                self._report(watermark, partition, count, batch_start)
+                floor = self._report(watermark, partition, count, batch_start)
                 deadline = started + bundle_seconds(self._backlog(consumer, partition, span, next_offset), self._s)
             if ended or idle or self._clock() >= deadline:
                 break
@@ -369,11 +380,13 @@ class _ReadPartitionFn(beam.DoFn):
             # is processed in a later bundle, after this one's output is committed with the watermark.
             tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS) if idle else None)
 
-    def _report(self, watermark, partition: int, count: int, own_us: int) -> None:
+    def _report(self, watermark, partition: int, count: int, own_us: int) -> int:
+        """Records this partition's watermark and reports the topic's floor; returns the floor."""
         floor = _TopicWatermarks.floor(self._key, partition, count, own_us)
         current = watermark.current_watermark()
         if floor != NO_TIME and (current is None or current.micros < floor):
             watermark.set_watermark(Timestamp(micros=floor))
+        return floor
 
     def _backlog(self, consumer: Consumer, partition: int, span, next_offset: int) -> int:
         """Messages known to wait after ``next_offset`` (from the last fetch; no broker call)."""
@@ -451,12 +464,15 @@ class _ReadPartitionFn(beam.DoFn):
             return True
         return False
 
-    def _emit(self, partition: int, values: list[bytes], offsets: list[int], ts: np.ndarray, start: int):
+    def _emit(self, partition: int, values: list[bytes], offsets: list[int], ts: np.ndarray, start: int, floor: int):
         s = self._s
         self._read.inc(len(values))
         before, _ = watermarks_before(ts, start)
         late = late_mask(ts, before, s["window_seconds"], s["lateness_seconds"])
-        stamp_us = batch_timestamp_us(start, ts, late)
+        # Stamped at or below the topic's floor (the watermark reported), not this partition's
+        # own: downstream state (DeduplicateStream) may then trust stamps to say how far every
+        # partition has come. Until every partition has a watermark, this partition's own.
+        stamp_us = batch_timestamp_us(start if floor == NO_TIME else min(start, floor), ts, late)
         stamp = MIN_TIMESTAMP if stamp_us == NO_TIME else Timestamp(micros=stamp_us)
         prefix = pa.scalar(f"{s['topic']}/{partition}/", pa.string())
         sources = pc.binary_join_element_wise(prefix, pa.array(offsets, pa.int64()).cast(pa.string()), "")
