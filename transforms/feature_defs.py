@@ -259,7 +259,9 @@ class FeatureSet:
                 for part in ("numerator", "denominator"):
                     ref = getattr(f, part)
                     if ref not in defined:
-                        later = " (features are defined before use)" if any(g.name == ref for g in self.features) else ""
+                        later = (
+                            " (features are defined before use)" if any(g.name == ref for g in self.features) else ""
+                        )
                         raise FeatureError(f"features.{f.name}.{part}", f"no feature {ref!r} before it{later}")
             defined[f.name] = f
 

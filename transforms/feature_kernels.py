@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.feature_defs import FeatureSet, Ratio, SessionFeature, Trailing
+from transforms.feature_defs import FeatureSet, SessionFeature, Trailing
 from transforms.quality.expect_expr import parse_expression
 from transforms.records import as_array
 
@@ -127,30 +127,31 @@ def _decimal_array(units: np.ndarray, scale: int) -> pa.Array:
     return pa.Array.from_buffers(pa.decimal128(38, scale), len(units), [None, pa.py_buffer(words.tobytes())])
 
 
-def rejects(table: pa.Table, fs: FeatureSet) -> tuple[np.ndarray, list[str | None], list[str | None]]:
-    """Which events cannot have features: ``(bad mask, reason per row, field per row)``, the
-    reasons ``missing_entity``, ``missing_time`` and ``invalid_value`` (a double to sum that is
-    not finite or too large for its units), the first that applies."""
+def rejects(table: pa.Table, fs: FeatureSet) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Which events cannot have features: their mask, and per rejected row (in row order) its
+    ``(reason, field, error)``: ``missing_entity``, ``missing_time``, or ``invalid_value`` (a
+    double to sum that is not finite or too large for its units), the first that applies."""
     n = table.num_rows
-    bad = np.zeros(n, dtype=bool)
-    reasons: list = [None] * n
-    fields: list = [None] * n
-    checks = [("missing_entity", fs.entity, pc.is_null(table.column(fs.entity)).to_numpy(zero_copy_only=False)),
-              ("missing_time", fs.time, pc.is_null(table.column(fs.time)).to_numpy(zero_copy_only=False))]  # fmt: skip
+    checks = [
+        ("missing_entity", fs.entity, "no entity key", pc.is_null(table.column(fs.entity))),
+        ("missing_time", fs.time, "no event time", pc.is_null(table.column(fs.time))),
+    ]
     for f in fs.features:
         if isinstance(f, Trailing) and f.fn == "sum" and f.decimals is not None:
             _, invalid = _units(table, f.column, f.decimals)
             mask = _mask(table, f.where)
             if mask is not None:
                 invalid &= mask.to_numpy(zero_copy_only=False)
-            checks.append(("invalid_value", f.column, invalid))
-    for reason, field, mask in checks:
+            error = f"not a finite number that fits in whole units of 10^-{f.decimals}"
+            checks.append(("invalid_value", f.column, error, invalid))
+    bad = np.zeros(n, dtype=bool)
+    why = np.full(n, -1, dtype=np.int64)
+    for i, (_, _, _, mask) in enumerate(checks):
+        mask = mask.to_numpy(zero_copy_only=False) if not isinstance(mask, np.ndarray) else mask
         new = mask & ~bad
-        if new.any():
-            for i in np.flatnonzero(new).tolist():  # only the rejected rows
-                reasons[i], fields[i] = reason, field
-            bad |= new
-    return bad, reasons, fields
+        why[new] = i
+        bad |= new
+    return bad, [checks[i][:3] for i in why[bad].tolist()]
 
 
 def prepare(table: pa.Table, fs: FeatureSet) -> pa.Table:
