@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
-from transforms.feature_defs import FeatureSet, Ratio, SessionFeature, Trailing
+from transforms.feature_defs import FeatureSet, SessionFeature, Trailing
 
 
 def micros(ts: datetime) -> int:
