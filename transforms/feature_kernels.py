@@ -386,7 +386,7 @@ def compute(prepared: pa.Table, fs: FeatureSet) -> pa.Table:
         if f.name in ratio_parts:
             numbers[f.name] = _as_float(out[f.name])
     table = pa.table(out)
-    return table.replace_schema_metadata({METADATA_KEY: json.dumps(fs.to_dict(), sort_keys=True).encode()})
+    return table.replace_schema_metadata({METADATA_KEY: json.dumps(fs.to_dict()).encode()})
 
 
 def _sum(column: pa.Array, f: Trailing, lo: np.ndarray, hi: np.ndarray) -> pa.Array:
