@@ -143,14 +143,16 @@ def rejects(table: pa.Table, fs: FeatureSet) -> tuple[np.ndarray, list[tuple[str
         ("missing_entity", fs.entity, "no entity key", pc.is_null(table.column(fs.entity))),
         ("missing_time", fs.time, "no event time", pc.is_null(table.column(fs.time))),
     ]
-    for f in fs.features:
-        if isinstance(f, Trailing) and f.fn == "sum" and f.decimals is not None:
-            _, invalid = _units(table, f.column, f.decimals)
-            mask = _mask(table, f.where)
-            if mask is not None:
-                invalid &= mask.to_numpy(zero_copy_only=False)
-            error = f"not a finite number that fits in whole units of 10^-{f.decimals}"
-            checks.append(("invalid_value", f.column, error, invalid))
+    summed = {(f.column, f.decimals, f.where) for f in fs.features if isinstance(f, Trailing) and f.fn == "sum"}
+    for column, decimals, where in sorted(summed, key=str):
+        if decimals is None:  # integers, booleans and decimals always fit
+            continue
+        _, invalid = _units(table, column, decimals)
+        mask = _mask(table, where)
+        if mask is not None:
+            invalid &= mask.to_numpy(zero_copy_only=False)
+        error = f"not a finite number that fits in whole units of 10^-{decimals}"
+        checks.append(("invalid_value", column, error, invalid))
     bad = np.zeros(n, dtype=bool)
     why = np.full(n, -1, dtype=np.int64)
     for i, (_, _, _, mask) in enumerate(checks):
