@@ -15,6 +15,7 @@ Systems, each its own process (wall time and peak RSS of its process tree, from 
   process per core, forked ahead, as ``python -m beam_pipelines.main`` runs: parquet batches in
   (``ReadFiles``), the entity shuffle through spill files, the feature table out with
   ``WriteLake`` (one file per entity bucket, sorted by user and time);
+- ``beam_pipelines_1worker``: the same on one worker, in the launcher's process (Beam's default);
 - ``beam_pipelines_kernel``: the same computation without Beam, in one process: the whole table
   read, ``feature_kernels.features_as_of``, one file written (what the pipeline's workers run,
   on all of the data at once);
@@ -30,6 +31,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -39,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("beam_pipelines", "beam_pipelines_kernel", "duckdb", "polars")
+SYSTEMS = ("beam_pipelines", "beam_pipelines_1worker", "beam_pipelines_kernel", "duckdb", "polars")
 RANGES = (("1h", 3600), ("24h", 86_400), ("7d", 604_800))
 COLUMNS = ("user_id", "ts", *(f"{kind}_{name}" for name, _ in RANGES for kind in ("events", "amount")))
 _US = pa.timestamp("us", tz="UTC")
@@ -83,11 +85,13 @@ def generate(events: int, users: int, days: int, files: int, seed: int) -> Path:
 # -- the systems (each run as `python -m benchmarks.features one SYSTEM IN OUT`) ----------------
 
 
-def run_beam(src: Path, out: Path) -> None:
+def run_beam(src: Path, out: Path, workers: int | None = None) -> None:
+    import contextlib
     import gc
 
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     from beam_pipelines.runners import parallel_direct_runner
     from beam_pipelines.warm_workers import WarmWorkers
@@ -97,9 +101,10 @@ def run_beam(src: Path, out: Path) -> None:
 
     scratch = out.parent / (out.name + "-scratch")
     options = PipelineOptions([])
-    workers = max(1, min(4, _cores()))
-    with WarmWorkers(workers) as pool:  # as the launcher does: workers forked before the runner
-        runner = parallel_direct_runner(options, workers, None, pool.command())
+    workers = workers or max(1, min(4, _cores()))
+    # As the launcher does: worker processes forked before the runner; one worker runs in-process.
+    with WarmWorkers(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        runner = parallel_direct_runner(options, workers, None, pool.command()) if workers > 1 else FnApiRunner()
         p = beam.Pipeline(runner=runner, options=options)
         tables = p | "Read" >> ReadFiles(str(src / "*.parquet"), "parquet")
         features = tables | "Features" >> EntityFeatures(feature_set(), partitions=8, spill_dir=str(scratch / "f"))
@@ -177,7 +182,13 @@ def run_polars(src: Path, out: Path) -> None:
     df.write_parquet(out / "part-00000.parquet", compression="zstd")
 
 
-RUNS = {"beam_pipelines": run_beam, "beam_pipelines_kernel": run_kernel, "duckdb": run_duckdb, "polars": run_polars}
+RUNS = {
+    "beam_pipelines": run_beam,
+    "beam_pipelines_1worker": lambda src, out: run_beam(src, out, workers=1),
+    "beam_pipelines_kernel": run_kernel,
+    "duckdb": run_duckdb,
+    "polars": run_polars,
+}
 
 
 # -- the harness --------------------------------------------------------------------------------
@@ -214,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each system (round-robin); the median is kept")
     ap.add_argument("--json", help="write results here (and a Markdown table beside it)")
     args = ap.parse_args(argv)
     from benchmarks.run import machine, measure
@@ -224,29 +236,35 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown systems: {', '.join(unknown)} (known: {', '.join(SYSTEMS)})")
     src = generate(args.events, args.users, args.days, args.files, args.seed)
     work = ROOT / ".cache" / "bench" / "features" / "out"
-    results, reference = [], None
-    for system in systems:
-        out = work / system
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(work / (system + "-scratch"), ignore_errors=True)
-        load = _load()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        m = measure([sys.executable, "-m", "benchmarks.features", "one", system, str(src), str(out)], args.timeout)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # CPU seconds of the whole process tree (workers are waited for, so theirs count): steadier
-        # than wall time when other work shares the machine.
-        m["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
-        row = {"system": system, "events": args.events, "users": args.users, "load_before": load, **m}
-        if m["ok"]:
-            table = canonical(out)
-            row["rows"] = table.num_rows
-            if reference is None:
-                reference = (system, table)
-            row["matches"] = reference[0] if table.equals(reference[1]) else False
-        results.append(row)
-        shown = f"{m['wall_s']:7.2f} s {m['cpu_s']:7.2f} cpu-s {m['peak_rss_mb']:7.0f} MB" if m["ok"] else m["error"]
-        print(f"{system:24s} {shown}  load {load}", file=sys.stderr, flush=True)
-    doc = {"workload": {k: getattr(args, k) for k in ("events", "users", "days", "files", "seed")},
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    reference, matches = None, {}
+    # Round-robin: each repeat runs every system once, so a change in the machine's load falls on all.
+    for _ in range(args.repeat):
+        for system in systems:
+            out = work / system
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(work / (system + "-scratch"), ignore_errors=True)
+            load = _load()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            m = measure([sys.executable, "-m", "benchmarks.features", "one", system, str(src), str(out)], args.timeout)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # CPU seconds of the whole process tree (workers are waited for, so theirs count): steadier
+            # than wall time when other work shares the machine.
+            m["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)
+            m["load_before"] = load
+            if m["ok"] and system not in matches:
+                table = canonical(out)
+                if reference is None:
+                    reference = (system, table)
+                matches[system] = {"rows": table.num_rows,
+                                   "matches": reference[0] if table.equals(reference[1]) else False}  # fmt: skip
+            runs[system].append(m)
+            shown = (
+                f"{m['wall_s']:7.2f} s {m['cpu_s']:7.2f} cpu-s {m['peak_rss_mb']:7.0f} MB" if m["ok"] else m["error"]
+            )
+            print(f"{system:24s} {shown}  load {load}", file=sys.stderr, flush=True)
+    results = [_summary(system, runs[system], matches.get(system, {}), args) for system in systems]
+    doc = {"workload": {k: getattr(args, k) for k in ("events", "users", "days", "files", "seed", "repeat")},
            "machine": machine(), "versions": _versions(), "results": results}  # fmt: skip
     if args.json:
         path = Path(args.json)
@@ -254,6 +272,21 @@ def main(argv: list[str] | None = None) -> int:
         path.with_suffix(".md").write_text(markdown(doc))
     print(markdown(doc))
     return 0 if all(r["ok"] and r.get("matches") for r in results) else 1
+
+
+def _summary(system: str, runs: list[dict], match: dict, args) -> dict:
+    ok = [r for r in runs if r["ok"]]
+    row = {"system": system, "events": args.events, "users": args.users, "ok": len(ok) == len(runs), **match}
+    if not row["ok"]:
+        row["error"] = next(r["error"] for r in runs if not r["ok"])
+        return row
+    return {
+        **row,
+        "wall_s": round(statistics.median(r["wall_s"] for r in ok), 2),
+        "cpu_s": round(statistics.median(r["cpu_s"] for r in ok), 2),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ok), 1),
+        "runs": [{k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "load_before")} for r in ok],
+    }
 
 
 def _versions() -> dict:
@@ -283,13 +316,14 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {r['system']} | {r['wall_s']:.2f} | {r['events'] / r['wall_s']:,.0f} | {rel} | "
                      f"{r['cpu_s']:.1f} | {r['peak_rss_mb']:,.0f} | {same} |")  # fmt: skip
     m, v = doc["machine"], doc["versions"]
-    loads = [r["load_before"][0] for r in doc["results"] if r.get("load_before")]
+    loads = [run["load_before"][0] for r in doc["results"] for run in r.get("runs", ()) if run["load_before"]]
     lines += [
         "",
-        f"{m.get('cpus')} CPUs ({m.get('cpu', '?')}), {m.get('memory_gb', '?')} GB; load average before each "
-        f"system: {', '.join(f'{x:.2f}' for x in loads)}. Beam {v['apache-beam']}, pyarrow {v['pyarrow']}, "
+        f"{m.get('cpus')} CPUs ({m.get('cpu', '?')}), {m.get('memory_gb', '?')} GB; load average before the "
+        f"runs: {min(loads, default=0):.2f} to {max(loads, default=0):.2f}. Beam {v['apache-beam']}, pyarrow {v['pyarrow']}, "
         f"numpy {v['numpy']}, DuckDB {v['duckdb']}, Polars {v['polars']}. Wall time of each system's whole "
-        "process (start-up included) and CPU seconds of its process tree, one run each.",
+        f"process (start-up included) and CPU seconds of its process tree, median of {w['repeat']} run(s) each "
+        "(round-robin), peak RSS the largest.",
     ]
     return "\n".join(lines) + "\n"
 
