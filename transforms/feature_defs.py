@@ -39,6 +39,14 @@ float64; null when the denominator is 0 or null.
 Events without an entity or a time have no features: the composites send them to the dead
 letters (``missing_entity``, ``missing_time``), as they do a double to sum that is not finite
 or too large for its units (``invalid_value``).
+
+**What a streaming computation needs to match.** An event's features are final once every event
+of its entity with a time ``<= t`` has been seen: a stream emits them when the watermark passes
+``t`` (an event-time timer per entity), so events arriving out of order within the allowed
+lateness count exactly as in batch. The events that can still matter for an entity are those in
+``(watermark - max_range_seconds, ...]`` and those of its current session (a session can be
+longer than every range); ``feature_kernels.prepare`` and ``compute`` applied to those events
+plus the new ones give the new events' rows, the same functions the batch composite runs.
 """
 
 from __future__ import annotations

@@ -121,6 +121,7 @@ def test_rows_come_out_sorted_by_entity_time_and_kept_columns_whatever_the_input
     keys = [(r["user"], r["ts"], r["id"]) for r in first.to_pylist()]
     assert keys == sorted(keys)
     assert first.schema.metadata[METADATA_KEY]  # the definition travels with the table
+    assert features_as_of(SCHEMA.empty_table(), FEATURES).schema == first.schema  # same types when empty
 
 
 def test_the_bounds_and_ties_as_defined():
