@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 DEMO_ROWS ?= 200000
 DEMO_FORMAT ?= jsonl
 
-.PHONY: help venv demo demo-streaming test unit e2e lint format clean bench
+.PHONY: help venv demo demo-streaming demo-features test unit e2e lint format clean bench
 
 help:
 	@echo "make demo    - set up, generate $(DEMO_ROWS) sample events, run the events pipeline, print a summary"
 	@echo "make test    - set up, lint, run all tests"
 	@echo "make demo-streaming - Kafka + PostgreSQL + Prism: the events pipeline in streaming mode"
+	@echo "make demo-features - per-user features as of every event (the user_features spec) into out-features/"
 	@echo "make lint    - ruff check and format check"
 	@echo "make bench   - the events workload on this project and its peers (benchmarks/README.md)"
 	@echo "make format  - ruff format and autofix"
@@ -35,6 +36,13 @@ demo: venv
 		--dirty-fraction 0.05 --out data/in --seed 7
 	$(BIN)/python -m beam_pipelines.main --pipeline=events --runner=DirectRunner \
 		--input='data/in/*.$(DEMO_FORMAT)' --input_format=$(DEMO_FORMAT) --output=out/
+
+demo-features: venv
+	rm -rf data/sessions
+	$(BIN)/python -m beam_pipelines.datagen --dataset sessions --rows $(DEMO_ROWS) --format jsonl \
+		--dirty-fraction 0.05 --out data/sessions --seed 7
+	$(BIN)/python -m beam_pipelines.main --pipeline=user_features --runner=DirectRunner \
+		--input='data/sessions/*.jsonl' --input_format=jsonl --output=out-features/
 
 demo-streaming: venv
 	PYTHON=$(BIN)/python scripts/demo_streaming.sh
@@ -62,7 +70,7 @@ e2e: venv
 	$(BIN)/python -m pytest -q tests/e2e
 
 clean:
-	rm -rf $(VENV) data out out-stream .pytest_cache .ruff_cache
+	rm -rf $(VENV) data out out-stream out-features .pytest_cache .ruff_cache
 
 # Runner artifacts (prism built with Go; Flink/Spark job-server jars from Maven Central) into
 # .cache/runners/. `make runners RUNNERS=--prism` fetches only prism.

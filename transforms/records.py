@@ -164,8 +164,12 @@ def slices_by(table: pa.Table, ids: np.ndarray):
     one take, then zero-copy slices."""
     if table.num_rows == 0:
         return
+    low, high = ids.min(), ids.max()
+    if low == high:  # one id (a table already split by the same key): no sort, no copy
+        yield low.item(), table
+        return
     # Few distinct ids (partitions): as int16, numpy's stable sort is a radix sort.
-    small = len(ids) and 0 <= ids.min() and ids.max() < 2**15
+    small = 0 <= low and high < 2**15
     order = np.argsort(ids.astype(np.int16) if small else ids, kind="stable")
     ids = ids[order]
     table = table.take(pa.array(order))
