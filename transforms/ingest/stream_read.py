@@ -110,14 +110,15 @@ class _SpanTracker(RestrictionTracker):
 
 class SpanProvider(RestrictionProvider):
     """An element's whole read: after the element's last item when it is a tuple (a start
-    position, or None), else from the start; with the reader's initial ``state``."""
+    position: an int, a decimal string, which elements carry for sequence numbers wider than
+    64 bits, or None), else from the start; with the reader's initial ``state``."""
 
     def __init__(self, bounded: bool, state):
         self._bounded, self._state = bool(bounded), state
 
     def initial_restriction(self, element):
         after = element[-1] if isinstance(element, tuple) else None
-        return StreamSpan(after, self._state, self._bounded)
+        return StreamSpan(int(after) if isinstance(after, str) else after, self._state, self._bounded)
 
     def create_tracker(self, restriction):
         return _SpanTracker(restriction)
