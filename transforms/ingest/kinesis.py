@@ -63,10 +63,17 @@ from transforms.ingest.stream_read import (
 )
 from transforms.records import typed
 
-__all__ = ["KinesisSourceError", "ReadKinesis", "kinesis_client", "list_shards"]
+__all__ = [
+    "ENDPOINT_PATTERN", "REGION_PATTERN", "STREAM_PATTERN", "KinesisSourceError", "ReadKinesis", "kinesis_client",
+    "list_shards",
+]  # fmt: skip
 
-_STREAM = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+# AWS's rules for stream and region names (the spec's JSON Schema uses them too).
+STREAM_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-[0-9]$"
+ENDPOINT_PATTERN = r"^https?://[^\s/]+/?$"
+_STREAM = re.compile(STREAM_PATTERN)
+_REGION = re.compile(REGION_PATTERN)
 # GetRecords returns at most 10,000 records per call.
 _MAX_RECORDS = 10_000
 _IDLE_RESUME_SECONDS = 0.5
@@ -372,7 +379,7 @@ class ReadKinesis(beam.PTransform):
         if not isinstance(stream, str) or not _STREAM.match(stream):
             raise ValueError(f"stream must be 1-128 characters of [A-Za-z0-9_.-], got {stream!r}")
         if endpoint_url is not None and (
-            not isinstance(endpoint_url, str) or not re.match(r"^https?://[^\s/]+/?$", endpoint_url)
+            not isinstance(endpoint_url, str) or not re.match(ENDPOINT_PATTERN, endpoint_url)
         ):
             raise ValueError(f"endpoint_url must be http(s)://host[:port], got {endpoint_url!r}")
         if region is not None and (not isinstance(region, str) or not _REGION.match(region)):

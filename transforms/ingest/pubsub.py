@@ -66,10 +66,13 @@ from transforms.ingest.stream_read import (
 )
 from transforms.records import typed
 
-__all__ = ["PubSubSourceError", "ReadPubSub"]
+__all__ = ["HOST_PATTERN", "SUBSCRIPTION_PATTERN", "PubSubSourceError", "ReadPubSub"]
 
-_SUBSCRIPTION = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/[A-Za-z][A-Za-z0-9._~%+-]{2,254}$")
-_HOST = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+# Google's rules for project ids and subscription names (the spec's JSON Schema uses them too).
+SUBSCRIPTION_PATTERN = r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/[A-Za-z][A-Za-z0-9._~%+-]{2,254}$"
+HOST_PATTERN = r"^[A-Za-z0-9.-]+:[0-9]{1,5}$"
+_SUBSCRIPTION = re.compile(SUBSCRIPTION_PATTERN)
+_HOST = re.compile(HOST_PATTERN)
 # Pub/Sub returns at most 1000 messages per pull, and takes at most 2500 ack ids per call.
 _MAX_PULL = 1000
 _MAX_ACK = 2500
