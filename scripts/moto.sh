@@ -38,6 +38,7 @@ answers() {
     fi
 }
 
+listening() { (: <"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
 pid() { cat "$PIDFILE" 2>/dev/null || true; }
 alive() { local p; p=$(pid); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
 
@@ -55,7 +56,7 @@ start() {
         return 0
     fi
     rm -f "$PIDFILE"
-    answers && die "port $PORT on $HOST is already taken by another process; choose another port"
+    listening && die "port $PORT on $HOST is taken by another process; choose another port"
     install >/dev/null
     mkdir -p "$DIR"
     # stdin/stdout/stderr away from the caller's pipes, so a caller that captures output
