@@ -59,7 +59,7 @@ class ReadPubSub(_StreamSource):
             },
             "stop_after_idle": {
                 "type": "number",
-                "exclusiveMinimum": 0,
+                "minimum": 0.1,
                 "description": "Seconds: finish once pulls have found nothing for this long (a bounded read of what "
                 "the subscription holds). Default: read forever.",
             },
@@ -106,16 +106,20 @@ class ReadKinesis(_StreamSource):
     config_schema = {
         "type": "object",
         "properties": {
-            "stream": {"type": "string", "pattern": STREAM_PATTERN, "description": "The stream's name."},
+            "stream": {
+                "type": "string",
+                "pattern": STREAM_PATTERN,
+                "description": "The stream's name: 1-128 of A-Z a-z 0-9 _ . -",
+            },
             "endpoint_url": {
                 "type": "string",
                 "pattern": ENDPOINT_PATTERN,
-                "description": "A Kinesis-compatible endpoint (a local server). Default: AWS's.",
+                "description": "http(s)://host[:port] of a Kinesis-compatible server (a local one). Default: AWS's.",
             },
             "region": {
                 "type": "string",
                 "pattern": REGION_PATTERN,
-                "description": "AWS region. Default: boto3's (AWS_REGION, ~/.aws/config).",
+                "description": "AWS region, like us-east-1. Default: boto3's (AWS_REGION, ~/.aws/config).",
             },
             "stop_at_end": {
                 "type": "boolean",
