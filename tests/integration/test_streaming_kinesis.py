@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.helpers import cli, report
+from tests.e2e.helpers import cli, one_line_error, report
 from tests.integration.stream_specs import batch_results, sessions_lines, spec_with_source, table_rows
 from transforms.ingest.kinesis import kinesis_client
 
@@ -54,3 +54,17 @@ def test_sessions_spec_streams_from_kinesis_like_a_batch_run(prism_binary, kines
     assert rep["counts"]["curated"] == batch["counts"]["curated"]
     assert rep["counts"]["dead_lettered"] == batch["counts"]["dead_lettered"] + 2
     assert table_rows(pg_dsn, TABLE) == expected
+
+
+def test_a_missing_stream_or_unreachable_endpoint_is_one_error_line(prism_binary, kinesis_endpoint, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    flags = ["--streaming", "--runner=PrismRunner", "--pg_dsn=postgresql://bp@127.0.0.1:9/bp", f"--output={tmp_path}/o"]
+    missing = spec_with_source(tmp_path / "missing.yaml", "ReadKinesis",
+                               {"stream": "nope", "endpoint_url": kinesis_endpoint, "region": "us-east-1"})  # fmt: skip
+    error = one_line_error(cli(f"--pipeline={missing}", *flags), 1)
+    assert f"Kinesis stream 'nope' does not exist at {kinesis_endpoint}" in error
+    closed = spec_with_source(tmp_path / "closed.yaml", "ReadKinesis",
+                              {"stream": "s", "endpoint_url": "http://127.0.0.1:9", "region": "us-east-1"})  # fmt: skip
+    assert "cannot reach Kinesis at http://127.0.0.1:9" in one_line_error(cli(f"--pipeline={closed}", *flags), 1)

@@ -61,3 +61,17 @@ def test_sessions_spec_streams_from_pubsub_like_a_batch_run(prism_binary, pubsub
     again = one_line_error(cli(*args), 1)
     assert "cannot replay what it acknowledged" in again and "give a new --output" in again
     assert table_rows(pg_dsn, TABLE) == expected  # refused before anything was cleared
+
+
+def test_a_missing_subscription_or_unreachable_emulator_is_one_error_line(prism_binary, pubsub_emulator, tmp_path):
+    flags = ["--streaming", "--runner=PrismRunner", "--pg_dsn=postgresql://bp@127.0.0.1:9/bp", f"--output={tmp_path}/o"]
+    sub = "projects/bp-test/subscriptions/nope"
+    missing = spec_with_source(
+        tmp_path / "missing.yaml", "ReadPubSub", {"subscription": sub, "emulator_host": pubsub_emulator}
+    )
+    error = one_line_error(cli(f"--pipeline={missing}", *flags), 1)
+    assert f"Pub/Sub subscription '{sub}' does not exist" in error
+    closed = spec_with_source(
+        tmp_path / "closed.yaml", "ReadPubSub", {"subscription": sub, "emulator_host": "127.0.0.1:9"}
+    )
+    assert "Pub/Sub at 127.0.0.1:9 did not answer" in one_line_error(cli(f"--pipeline={closed}", *flags), 1)
