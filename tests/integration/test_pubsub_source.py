@@ -115,7 +115,7 @@ def test_every_message_once_garbage_dead_lettered_and_acked(subscription, pubsub
     assert late == []
     # Acknowledged: past the ack deadline nothing is delivered again.
     time.sleep(11)
-    again = subscriber.pull(request={"subscription": sub, "max_messages": 100, "return_immediately": True})
+    again = subscriber.pull(request={"subscription": sub, "max_messages": 100}, timeout=5)
     assert list(again.received_messages) == []
 
 

@@ -55,7 +55,7 @@ def test_sessions_spec_streams_from_pubsub_like_a_batch_run(prism_binary, pubsub
     assert rep["dead_letter_reasons"]["malformed"] == batch["dead_letter_reasons"].get("malformed", 0) + 2
     assert table_rows(pg_dsn, TABLE) == expected
     # Everything was acknowledged: nothing is left to deliver.
-    left = subscriber.pull(request={"subscription": subscription, "max_messages": 10, "return_immediately": True})
+    left = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=5)
     assert list(left.received_messages) == []
 
     again = one_line_error(cli(*args), 1)

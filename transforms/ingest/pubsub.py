@@ -24,9 +24,10 @@ commit (windows not yet fired) is as durable as the runner's state: on Prism, me
 
 Event time and watermark. Pub/Sub delivers in no particular order (the emulator returns a
 pull's messages in random order), so the watermark cannot follow the messages as a Kafka
-partition's does. It moves only when the subscription is caught up: when a pull finds nothing
-waiting, every message published before it has been read, and the watermark W becomes the
-largest event time read so far. Messages read while a backlog drains are judged against the
+partition's does. It moves only when the subscription is caught up: when a pull waits and
+finds nothing, every message published before it has been read (Pub/Sub may answer a pull
+with fewer messages than wait, but not with none while a backlog waits), and the watermark W
+becomes the largest event time read so far. Messages read while a backlog drains are judged against the
 W of the last catch-up, so the order inside a backlog does not matter. A message is late when
 ``window_end(ts) + allowed_lateness <= W``; a message redelivered after its window closed is
 late like any other. A message whose ``ts`` cannot be read goes to ``records`` (validation
@@ -76,8 +77,9 @@ _HOST = re.compile(HOST_PATTERN)
 # Pub/Sub returns at most 1000 messages per pull, and takes at most 2500 ack ids per call.
 _MAX_PULL = 1000
 _MAX_ACK = 2500
-# How long a caught-up reader waits before it pulls again.
+# How long a caught-up reader waits before it pulls again, and how long a pull waits for messages.
 _IDLE_RESUME_SECONDS = 0.2
+_PULL_WAIT_SECONDS = 2.0
 _log = logging.getLogger(__name__)
 
 
@@ -155,15 +157,20 @@ class _ReadSubscriptionFn(beam.DoFn):
 
         s = self._s
         try:
+            # A pull waits a while for messages (the emulator half a second) and then returns
+            # nothing, or its deadline passes: either way nothing was waiting.
             response = self._client.pull(
-                request={"subscription": s["subscription"], "max_messages": want, "return_immediately": True},
-                timeout=s["timeout"],
+                request={"subscription": s["subscription"], "max_messages": want},
+                timeout=min(s["timeout"], _PULL_WAIT_SECONDS),
                 retry=None,
             )
+        except exceptions.DeadlineExceeded:
+            failing_since[0] = None
+            return []
         except exceptions.NotFound as e:
             raise PubSubSourceError(f"Pub/Sub subscription {s['subscription']!r} does not exist") from e
-        except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.InternalServerError,
-                exceptions.TooManyRequests, exceptions.Aborted) as e:  # fmt: skip
+        except (exceptions.ServiceUnavailable, exceptions.InternalServerError, exceptions.TooManyRequests,
+                exceptions.Aborted) as e:  # fmt: skip
             # Retried until the connect timeout has passed without a good pull.
             self._retries.inc()
             now = self._clock()
@@ -240,7 +247,6 @@ class _ReadSubscriptionFn(beam.DoFn):
                     ended = True
                     break
                 # A bounded read waits out its idle time in this bundle (its output is emitted).
-                time.sleep(_IDLE_RESUME_SECONDS)
                 continue
             if self._clock() >= deadline:
                 break
