@@ -13,7 +13,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from transforms.ingest.kinesis import KinesisSourceError, ReadKinesis, kinesis_client, list_shards
+from transforms.ingest.kinesis import KinesisSourceError, ReadKinesis, check_stream, kinesis_client, list_shards
 from transforms.ingest.parse import ParseRecords
 
 BASE = datetime(2024, 3, 1, 10, tzinfo=timezone.utc)
@@ -134,6 +134,14 @@ def test_missing_stream_and_unreachable_endpoint_are_one_clear_error(kinesis_end
     closed = kinesis_client("http://127.0.0.1:9", "us-east-1", 2)
     with pytest.raises(KinesisSourceError, match="cannot reach Kinesis at http://127.0.0.1:9"):
         list_shards(closed, "s", "http://127.0.0.1:9")
+
+
+def test_no_region_is_one_clear_error(kinesis_endpoint, monkeypatch, tmp_path):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(KinesisSourceError, match="Kinesis stream 's': You must specify a region"):
+        check_stream(kinesis_endpoint, None, "s", 5)
 
 
 def test_config_is_checked_when_built():

@@ -64,8 +64,8 @@ from transforms.ingest.stream_read import (
 from transforms.records import typed
 
 __all__ = [
-    "ENDPOINT_PATTERN", "REGION_PATTERN", "STREAM_PATTERN", "KinesisSourceError", "ReadKinesis", "kinesis_client",
-    "list_shards",
+    "ENDPOINT_PATTERN", "REGION_PATTERN", "STREAM_PATTERN", "KinesisSourceError", "ReadKinesis", "check_stream",
+    "kinesis_client", "list_shards",
 ]  # fmt: skip
 
 # AWS's rules for stream and region names (the spec's JSON Schema uses them too).
@@ -137,6 +137,22 @@ def list_shards(client, stream: str, where: str) -> list[str]:
     if not shards:
         raise KinesisSourceError(f"Kinesis stream {stream!r} at {where} has no shards")
     return sorted(shards)
+
+
+def check_stream(endpoint_url: str | None, region: str | None, stream: str, timeout: float) -> list[str]:
+    """The stream's shard ids, or KinesisSourceError with one plain line (no region, no
+    credentials, no answer, no such stream, no permission)."""
+    from botocore.exceptions import BotoCoreError
+
+    where = endpoint_url or f"AWS ({region or 'default region'})"
+    try:
+        client = kinesis_client(endpoint_url, region, timeout)
+    except BotoCoreError as e:
+        raise _plain(e, stream, where) from e
+    try:
+        return list_shards(client, stream, where)
+    finally:
+        client.close()
 
 
 class _ListShardsFn(beam.DoFn):

@@ -137,16 +137,13 @@ class ReadKinesis(_StreamSource):
 
     def preflight(self) -> None:
         """OSError with one plain line when the stream's shards cannot be listed."""
-        from transforms.ingest.kinesis import KinesisSourceError, kinesis_client, list_shards
+        from transforms.ingest.kinesis import KinesisSourceError, check_stream
 
         c = self.config
-        client = kinesis_client(c.get("endpoint_url"), c.get("region"), _TIMEOUT_S)
         try:
-            list_shards(client, c["stream"], c.get("endpoint_url") or "AWS")
+            check_stream(c.get("endpoint_url"), c.get("region"), c["stream"], _TIMEOUT_S)
         except KinesisSourceError as e:
             raise OSError(str(e)) from e
-        finally:
-            client.close()
 
     def make(self, root: str):
         from transforms.ingest.kinesis import ReadKinesis as Read
