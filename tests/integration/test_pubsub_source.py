@@ -155,6 +155,17 @@ def test_missing_subscription_is_one_clear_error(pubsub_emulator):
         _run(sub, pubsub_emulator)
 
 
+def test_no_credentials_is_one_clear_error(monkeypatch, tmp_path):
+    # No emulator, no credentials file, no gcloud login, and no probe of a metadata server.
+    for name in ("PUBSUB_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(PubSubSourceError, match="no Google credentials to read Pub/Sub subscription"):
+        check_subscription(None, f"projects/{PROJECT}/subscriptions/s", 5)
+
+
 def test_config_is_checked_when_built():
     with pytest.raises(ValueError, match="subscription must be"):
         ReadPubSub("my-sub", window_seconds=60, allowed_lateness_seconds=0)

@@ -103,8 +103,15 @@ def subscriber_client(emulator_host: str | None):
 def check_subscription(emulator_host: str | None, subscription: str, timeout: float) -> None:
     """PubSubSourceError with one plain line when the subscription cannot be read."""
     from google.api_core import exceptions
+    from google.auth.exceptions import DefaultCredentialsError
 
-    client = subscriber_client(emulator_host)
+    try:
+        client = subscriber_client(emulator_host)
+    except DefaultCredentialsError as e:
+        raise PubSubSourceError(
+            f"no Google credentials to read Pub/Sub subscription {subscription!r} (set GOOGLE_APPLICATION_CREDENTIALS, "
+            "or run where a service account is attached; an emulator: emulator_host or PUBSUB_EMULATOR_HOST)"
+        ) from e
     try:
         client.get_subscription(request={"subscription": subscription}, timeout=timeout, retry=None)
     except exceptions.NotFound as e:
