@@ -29,6 +29,15 @@ def aws(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
 
 
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    """The generated records, and the batch run's sessions and report over them."""
+    root = tmp_path_factory.mktemp("sessions")
+    lines = sessions_lines(root / "in")
+    expected, batch = batch_results(f"{root}/in/*.jsonl", root / "batch")
+    return lines, expected, batch
+
+
 def _key(line: bytes) -> str:
     """A user's events on one shard, in file order."""
     try:
@@ -71,9 +80,10 @@ def _check(out, batch: dict, lines: list[bytes], pg_dsn: str, table: str, expect
 
 
 @pytest.mark.timeout(600)
-def test_sessions_spec_streams_from_kinesis_like_a_batch_run(prism_binary, kinesis_endpoint, pg_dsn, tmp_path, aws):
-    lines = sessions_lines(tmp_path / "in")
-    expected, batch = batch_results(f"{tmp_path}/in/*.jsonl", tmp_path / "batch")
+def test_sessions_spec_streams_from_kinesis_like_a_batch_run(
+    prism_binary, kinesis_endpoint, pg_dsn, sessions, tmp_path, aws
+):
+    lines, expected, batch = sessions
     client, stream = _new_stream(kinesis_endpoint)
     _put(client, stream, _records(lines))
     config = {"stream": stream, "endpoint_url": kinesis_endpoint, "region": "us-east-1", "stop_at_end": True}
@@ -86,9 +96,10 @@ def test_sessions_spec_streams_from_kinesis_like_a_batch_run(prism_binary, kines
 
 
 @pytest.mark.timeout(600)
-def test_kill_9_mid_stream_then_restart_replays_the_shards(prism_binary, kinesis_endpoint, pg_dsn, tmp_path, aws):
-    lines = sessions_lines(tmp_path / "in")
-    expected, batch = batch_results(f"{tmp_path}/in/*.jsonl", tmp_path / "batch")
+def test_kill_9_mid_stream_then_restart_replays_the_shards(
+    prism_binary, kinesis_endpoint, pg_dsn, sessions, tmp_path, aws
+):
+    lines, expected, batch = sessions
     client, stream = _new_stream(kinesis_endpoint)
     records = _records(lines)
     cut = len(records) * 3 // 5  # the rest after the kill: the killed job cannot have seen everything
