@@ -15,7 +15,9 @@
 # Clients: google-cloud-pubsub with PUBSUB_EMULATOR_HOST=<endpoint> (no credentials); create topics and
 # subscriptions through the API.
 #
-# Environment: PUBSUB_PORT (default 8085), PUBSUB_START_TIMEOUT (s, default 30), KEEP_DATA, PUBSUB_OWNER_PID
+# Environment: PUBSUB_PORT (default 8085), PUBSUB_ADMIN_PORT (when set, GET http://127.0.0.1:PORT/messages there
+# lists each message's deliveries and acknowledgements, for tests), PUBSUB_START_TIMEOUT (s, default 30), KEEP_DATA,
+# PUBSUB_OWNER_PID
 # (stop the server once that process has exited: for test sessions killed before their teardown). The pid file
 # and log are .cache/services/pubsub/run/PORT.{pid,log}, per port.
 set -euo pipefail
@@ -36,7 +38,9 @@ die() {
     exit 1
 }
 
+ADMIN_PORT=${PUBSUB_ADMIN_PORT:-0}
 [[ $PORT =~ ^[0-9]+$ ]] && ((PORT > 0 && PORT < 65536)) || die "PUBSUB_PORT must be a TCP port, got '$PORT'"
+[[ $ADMIN_PORT =~ ^[0-9]+$ ]] && ((ADMIN_PORT < 65536)) || die "PUBSUB_ADMIN_PORT must be a TCP port, got '$ADMIN_PORT'"
 
 # The build is named by its sources: an edited main.go or a new pin builds a new binary.
 HASH=$(cat "$SRC/go.mod" "$SRC/go.sum" "$SRC/main.go" | sha256sum | cut -c1-12)
@@ -63,7 +67,7 @@ install() {
     echo "Pub/Sub emulator built: ${BIN#"$ROOT"/}"
 }
 
-listening() { (: <"/dev/tcp/$HOST/$PORT") 2>/dev/null; }
+listening() { (: <"/dev/tcp/$HOST/${1:-$PORT}") 2>/dev/null; }
 pid() { cat "$PIDFILE" 2>/dev/null || true; }
 alive() {
     local p
@@ -79,10 +83,12 @@ start() {
     fi
     rm -f "$PIDFILE"
     listening && die "port $PORT on $HOST is taken by another process; set PUBSUB_PORT"
+    ((ADMIN_PORT == 0)) || ! listening "$ADMIN_PORT" ||
+        die "port $ADMIN_PORT on $HOST is taken by another process; set PUBSUB_ADMIN_PORT"
     [[ -x $BIN ]] || install >&2
     mkdir -p "$RUN"
     # Standard streams away from the caller's pipes, so a caller capturing output is not kept waiting.
-    nohup "$BIN" -host "$HOST" -port "$PORT" </dev/null >"$LOG" 2>&1 &
+    nohup "$BIN" -host "$HOST" -port "$PORT" -admin-port "$ADMIN_PORT" </dev/null >"$LOG" 2>&1 &
     local server=$!
     echo "$server" >"$PIDFILE"
     local deadline=$((SECONDS + START_TIMEOUT))
@@ -93,7 +99,7 @@ start() {
 $(tail -n 20 "$LOG")"
         fi
         # The gRPC listener opens once the server is ready to serve.
-        if listening; then
+        if listening && { ((ADMIN_PORT == 0)) || listening "$ADMIN_PORT"; }; then
             [[ -n ${PUBSUB_OWNER_PID:-} ]] && watch_owner "$PUBSUB_OWNER_PID" "$server"
             echo "Pub/Sub emulator running on $HOST:$PORT (pid $server, log ${LOG#"$ROOT"/})"
             echo "$HOST:$PORT"

@@ -11,6 +11,7 @@ Pytest fixtures (session scope unless noted; loaded for every test by ``pytest_p
   the session: give tables unique names (or a schema per test).
 * ``pubsub_emulator``: ``"127.0.0.1:PORT"`` of a Pub/Sub emulator (``scripts/pubsub.sh``: Google's pstest fake),
   the value for ``PUBSUB_EMULATOR_HOST`` or ReadPubSub's ``emulator_host``; topics and subscriptions in memory.
+  ``pubsub_messages(host, topic)`` tells how often each message of a topic was delivered and acknowledged.
 * ``kinesis_endpoint``: ``"http://127.0.0.1:PORT"`` of a Kinesis server (``scripts/kinesis.sh``: moto's server), the
   ``endpoint_url`` of boto3's kinesis client; any credentials, region ``us-east-1``.
 
@@ -49,6 +50,7 @@ __all__ = [
     "new_topic",
     "pg_dsn",
     "pubsub_emulator",
+    "pubsub_messages",
     "start_kafka",
     "start_kinesis",
     "start_postgres",
@@ -215,12 +217,27 @@ def stop_postgres(port: int, keep_data: bool = False) -> None:
 def start_pubsub(port: int, owner_pid: int | None = None) -> str:
     """Starts (or finds running) the Pub/Sub emulator, building it when missing; returns ``"127.0.0.1:PORT"``.
 
+    Its message states are served on ``port + 1`` (see :func:`pubsub_messages`).
+
     Args:
-        port: The TCP port on 127.0.0.1.
+        port: The TCP port on 127.0.0.1 (``port + 1`` must be free too).
         owner_pid: When this process exits without ``stop_pubsub`` (a killed test run), the server is stopped.
     """
-    env = {"PUBSUB_PORT": str(port), "PUBSUB_OWNER_PID": "" if owner_pid is None else str(owner_pid)}
+    env = {"PUBSUB_PORT": str(port), "PUBSUB_ADMIN_PORT": str(port + 1),
+           "PUBSUB_OWNER_PID": "" if owner_pid is None else str(owner_pid)}  # fmt: skip
     return _run(PUBSUB_SH, ["start"], env, START_TIMEOUT_S)
+
+
+def pubsub_messages(host: str, topic: str) -> dict[str, dict]:
+    """Message id -> ``{"deliveries": n, "acks": n}`` of every message published to ``topic``
+    (a full ``projects/P/topics/T`` path) on the emulator that :func:`start_pubsub` started."""
+    import json
+    import urllib.request
+
+    name, port = host.rsplit(":", 1)
+    with urllib.request.urlopen(f"http://{name}:{int(port) + 1}/messages", timeout=10) as response:
+        states = json.loads(response.read())
+    return {m["id"]: {"deliveries": m["deliveries"], "acks": m["acks"]} for m in states if m["topic"] == topic}
 
 
 def stop_pubsub(port: int, keep_data: bool = False) -> None:
@@ -248,7 +265,7 @@ def stop_kinesis(port: int, keep_data: bool = False) -> None:
 @pytest.fixture(scope="session")
 def pubsub_emulator():
     """A Pub/Sub emulator on a free port for the whole session; its ``host:port``."""
-    port = free_port()
+    port = free_port_pair()
     host = _start_or_fail("the Pub/Sub emulator (scripts/pubsub.sh start)", start_pubsub, stop_pubsub, port)
     yield host
     stop_pubsub(port)
