@@ -261,8 +261,12 @@ def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging
         raise RunError(f"cannot write the dry-run graph to {path}: {e}") from e
     runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
     transforms = len(graph.components.transforms)
-    what = f"kafka topic {cfg.kafka_topic}" if cfg.streaming else cfg.input_format
-    name = module.plan_for(cfg).name
+    plan = module.plan_for(cfg)
+    what = cfg.input_format
+    if cfg.streaming:
+        source = plan.source.step
+        what = f"kafka topic {cfg.kafka_topic}" if source.type == "ReadKafka" else source.input_name()
+    name = plan.name
     out.write(f"dry run: {what} {name} pipeline for {runner_name}, {transforms} transforms, "
               f"graph written to {path}; nothing was run or submitted\n")  # fmt: skip
     return {"dry_run": True, "runner": runner_name, "graph": path, "transforms": transforms}

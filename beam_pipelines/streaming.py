@@ -12,6 +12,11 @@ then every window is recomputed from the same records in the same per-partition 
 same records are judged late) and each aggregate firing upserts its PostgreSQL row. The
 results after a restart are those of one uninterrupted run: nothing lost, nothing counted
 twice. The price is re-reading the retained topic (see the README's Streaming section).
+Kinesis streams replay the same way (from the start of their retention, per shard in
+sequence order). A Pub/Sub subscription cannot replay what it has acknowledged: a stream from
+one starts only over an empty output and an empty aggregate table, never over an earlier
+attempt's (rebuilding them would lose the acknowledged records, keeping them would mix a
+partial recomputation into complete windows).
 """
 
 from __future__ import annotations
@@ -35,8 +40,27 @@ CONNECT_TIMEOUT_S = 15
 STREAM_OUTPUTS = ("curated", "dlq", "_run")
 
 
-def preflight(cfg: EventsConfig) -> None:
-    """Fails with one line when the broker, the topic or the database cannot be reached."""
+def preflight(cfg: EventsConfig, source=None) -> None:
+    """Fails with one line when the source (broker and topic, subscription, stream), the
+    dead-letter topic or the database cannot be reached."""
+    kafka = source is None or source.type == "ReadKafka"
+    if kafka or (cfg.dlq_topic and cfg.kafka_bootstrap):
+        _kafka_preflight(cfg, kafka)
+    if not kafka:
+        try:
+            source.preflight()
+        except OSError as e:
+            raise RunError(str(e)) from e
+    import psycopg
+
+    try:
+        psycopg.connect(cfg.pg_dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg.Error as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RunError(f"cannot reach PostgreSQL at --pg_dsn: {first}") from e
+
+
+def _kafka_preflight(cfg: EventsConfig, source: bool) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -51,16 +75,24 @@ def preflight(cfg: EventsConfig) -> None:
         meta = admin.list_topics(timeout=CONNECT_TIMEOUT_S)
     except KafkaException as e:
         raise RunError(f"cannot reach Kafka at --kafka_bootstrap={cfg.kafka_bootstrap}: {e.args[0]}") from e
-    for flag, topic in (("--kafka_topic", cfg.kafka_topic), ("--dlq_topic", cfg.dlq_topic)):
+    topics = (("--kafka_topic", cfg.kafka_topic),) if source else ()
+    for flag, topic in (*topics, ("--dlq_topic", cfg.dlq_topic)):
         if topic is not None and topic not in meta.topics:
             raise RunError(f"Kafka topic {topic!r} ({flag}) does not exist on {cfg.kafka_bootstrap}")
-    import psycopg
 
-    try:
-        psycopg.connect(cfg.pg_dsn, connect_timeout=CONNECT_TIMEOUT_S).close()
-    except psycopg.Error as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RunError(f"cannot reach PostgreSQL at --pg_dsn: {first}") from e
+
+def _fresh_start(cfg: EventsConfig, source) -> None:
+    """A source that cannot replay starts only where no earlier attempt left outputs."""
+    held = [name for name in STREAM_OUTPUTS if FileSystems.exists(join_path(cfg.output, name))]
+    rows = _aggregate_rows(cfg)
+    if held or rows:
+        what = f"{', '.join(held)} under --output" if held else ""
+        what += (" and " if held else "") + (f"{rows:,} rows in PostgreSQL table {cfg.pg_table}" if rows else "")
+        raise RunError(
+            f"{what} hold an earlier run's results, and the {source.input_name()} cannot replay what it acknowledged "
+            "to rebuild them: give a new --output and an empty aggregate table (messages not yet acknowledged are "
+            "delivered to the next run)"
+        )
 
 
 def _clear_aggregates(cfg: EventsConfig) -> None:
@@ -100,7 +132,7 @@ def _show_progress(out) -> None:
 def render(s: dict) -> str:
     c = s["counts"]
     lines = [
-        f"{s['pipeline']} (streaming) on {s['runner']}: {c['read']:,} records from Kafka topic {s['topic']} "
+        f"{s['pipeline']} (streaming) on {s['runner']}: {c['read']:,} records from {s['source']} "
         f"in {s['elapsed_s']:.1f} s",
         "",
     ]
@@ -124,11 +156,15 @@ def render(s: dict) -> str:
 
 def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
     """Runs the streaming pipeline until its source ends (or the process is stopped)."""
-    preflight(cfg)
-    # Rebuilt by the replay; see the module docstring.
-    for name in STREAM_OUTPUTS:
-        publish.discard(join_path(cfg.output, name))
-    _clear_aggregates(cfg)
+    source = module.plan_for(cfg).source.step
+    preflight(cfg, source)
+    if getattr(source, "replays", True):
+        # Rebuilt by the replay; see the module docstring.
+        for name in STREAM_OUTPUTS:
+            publish.discard(join_path(cfg.output, name))
+        _clear_aggregates(cfg)
+    else:
+        _fresh_start(cfg, source)
     _show_progress(out)
     started = time.monotonic()
     try:
@@ -151,7 +187,8 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
         "pipeline": module.pipeline_name(cfg),
         "streaming": True,
         "runner": options.view_as(StandardOptions).runner,
-        "topic": cfg.kafka_topic,
+        "topic": cfg.kafka_topic if source.type == "ReadKafka" else None,
+        "source": f"Kafka topic {cfg.kafka_topic}" if source.type == "ReadKafka" else source.input_name(),
         "output": cfg.output,
         "pg_table": cfg.pg_table,
         "elapsed_s": round(elapsed, 3),

@@ -37,6 +37,8 @@ item apt apt_items
 item prism "$PYTHON" -m beam_pipelines.artifacts fetch --prism
 item kafka bash scripts/kafka.sh fetch
 item gcs bash scripts/gcs.sh install
+item pubsub bash scripts/pubsub.sh install
+item kinesis bash scripts/kinesis.sh install
 item azurite bash scripts/azure.sh install
 item airflow bash scripts/airflow.sh install
 wait

@@ -9,10 +9,15 @@ Pytest fixtures (session scope unless noted; loaded for every test by ``pytest_p
 * ``new_topic`` (function scope): ``new_topic(partitions=1, prefix="t") -> name`` creates a uniquely named topic.
 * ``pg_dsn``: ``"postgresql://bp@127.0.0.1:PORT/bp"`` (role ``bp`` is a superuser; trust auth). One database for
   the session: give tables unique names (or a schema per test).
+* ``pubsub_emulator``: ``"127.0.0.1:PORT"`` of a Pub/Sub emulator (``scripts/pubsub.sh``: Google's pstest fake),
+  the value for ``PUBSUB_EMULATOR_HOST`` or ReadPubSub's ``emulator_host``; topics and subscriptions in memory.
+  ``pubsub_messages(host, topic)`` tells how often each message of a topic was delivered and acknowledged.
+* ``kinesis_endpoint``: ``"http://127.0.0.1:PORT"`` of a Kinesis server (``scripts/kinesis.sh``: moto's server), the
+  ``endpoint_url`` of boto3's kinesis client; any credentials, region ``us-east-1``.
 
 A server that cannot start fails the test with the script's error; it is never skipped. Without pytest, call
 ``start_kafka``/``stop_kafka``, ``create_topic`` and ``start_postgres``/``stop_postgres``; these raise
-``ServiceError`` instead.
+``ServiceError`` instead (and ``start_pubsub``/``start_kinesis`` with their stops).
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import pytest
 
 __all__ = [
     "KAFKA_SH",
+    "KINESIS_SH",
     "POSTGRES_SH",
+    "PUBSUB_SH",
     "ROOT",
     "ServiceError",
     "create_topic",
@@ -39,17 +46,26 @@ __all__ = [
     "free_port_pair",
     "kafka_bootstrap",
     "kafka_topic",
+    "kinesis_endpoint",
     "new_topic",
     "pg_dsn",
+    "pubsub_emulator",
+    "pubsub_messages",
     "start_kafka",
+    "start_kinesis",
     "start_postgres",
+    "start_pubsub",
     "stop_kafka",
+    "stop_kinesis",
     "stop_postgres",
+    "stop_pubsub",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "scripts" / "kafka.sh"
 POSTGRES_SH = ROOT / "scripts" / "postgres.sh"
+PUBSUB_SH = ROOT / "scripts" / "pubsub.sh"
+KINESIS_SH = ROOT / "scripts" / "kinesis.sh"
 
 # A cold start may first fetch the broker's jars (Maven) or install PostgreSQL (apt-get); below pytest's
 # 600 s per-test timeout (pyproject.toml), so the script's error is what a failing test shows.
@@ -196,6 +212,72 @@ def stop_postgres(port: int, keep_data: bool = False) -> None:
         keep_data: Keep the data directory (and its server log).
     """
     _run(POSTGRES_SH, ["stop"], {"PG_PORT": str(port), "KEEP_DATA": "1" if keep_data else "0"}, STOP_TIMEOUT_S)
+
+
+def start_pubsub(port: int, owner_pid: int | None = None) -> str:
+    """Starts (or finds running) the Pub/Sub emulator, building it when missing; returns ``"127.0.0.1:PORT"``.
+
+    Its message states are served on ``port + 1`` (see :func:`pubsub_messages`).
+
+    Args:
+        port: The TCP port on 127.0.0.1 (``port + 1`` must be free too).
+        owner_pid: When this process exits without ``stop_pubsub`` (a killed test run), the server is stopped.
+    """
+    env = {"PUBSUB_PORT": str(port), "PUBSUB_ADMIN_PORT": str(port + 1),
+           "PUBSUB_OWNER_PID": "" if owner_pid is None else str(owner_pid)}  # fmt: skip
+    return _run(PUBSUB_SH, ["start"], env, START_TIMEOUT_S)
+
+
+def pubsub_messages(host: str, topic: str) -> dict[str, dict]:
+    """Message id -> ``{"deliveries": n, "acks": n}`` of every message published to ``topic``
+    (a full ``projects/P/topics/T`` path) on the emulator that :func:`start_pubsub` started."""
+    import json
+    import urllib.request
+
+    name, port = host.rsplit(":", 1)
+    with urllib.request.urlopen(f"http://{name}:{int(port) + 1}/messages", timeout=10) as response:
+        states = json.loads(response.read())
+    return {m["id"]: {"deliveries": m["deliveries"], "acks": m["acks"]} for m in states if m["topic"] == topic}
+
+
+def stop_pubsub(port: int, keep_data: bool = False) -> None:
+    """Stops the emulator on ``port`` (its topics live in its memory) and removes its log unless ``keep_data``."""
+    _run(PUBSUB_SH, ["stop"], {"PUBSUB_PORT": str(port), "KEEP_DATA": "1" if keep_data else "0"}, STOP_TIMEOUT_S)
+
+
+def start_kinesis(port: int, owner_pid: int | None = None) -> str:
+    """Starts (or finds running) moto's server for Kinesis; returns its endpoint URL.
+
+    Args:
+        port: The TCP port on 127.0.0.1.
+        owner_pid: When this process exits without ``stop_kinesis`` (a killed test run), the server is stopped.
+    """
+    env = {"KINESIS_PORT": str(port), "KINESIS_OWNER_PID": "" if owner_pid is None else str(owner_pid)}
+    _run(KINESIS_SH, ["start"], env, START_TIMEOUT_S)
+    return _run(KINESIS_SH, ["endpoint"], env, STOP_TIMEOUT_S)
+
+
+def stop_kinesis(port: int, keep_data: bool = False) -> None:
+    """Stops the Kinesis server on ``port`` (its streams live in its memory)."""
+    _run(KINESIS_SH, ["stop"], {"KINESIS_PORT": str(port)}, STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator():
+    """A Pub/Sub emulator on a free port for the whole session; its ``host:port``."""
+    port = free_port_pair()
+    host = _start_or_fail("the Pub/Sub emulator (scripts/pubsub.sh start)", start_pubsub, stop_pubsub, port)
+    yield host
+    stop_pubsub(port)
+
+
+@pytest.fixture(scope="session")
+def kinesis_endpoint():
+    """moto's Kinesis on a free port for the whole session; its endpoint URL."""
+    port = free_port()
+    url = _start_or_fail("the Kinesis server (scripts/kinesis.sh start)", start_kinesis, stop_kinesis, port)
+    yield url
+    stop_kinesis(port)
 
 
 @pytest.fixture(scope="session")
