@@ -542,7 +542,7 @@ class ReadKafka(beam.PTransform):
         start_offsets: dict[int, int] | None = None,
         stop_at_end: bool = False,
         max_batch_records: int = 50000,
-        max_batch_seconds: float = 1.0,
+        max_batch_seconds: float = 0.25,
         catch_up_seconds: float = 4.0,
         catch_up_backlog: int = 10_000,
         consumer_config: dict | None = None,
