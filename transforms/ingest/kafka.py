@@ -57,7 +57,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -82,6 +81,7 @@ from transforms.ingest.kafka_time import (
     window_end_us,
 )
 from transforms.ingest.log_repeats import quiet_repeats
+from transforms.ingest.stream_read import WatermarkFloor
 from transforms.records import dead_letters, iso_text, typed
 
 __all__ = ["KafkaSourceError", "ReadKafka"]
@@ -189,35 +189,6 @@ class _ListPartitionsFn(beam.DoFn):
             # The end is the snapshot taken now: messages produced later are not read.
             stop = max(start, high) if s["stop_at_end"] else -1
             yield p, start, stop, len(partitions)
-
-
-class _TopicWatermarks:
-    """The watermark each partition of a topic has reached in this process; the reported
-    watermark of every partition is their minimum.
-
-    Prism takes a splittable DoFn stage's output watermark from the residuals of the bundle that
-    finished last, not the minimum over every partition still being read: a partition read ahead
-    moved the downstream watermark past windows that another partition was still filling, and
-    their records were dropped as late after the aggregation's GroupByKey. Reporting the minimum
-    over all partitions is correct on every runner (no partition's watermark is overstated);
-    runners that combine restrictions' watermarks themselves lose nothing by it. Shared within a
-    process (Prism's LOOPBACK worker reads every partition in the launcher's process).
-    """
-
-    _lock = threading.Lock()
-    _topics: dict[str, dict[int, int]] = {}
-
-    @classmethod
-    def floor(cls, key: str, partition: int, count: int, watermark_us: int) -> int:
-        """Records ``partition``'s watermark; the minimum over the topic's ``count`` partitions
-        (:data:`NO_TIME` while any of them has none)."""
-        with cls._lock:
-            marks = cls._topics.setdefault(key, {})
-            if watermark_us != NO_TIME and watermark_us > marks.get(partition, NO_TIME):
-                marks[partition] = watermark_us
-            if any(p not in marks for p in range(count)):
-                return int(NO_TIME)
-            return min(marks[p] for p in range(count))
 
 
 class _PartitionRange(OffsetRange):
@@ -382,7 +353,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def _report(self, watermark, partition: int, count: int, own_us: int) -> int:
         """Records this partition's watermark and reports the topic's floor; returns the floor."""
-        floor = _TopicWatermarks.floor(self._key, partition, count, own_us)
+        floor = WatermarkFloor.floor(self._key, partition, count, own_us)
         current = watermark.current_watermark()
         if floor != NO_TIME and (current is None or current.micros < floor):
             watermark.set_watermark(Timestamp(micros=floor))
@@ -584,7 +555,7 @@ class ReadKafka(beam.PTransform):
             "field": event_time_field,
             "timeout": float(connect_timeout_seconds),
             "clock": clock or time.monotonic,
-            # One read of the topic: its partitions share a watermark floor (see _TopicWatermarks).
+            # One read of the topic: its partitions share a watermark floor (see WatermarkFloor).
             "read_id": uuid.uuid4().hex,
         }
 
