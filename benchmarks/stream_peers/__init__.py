@@ -59,5 +59,12 @@ SYSTEMS = {
             "restart guarantees)",
             "benchmarks.stream_peers.loop",
         ),
+        StreamSystem(
+            "quix",
+            "Quix Streams 3.28: an Application grouping by the aggregate's key (a Kafka repartition), keyed "
+            "state for dedup and distinct users, a tumbling window's `.current()` values upserted by the "
+            "community PostgreSQL sink at each one-second checkpoint",
+            "benchmarks.stream_peers.quix",
+        ),
     )
 }
