@@ -66,5 +66,11 @@ SYSTEMS = {
             "community PostgreSQL sink at each one-second checkpoint",
             "benchmarks.stream_peers.quix",
         ),
+        StreamSystem(
+            "pyflink",
+            "PyFlink 2.0 (Flink SQL on the local mini-cluster): a Kafka JSON table, ROW_NUMBER dedup, a continuous "
+            "GROUP BY on the hour with mini-batches, a JDBC upsert table flushed every second",
+            "benchmarks.stream_peers.pyflink",
+        ),
     )
 }
