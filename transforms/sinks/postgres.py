@@ -122,7 +122,13 @@ PANE_COLUMN = "_pane"
 
 class _UpsertFn(beam.DoFn):
     def __init__(
-        self, dsn: str, table: str, keys: tuple[str, ...], schema: pa.Schema, retry_for_s: float, version: str | None
+        self,
+        dsn: str,
+        table: str,
+        keys: tuple[str, ...],
+        schema: pa.Schema,
+        retry_for_s: float,
+        version: str | None = None,
     ):
         self._dsn, self._table, self._keys, self._schema, self._retry_for_s = dsn, table, keys, schema, retry_for_s
         self._version = version
