@@ -168,7 +168,12 @@ def catch_up(system: StreamSystem, services: dict, work: Path, messages: list[by
     topic = create_topic(services["bootstrap"], name, PARTITIONS)
     producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 20})
     for i, m in enumerate(messages):
-        producer.produce(topic, value=m, partition=i % PARTITIONS)
+        while True:
+            try:
+                producer.produce(topic, value=m, partition=i % PARTITIONS)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.5)
         if i % 10_000 == 0:
             producer.poll(0)
     assert producer.flush(60) == 0

@@ -21,12 +21,14 @@ chooses.
 
 from __future__ import annotations
 
+import random
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.coders import VarIntCoder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms.dedup import keep_first
@@ -52,8 +54,28 @@ class _PartitionFn(beam.DoFn):
             yield int(pid), deduped.filter(pa.array(pids == pid))
 
 
+class _Seen:
+    """One partition's remembered keys as this DoFn instance last wrote them: key -> until (µs)."""
+
+    def __init__(self, token: int, until: dict[str, int], pruned_at: int):
+        self.token, self.until, self.pruned_at = token, until, pruned_at
+
+
 class _SeenFn(beam.DoFn):
-    SEEN = ReadModifyWriteStateSpec("seen", ArrowTableCoder())
+    """Drops rows whose key this partition has let through before.
+
+    The keys live in Beam state as a bag of small (key, until_us) tables, one appended per
+    element: a bundle writes only its new keys. Reading the whole bag per element (Prism gives
+    the SDK no state cache tokens, so nothing is cached across bundles) cost time in
+    proportion to every key of the horizon and fell behind a live stream; so each instance
+    keeps the partition's keys in memory too, valid while the state's random ``token`` is the
+    one it wrote last (another instance, or a failed bundle whose writes were discarded,
+    leaves a different token, and the bag is read again). Expired keys leave the bag when the
+    stamps have moved a quarter of the horizon since the last pruning.
+    """
+
+    KEYS = BagStateSpec("keys", ArrowTableCoder())
+    TOKEN = ReadModifyWriteStateSpec("token", VarIntCoder())
     STAMP = ReadModifyWriteStateSpec("stamp", VarIntCoder())  # the latest element timestamp (µs)
 
     def __init__(self, key: str, time_field: str, horizon_us: int):
@@ -61,34 +83,63 @@ class _SeenFn(beam.DoFn):
 
     def setup(self):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
+        self._seen: dict[tuple, _Seen] = {}  # (partition, window) -> keys as last written here
+        self._tokens = random.Random()
+
+    def _load(self, keys_state, token: int | None, stamp: int) -> _Seen:
+        tables = list(keys_state.read())
+        until: dict[str, int] = {}
+        if tables:
+            kept = pa.concat_tables(tables)
+            kept = kept.filter(pc.greater(kept.column("until_us"), stamp))
+            until = dict(zip(kept.column("key").to_pylist(), kept.column("until_us").to_pylist()))
+        return _Seen(token, until, stamp)
 
     def process(
         self,
         element,
         timestamp=beam.DoFn.TimestampParam,
-        seen_state=beam.DoFn.StateParam(SEEN),
+        window=beam.DoFn.WindowParam,
+        keys_state=beam.DoFn.StateParam(KEYS),
+        token_state=beam.DoFn.StateParam(TOKEN),
         stamp_state=beam.DoFn.StateParam(STAMP),
     ):
-        _, table = element
-        seen = seen_state.read()
+        pid, table = element
         stamp = max(stamp_state.read() or _NO_STAMP, timestamp.micros)
         stamp_state.write(stamp)
-        keys = table.column(self._key)
-        if seen is not None and seen.num_rows:
-            repeated = pc.is_in(keys, value_set=seen.column("key").combine_chunks())
-            dropped = pc.sum(repeated).as_py() or 0
-            if dropped:
-                table = table.filter(pc.invert(repeated))
-                self._dups.inc(dropped)
-                yield beam.pvalue.TaggedOutput("stats", {"duplicates": dropped})
-        times = table.column(self._time).cast(pa.int64())
-        fresh = pa.table(
-            {"key": table.column(self._key).cast(pa.string()), "until_us": pc.add(times, self._horizon_us)}
-        )
-        merged = fresh if seen is None else pa.concat_tables([seen, fresh])
-        if merged.num_rows:
-            merged = merged.filter(pc.greater(merged.column("until_us"), stamp))
-        seen_state.write(merged.combine_chunks())
+        token = token_state.read()
+        seen = self._seen.get((pid, window))
+        if seen is None or token is None or seen.token != token:
+            seen = self._seen[(pid, window)] = self._load(keys_state, token, stamp)
+        # One set lookup per row: an Arrow is_in against every remembered key would hash them
+        # all for each element.
+        keys = table.column(self._key).cast(pa.string()).to_pylist()
+        repeated = np.fromiter((k in seen.until for k in keys), bool, len(keys))
+        dropped = int(repeated.sum())
+        if dropped:
+            table = table.filter(pa.array(~repeated))
+            self._dups.inc(dropped)
+            yield beam.pvalue.TaggedOutput("stats", {"duplicates": dropped})
+        changed = False
+        if table.num_rows:
+            times = table.column(self._time).cast(pa.int64())
+            fresh = pa.table(
+                {"key": table.column(self._key).cast(pa.string()), "until_us": pc.add(times, self._horizon_us)}
+            )
+            keys_state.add(fresh)
+            seen.until.update(zip(fresh.column("key").to_pylist(), fresh.column("until_us").to_pylist()))
+            changed = True
+        if stamp - seen.pruned_at >= self._horizon_us // 4:
+            seen.until = {k: u for k, u in seen.until.items() if u > stamp}
+            seen.pruned_at = stamp
+            keys_state.clear()
+            if seen.until:
+                keys_state.add(pa.table({"key": pa.array(list(seen.until), pa.string()),
+                                         "until_us": pa.array(list(seen.until.values()), pa.int64())}))  # fmt: skip
+            changed = True
+        if changed:
+            seen.token = self._tokens.getrandbits(62)
+            token_state.write(seen.token)
         if table.num_rows:
             yield table
 

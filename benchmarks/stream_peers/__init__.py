@@ -59,5 +59,18 @@ SYSTEMS = {
             "restart guarantees)",
             "benchmarks.stream_peers.loop",
         ),
+        StreamSystem(
+            "quix",
+            "Quix Streams 3.28: an Application grouping by the aggregate's key (a Kafka repartition), keyed "
+            "state for dedup and distinct users, a tumbling window's `.current()` values upserted by the "
+            "community PostgreSQL sink at each one-second checkpoint",
+            "benchmarks.stream_peers.quix",
+        ),
+        StreamSystem(
+            "pyflink",
+            "PyFlink 2.0 (Flink SQL on the local mini-cluster): a Kafka JSON table, ROW_NUMBER dedup, a continuous "
+            "GROUP BY on the hour with mini-batches, a JDBC upsert table flushed every second",
+            "benchmarks.stream_peers.pyflink",
+        ),
     )
 }

@@ -21,33 +21,17 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
-TYPES = frozenset({"view", "click", "add_to_cart", "purchase", "refund"})
-PAID = frozenset({"purchase", "refund"})
+from benchmarks.stream_peers.records import check
 
 
 def _key(record, window_s: int):
     """(window start, event_type, country) and the record's user and amount in cents, or None
     for a record the events contract rejects."""
-    if not isinstance(record, dict):
+    event = check(record)
+    if event is None:
         return None
-    event_type, user, event_id, ts = (record.get(k) for k in ("event_type", "user_id", "event_id", "ts"))
-    if event_type not in TYPES or not isinstance(user, str) or not isinstance(event_id, str) or not isinstance(ts, str):
-        return None
-    amount = record.get("amount")
-    if amount is None:
-        if event_type in PAID:
-            return None
-        cents = 0
-    elif isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0:
-        cents = round(amount * 100)
-    else:
-        return None
-    try:
-        seconds = datetime.fromisoformat(ts).timestamp()
-    except ValueError:
-        return None
-    start = int(seconds // window_s * window_s)
-    return event_id, (start, event_type, record.get("country") or ""), user, cents
+    start = int(event.seconds // window_s * window_s)
+    return event.event_id, (start, event.event_type, event.country), event.user_id, event.cents
 
 
 def main(argv: list[str] | None = None) -> int:

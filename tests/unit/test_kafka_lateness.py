@@ -9,7 +9,7 @@ import pytest
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange, _TopicWatermarks, bundle_seconds
+from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange, bundle_seconds
 from transforms.ingest.kafka_time import (
     NO_TIME,
     batch_timestamp_us,
@@ -18,6 +18,7 @@ from transforms.ingest.kafka_time import (
     watermarks_before,
     window_end_us,
 )
+from transforms.ingest.stream_read import WatermarkFloor
 
 HOUR = 3600
 LATE_S = 600
@@ -226,7 +227,7 @@ def test_bundles_get_longer_only_over_a_backlog():
 def test_every_partition_reports_the_lowest_watermark_of_the_topic():
     # A partition read ahead must not move the downstream watermark past windows another
     # partition is still filling (Prism takes a stage's watermark from its last bundle).
-    floor = _TopicWatermarks.floor
+    floor = WatermarkFloor.floor
     assert floor("read-a", 1, 2, 3_000) == NO_TIME  # partition 0 has no watermark yet
     assert floor("read-a", 0, 2, 1_000) == 1_000
     assert floor("read-a", 1, 2, 9_000) == 1_000  # partition 1 is ahead: the floor stays

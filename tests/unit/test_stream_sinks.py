@@ -127,3 +127,54 @@ def test_the_retry_budget_doubles_its_waits_up_to_a_cap_and_stops_at_the_deadlin
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 0.5]  # the last wait ends at the deadline
     assert retry.tries == len(waits) + 1
     assert sum(waits) + len(waits) == 31.0
+
+
+class _Bag:
+    def __init__(self):
+        self.items = []
+
+    def read(self):
+        return list(self.items)
+
+    def add(self, value):
+        self.items.append(value)
+
+    def clear(self):
+        self.items = []
+
+
+class _Value:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+
+def _seen_fn():
+    from transforms.dedup_stream import _SeenFn
+
+    fn = _SeenFn("event_id", "ts", 3600 * 1_000_000)
+    fn.setup()
+    return fn
+
+
+def _kept(fn, state, ids, minutes):
+    stamp = Timestamp.from_utc_datetime(BASE)
+    out = fn.process((0, batch(ids, minutes)), stamp, "w", *state)
+    return [i for t in out if isinstance(t, pa.Table) for i in t.column("event_id").to_pylist()]
+
+
+def test_seen_keys_in_memory_follow_the_state_across_instances_and_discarded_bundles():
+    state = (_Bag(), _Value(), _Value())  # keys, token, stamp: as the runner keeps them
+    a, b = _seen_fn(), _seen_fn()
+    assert _kept(a, state, ["a", "b"], [0, 1]) == ["a", "b"]
+    assert _kept(b, state, ["b", "c"], [2, 3]) == ["c"]  # b never saw "b": it reads the state
+    assert _kept(a, state, ["c", "d"], [4, 5]) == ["d"]  # a's memory is stale ("c" came via b)
+    committed = ([*state[0].items], state[1].value, state[2].value)
+    assert _kept(a, state, ["e"], [6]) == ["e"]
+    state[0].items, state[1].value, state[2].value = committed  # that bundle failed: its writes are gone
+    assert _kept(a, state, ["e", "a"], [6, 7]) == ["e"]  # retried: "e" is new again, "a" still known

@@ -57,7 +57,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -82,6 +81,7 @@ from transforms.ingest.kafka_time import (
     window_end_us,
 )
 from transforms.ingest.log_repeats import quiet_repeats
+from transforms.ingest.stream_read import WatermarkFloor
 from transforms.records import dead_letters, iso_text, typed
 
 __all__ = ["KafkaSourceError", "ReadKafka"]
@@ -96,6 +96,11 @@ _US = pa.timestamp("us", tz="UTC")
 _IDLE_RESUME_SECONDS = 0.2
 # Every table polls at least once, for at least this long, even when the time budget is spent.
 _MIN_POLL_SECONDS = 0.05
+# Until every partition has a watermark, a partition that has one reads tables of at most this
+# many messages and then waits for the others, for at most _START_WAIT_SECONDS (an empty
+# partition never gets one): stamps cannot run hours ahead of a partition not yet read.
+_START_BATCH = 1_000
+_START_WAIT_SECONDS = 30.0
 # The consumer settings this source depends on; consumer_config may not change them.
 _FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store", "allow.auto.create.topics")
 # librdkafka's own log lines (broker connection trouble) go here, to the worker's logging, one
@@ -189,35 +194,6 @@ class _ListPartitionsFn(beam.DoFn):
             # The end is the snapshot taken now: messages produced later are not read.
             stop = max(start, high) if s["stop_at_end"] else -1
             yield p, start, stop, len(partitions)
-
-
-class _TopicWatermarks:
-    """The watermark each partition of a topic has reached in this process; the reported
-    watermark of every partition is their minimum.
-
-    Prism takes a splittable DoFn stage's output watermark from the residuals of the bundle that
-    finished last, not the minimum over every partition still being read: a partition read ahead
-    moved the downstream watermark past windows that another partition was still filling, and
-    their records were dropped as late after the aggregation's GroupByKey. Reporting the minimum
-    over all partitions is correct on every runner (no partition's watermark is overstated);
-    runners that combine restrictions' watermarks themselves lose nothing by it. Shared within a
-    process (Prism's LOOPBACK worker reads every partition in the launcher's process).
-    """
-
-    _lock = threading.Lock()
-    _topics: dict[str, dict[int, int]] = {}
-
-    @classmethod
-    def floor(cls, key: str, partition: int, count: int, watermark_us: int) -> int:
-        """Records ``partition``'s watermark; the minimum over the topic's ``count`` partitions
-        (:data:`NO_TIME` while any of them has none)."""
-        with cls._lock:
-            marks = cls._topics.setdefault(key, {})
-            if watermark_us != NO_TIME and watermark_us > marks.get(partition, NO_TIME):
-                marks[partition] = watermark_us
-            if any(p not in marks for p in range(count)):
-                return int(NO_TIME)
-            return min(marks[p] for p in range(count))
 
 
 class _PartitionRange(OffsetRange):
@@ -314,6 +290,7 @@ class _ReadPartitionFn(beam.DoFn):
         self._at: dict[int, int] = {}  # partition -> next offset its consumer returns
         self._announce: set[int] = set()  # new consumers, announced once their first fetch returned
         self._clock = self._s["clock"]
+        self._began = self._clock()
         self._key = self._s["read_id"]
         self._read = beam.metrics.Metrics.counter("kafka", "read")
         self._late = beam.metrics.Metrics.counter("kafka", "late")
@@ -350,6 +327,9 @@ class _ReadPartitionFn(beam.DoFn):
         # The estimator reports the watermark (the floor over every partition); the restriction
         # carries the partition's own across checkpoints.
         floor = self._report(watermark, partition, count, span.watermark_us)
+        if self._waits_for_others(floor, span.watermark_us):
+            tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS))
+            return
         consumer = self._consumer(partition, span.start)
         # Tables of up to max_batch_records until the partition is idle, the range ends, or
         # max_batch_seconds have passed: then the bundle ends and its output is committed.
@@ -357,8 +337,9 @@ class _ReadPartitionFn(beam.DoFn):
         deadline = started + self._s["max_batch_seconds"]
         batch_start, next_offset = span.watermark_us, span.start
         while True:  # at least one table per bundle, however the clock runs
+            most = min(_START_BATCH, self._s["max_batch_records"]) if floor == NO_TIME else self._s["max_batch_records"]
             values, offsets, ts, ended, idle, in_step = self._read_batch(
-                consumer, tracker, partition, span, next_offset, deadline
+                consumer, tracker, partition, span, next_offset, deadline, most
             )
             if partition in self._announce and in_step:
                 self._announce.discard(partition)
@@ -369,7 +350,7 @@ class _ReadPartitionFn(beam.DoFn):
                 batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
                 floor = self._report(watermark, partition, count, batch_start)
                 deadline = started + bundle_seconds(self._backlog(consumer, partition, span, next_offset), self._s)
-            if ended or idle or self._clock() >= deadline:
+            if ended or idle or self._clock() >= deadline or self._waits_for_others(floor, batch_start):
                 break
         # Other partitions may have moved the floor while this one was idle.
         self._report(watermark, partition, count, batch_start)
@@ -380,9 +361,13 @@ class _ReadPartitionFn(beam.DoFn):
             # is processed in a later bundle, after this one's output is committed with the watermark.
             tracker.defer_remainder(Duration.of(_IDLE_RESUME_SECONDS) if idle else None)
 
+    def _waits_for_others(self, floor: int, own_us: int) -> bool:
+        """Whether this partition, having a watermark, waits for one from every other partition."""
+        return floor == NO_TIME and own_us != NO_TIME and self._clock() - self._began < _START_WAIT_SECONDS
+
     def _report(self, watermark, partition: int, count: int, own_us: int) -> int:
         """Records this partition's watermark and reports the topic's floor; returns the floor."""
-        floor = _TopicWatermarks.floor(self._key, partition, count, own_us)
+        floor = WatermarkFloor.floor(self._key, partition, count, own_us)
         current = watermark.current_watermark()
         if floor != NO_TIME and (current is None or current.micros < floor):
             watermark.set_watermark(Timestamp(micros=floor))
@@ -398,7 +383,9 @@ class _ReadPartitionFn(beam.DoFn):
             high = min(high, span.stop)
         return max(0, high - next_offset)
 
-    def _read_batch(self, consumer: Consumer, tracker, partition: int, span, next_offset: int, deadline: float):
+    def _read_batch(
+        self, consumer: Consumer, tracker, partition: int, span, next_offset: int, deadline: float, most: int
+    ):
         """Claims and reads up to one table.
 
         Returns (values, offsets, event times, range ended, partition idle, consumer still at the
@@ -410,12 +397,12 @@ class _ReadPartitionFn(beam.DoFn):
         times: list[np.ndarray] = []
         ended = idle = polled = False
         in_step = True
-        while len(values) < s["max_batch_records"] and not (ended or idle):
+        while len(values) < most and not (ended or idle):
             wait = deadline - self._clock()
             if wait <= 0 and polled:
                 break
             polled = True
-            want = s["max_batch_records"] - len(values)
+            want = most - len(values)
             if span.stop != _UNBOUNDED:
                 # consume() waits for as many messages as asked: never ask past the range's end.
                 want = min(want, span.stop - (offsets[-1] + 1 if offsets else next_offset))
@@ -542,7 +529,7 @@ class ReadKafka(beam.PTransform):
         start_offsets: dict[int, int] | None = None,
         stop_at_end: bool = False,
         max_batch_records: int = 50000,
-        max_batch_seconds: float = 1.0,
+        max_batch_seconds: float = 0.25,
         catch_up_seconds: float = 4.0,
         catch_up_backlog: int = 10_000,
         consumer_config: dict | None = None,
@@ -584,7 +571,7 @@ class ReadKafka(beam.PTransform):
             "field": event_time_field,
             "timeout": float(connect_timeout_seconds),
             "clock": clock or time.monotonic,
-            # One read of the topic: its partitions share a watermark floor (see _TopicWatermarks).
+            # One read of the topic: its partitions share a watermark floor (see WatermarkFloor).
             "read_id": uuid.uuid4().hex,
         }
 

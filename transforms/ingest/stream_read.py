@@ -131,10 +131,15 @@ class SpanProvider(RestrictionProvider):
 
 
 class WatermarkFloor:
-    """The watermark each shard of one read has reached in this process; every shard reports
-    their minimum, so no shard's watermark overstates another's (a shard read ahead would
-    otherwise close windows another is still filling). Shared within a process: Prism's
-    LOOPBACK worker reads every shard in the launcher's process.
+    """The watermark each shard (Kafka partition, Kinesis shard) of one read has reached in this
+    process; every shard reports their minimum, so no shard's watermark overstates another's.
+
+    Prism takes a splittable DoFn stage's output watermark from the residuals of the bundle that
+    finished last, not the minimum over every shard still being read: a shard read ahead moved
+    the downstream watermark past windows another was still filling, and their records were
+    dropped as late after the aggregation's GroupByKey. The minimum is correct on every runner;
+    runners that combine restrictions' watermarks themselves lose nothing by it. Shared within a
+    process: Prism's LOOPBACK worker reads every shard in the launcher's process.
     """
 
     _lock = threading.Lock()
