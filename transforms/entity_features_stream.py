@@ -25,12 +25,15 @@ its watermark behind its records) cannot be counted any more: it is a dead lette
 ``late``, rather than a silent change of rows already written.
 
 State per partition: the kept events (a bag of prepared tables, compacted when it grows to many
-pieces), the final horizon, the pending timer and the version; old events are dropped at each
+pieces; each instance keeps them in memory too, valid while a state token says nobody else wrote
+since), the final horizon, the pending timer and the version; old events are dropped at each
 timer firing. Prism fires the event-time timers as the watermark passes (tested with a real
 Kafka topic: tests/integration/test_streaming_features.py).
 """
 
 from __future__ import annotations
+
+import random
 
 import apache_beam as beam
 import numpy as np
@@ -59,8 +62,17 @@ def _of_entities(events: pa.Table, fs: FeatureSet, entities: pa.Array) -> pa.Tab
     return events.filter(pc.is_in(events.column(fs.entity), value_set=entities))
 
 
+class _Kept:
+    """A partition's kept events as this DoFn instance last wrote them, with the state token then
+    written and the number of pieces the bag holds."""
+
+    def __init__(self, token: int | None, events: pa.Table | None, pieces: int):
+        self.token, self.events, self.pieces = token, events, pieces
+
+
 class _KeepEntitiesFn(beam.DoFn):
     EVENTS = BagStateSpec("events", ArrowTableCoder())
+    TOKEN = ReadModifyWriteStateSpec("token", VarIntCoder())  # changes with every write of EVENTS
     CLOSED = ReadModifyWriteStateSpec("closed", VarIntCoder())  # µs: every event before it is final
     ALARM = ReadModifyWriteStateSpec("alarm", VarIntCoder())  # µs: when the close timer is set to fire
     VERSION = ReadModifyWriteStateSpec("version", VarIntCoder())
@@ -74,18 +86,48 @@ class _KeepEntitiesFn(beam.DoFn):
         self._final = beam.metrics.Metrics.counter(self._stage, "feature_rows")
         self._online = beam.metrics.Metrics.counter(self._stage, "online_rows")
         self._late = beam.metrics.Metrics.counter(self._stage, "late")
+        # Prism gives the SDK no state cache tokens: reading the whole bag per element would cost
+        # time in proportion to every kept event. So each instance keeps its partitions' events in
+        # memory too, valid while the state's token is the one it wrote last (another instance,
+        # or a failed bundle whose writes were discarded, leaves another token: the bag is read).
+        self._kept: dict[int, _Kept] = {}
+        self._tokens = random.Random()
+
+    def _events(self, pid: int, events_state, token_state) -> _Kept:
+        token = token_state.read()
+        kept = self._kept.get(pid)
+        if kept is None or token is None or kept.token != token:
+            pieces = list(events_state.read())
+            kept = self._kept[pid] = _Kept(token, pa.concat_tables(pieces) if pieces else None, len(pieces))
+        return kept
+
+    def _write(self, kept: _Kept, events_state, token_state, added: pa.Table | None = None) -> None:
+        """Appends ``added`` to the bag, or (None) replaces the bag with ``kept.events``."""
+        if added is not None and kept.pieces < _COMPACT_PIECES:
+            events_state.add(added)
+            kept.pieces += 1
+        else:
+            events_state.clear()
+            kept.pieces = 0
+            if kept.events is not None and kept.events.num_rows:
+                kept.events = kept.events.combine_chunks()
+                events_state.add(kept.events)
+                kept.pieces = 1
+        kept.token = self._tokens.getrandbits(62)
+        token_state.write(kept.token)
 
     def process(
         self,
         element,
         events_state=beam.DoFn.StateParam(EVENTS),
+        token_state=beam.DoFn.StateParam(TOKEN),
         closed_state=beam.DoFn.StateParam(CLOSED),
         alarm_state=beam.DoFn.StateParam(ALARM),
         version_state=beam.DoFn.StateParam(VERSION),
         close=beam.DoFn.TimerParam(CLOSE),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        _, new = element
+        pid, new = element
         if new.num_rows == 0:
             return
         fs = self._fs
@@ -97,15 +139,11 @@ class _KeepEntitiesFn(beam.DoFn):
             new, t = new.filter(pa.array(~too_late)), t[~too_late]
             if new.num_rows == 0:
                 return
-        pieces = list(events_state.read())
-        events_state.add(new)
-        events = pa.concat_tables([*pieces, new]) if pieces else new
-        if len(pieces) >= _COMPACT_PIECES:
-            events = events.combine_chunks()
-            events_state.clear()
-            events_state.add(events)
+        kept = self._events(pid, events_state, token_state)
+        kept.events = new if kept.events is None else pa.concat_tables([kept.events, new])
+        self._write(kept, events_state, token_state, added=new)
         entities = pc.unique(as_array(new.column(fs.entity)))
-        latest = latest_rows(compute(_of_entities(events, fs, entities), fs), fs)
+        latest = latest_rows(compute(_of_entities(kept.events, fs, entities), fs), fs)
         version = (version_state.read() or 0) + 1
         version_state.write(version)
         self._online.inc(latest.num_rows)
@@ -121,19 +159,24 @@ class _KeepEntitiesFn(beam.DoFn):
     @on_timer(CLOSE)
     def _close(
         self,
+        pid=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
         events_state=beam.DoFn.StateParam(EVENTS),
+        token_state=beam.DoFn.StateParam(TOKEN),
         closed_state=beam.DoFn.StateParam(CLOSED),
         alarm_state=beam.DoFn.StateParam(ALARM),
         close=beam.DoFn.TimerParam(CLOSE),
     ):
         now = closed_before(fired.micros, self._window_us, self._lateness_us)
-        yield from self._finalize(now, events_state, closed_state, alarm_state, close)
+        states = (events_state, token_state, closed_state, alarm_state)
+        yield from self._finalize(pid, now, states, close)
 
     @on_timer(FLUSH)
     def _flush(
         self,
+        pid=beam.DoFn.KeyParam,
         events_state=beam.DoFn.StateParam(EVENTS),
+        token_state=beam.DoFn.StateParam(TOKEN),
         closed_state=beam.DoFn.StateParam(CLOSED),
         alarm_state=beam.DoFn.StateParam(ALARM),
         close=beam.DoFn.TimerParam(CLOSE),
@@ -141,19 +184,20 @@ class _KeepEntitiesFn(beam.DoFn):
         # The input has ended: every event is final. (Close timers set while the watermark
         # jumps to the end would each hold only their own firing; this one holds them all.)
         close.clear()
-        yield from self._finalize(_END_US, events_state, closed_state, alarm_state, close)
+        yield from self._finalize(pid, _END_US, (events_state, token_state, closed_state, alarm_state), close)
 
-    def _finalize(self, now: int, events_state, closed_state, alarm_state, close):
+    def _finalize(self, pid: int, now: int, states: tuple, close):
         """Emits the rows of the events before ``now`` not emitted yet; drops what no row to come
         reads; sets the close timer for the earliest event still pending."""
+        events_state, token_state, closed_state, alarm_state = states
         fs = self._fs
-        pieces = list(events_state.read())
-        events = pa.concat_tables(pieces) if pieces else None
         was = closed_state.read()
         if was is not None and now <= was:
             return
         closed_state.write(now)
         alarm_state.clear()
+        kept = self._events(pid, events_state, token_state)
+        events = kept.events
         if events is None or events.num_rows == 0:
             return
         t = times_us(events.column(fs.time))
@@ -170,9 +214,8 @@ class _KeepEntitiesFn(beam.DoFn):
             yield rows
         keep = retained(events, fs, now)
         if not keep.all():
-            events_state.clear()
-            if keep.any():
-                events_state.add(events.filter(pa.array(keep)).combine_chunks())
+            kept.events = events.filter(pa.array(keep))
+            self._write(kept, events_state, token_state)
         pending = t[keep & (t >= now)]
         if len(pending):
             due = int(closing_us(int(pending.min()), self._window_us, self._lateness_us))

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from beam_pipelines.spec.shape import DURATION, duration, duration_seconds
 from beam_pipelines.spec.steps.base import Outputs, Step, register
-from beam_pipelines.spec.steps.records import _ERRORS, _error_outputs
+from beam_pipelines.spec.steps.records import _ERRORS, STREAM_PARTITIONS, _error_outputs
 from transforms.feature_defs import AGGREGATE_FNS, SESSION_FNS, FeatureError, FeatureSet, feature_from_dict
 from transforms.quality.expect_expr import parse_expression
 from transforms.sinks.files import join_path
@@ -90,6 +90,13 @@ class EntityFeaturesStep(Step):
                 "properties": {
                     "window": duration("The lateness window (and the feature files' window). Default: 1h."),
                     "allowed_lateness": duration("How late an event may come and still count. Default: 0.", 0),
+                    "partitions": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Hash partitions of the entity, each with its own state: each batch read "
+                        "is cut into this many pieces, each a keyed bundle, so few keep latency low; more spread "
+                        f"the state over workers. Default: {STREAM_PARTITIONS}.",
+                    },
                 },
             },
             "error_handling": _ERRORS,
@@ -150,7 +157,7 @@ class EntityFeaturesStep(Step):
             if given[0] != fs.time:
                 raise self.error("time", f"the stream's event time is {given[0]!r} (its first WindowedAggregate's): "
                                          "features streamed must be as of the same time column")  # fmt: skip
-            if "streaming" in self.config and given != self.event_time():
+            if {"window", "allowed_lateness"} & set(self.config.get("streaming", {})) and given != self.event_time():
                 raise self.error("streaming", "the stream's lateness comes from its first WindowedAggregate "
                                               f"(window {given[1]}s, allowed lateness {given[2]}s): drop these "
                                               "settings or make them the same")  # fmt: skip
@@ -180,8 +187,9 @@ class EntityFeaturesStep(Step):
             from transforms.entity_features_stream import EntityFeaturesStream
 
             _, window, lateness = self.ctx.event_time
+            partitions = self.config.get("streaming", {}).get("partitions", STREAM_PARTITIONS)
             out = inputs[0] | self.name >> EntityFeaturesStream(
-                self._fs, window, lateness, partitions=self.ctx.cfg.shuffle_partitions, stage=self.name
+                self._fs, window, lateness, partitions=partitions, stage=self.name
             )
             return Outputs(out["features"], _error_outputs(self, out), extra={ONLINE: out["online"]})
         from transforms.entity_features import EntityFeatures
