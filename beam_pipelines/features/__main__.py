@@ -1,4 +1,4 @@
-"""CLI: ``python -m beam_pipelines.features training-set ...`` (see USAGE)."""
+"""CLI: ``python -m beam_pipelines.features training-set|lookup ...`` (see USAGE)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,22 @@ Adds the feature columns and feature_time (the time of the feature row taken).
 
 Errors are one error: line; exit status 2 for bad flags or inputs that cannot be joined, 1 for
 files that cannot be read or written.
+
+usage: python -m beam_pipelines.features lookup --dsn=DSN --table=TABLE --entity=ID [--entity=ID ...]
+
+Online store: each entity's latest features, as a streaming EntityFeatures job upserts them into
+PostgreSQL (the spec's <step>.online output). One JSON object per --entity, in the order given:
+its row with "found": true, or just the entity with "found": false.
+
+  --dsn     postgresql://user@host:port/db
+  --table   the online table (user_features: --pg_table, default user_features_online)
+  --entity  an entity key; repeat it for several
+
+Exit status 1 when the server cannot be reached or the table is not an online table, 2 for bad
+flags.
 """
 
-_COMMANDS = ("training-set",)
+_COMMANDS = ("training-set", "lookup")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +108,41 @@ def training_set(argv: list[str], out=None) -> dict:
     return summary
 
 
+def lookup(argv: list[str], out=None) -> list[dict]:
+    """Runs ``lookup`` from its flags; returns the objects printed."""
+    import json
+
+    from beam_pipelines.features.online import OnlineStore, json_value
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--dsn")
+    parser.add_argument("--table")
+    parser.add_argument("--entity", action="append")
+    try:
+        ns, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from e
+    if rest:
+        raise UsageError(f"unknown argument {rest[0]!r}")
+    for flag in ("dsn", "table", "entity"):
+        if not getattr(ns, flag):
+            raise UsageError(f"--{flag} is required")
+    with OnlineStore(ns.dsn, ns.table) as store:
+        try:
+            wanted = [store.entity_value(e) for e in ns.entity]
+        except ValueError as e:
+            raise UsageError(f"--entity: {store.entity} is an integer column: {e}") from e
+        rows = store.get_many(wanted)
+    printed = []
+    for entity in wanted:
+        row = rows.get(entity)
+        obj = {store.entity: entity, "found": row is not None}
+        obj.update({k: json_value(v) for k, v in (row or {}).items() if k != store.entity})
+        printed.append(obj)
+        print(json.dumps(obj), file=out or sys.stdout)
+    return printed
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or any(a in ("-h", "--help") for a in argv):
@@ -104,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command not in _COMMANDS:
             raise UsageError(f"unknown command {command!r} (commands: {', '.join(_COMMANDS)})")
-        training_set(rest)
+        (training_set if command == "training-set" else lookup)(rest)
     except UsageError as e:
         print(f"error: {e}  (see --help)", file=sys.stderr)
         return 2

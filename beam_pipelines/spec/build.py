@@ -114,7 +114,7 @@ class PipelineIO:
     def sink_for(self, step) -> beam.PTransform | None:
         if self.sinks is not None and step.name in self.sinks:
             return self.sinks[step.name]
-        return getattr(self, step.role)
+        return getattr(self, step.role, None)
 
 
 def make_report(counts: dict, expectations: dict | None = None) -> dict:
@@ -201,7 +201,9 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
             make_report, expectations=beam.pvalue.AsSingleton(results) if results is not None else None
         ).with_output_types(dict)
     )
-    if io.profile is not None:
+    # Streamed feature rows are written once their window and its lateness have passed: a
+    # per-window profile would have fired without them (see EntityFeaturesStep).
+    if io.profile is not None and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False)):
         _profile(plan, curated, io)
     if streaming and checked is not None and io.checks is not None:
         checked.extra["results"] | "WriteChecks" >> io.checks
@@ -237,6 +239,9 @@ def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
         data = curated
     elif step.role in ("aggregates", "received"):  # an aggregate, or the source's records as they came in
         data = built[node.inputs[0][0]].main
+    elif step.role == "output":  # a step's named output
+        name, output = node.inputs[0]
+        data = built[name].extra[output]
     else:
         errors, all_dead, late = dead
         taken = [(name, out) for name, out in node.inputs if (name, out) in errors]

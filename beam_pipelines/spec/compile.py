@@ -7,7 +7,8 @@ its place in the file (``pipeline.transforms[3].config.window.size: ...``).
 
 The records flow as one chain (source -> parse -> validate -> ... -> the curated records);
 aggregates take the curated records; sinks take the curated records, an aggregate, or error
-outputs (dead letters); a sink may also take the source's records as received (a bronze table).
+outputs (dead letters); a sink may also take the source's records as received (a bronze table)
+or a step's named output (streamed features' ``online`` rows).
 So every record read ends in exactly one place: curated, a dead letter, a counted duplicate, or
 (streaming) late.
 """
@@ -305,17 +306,24 @@ def _link(nodes: list[Node], ctx: Context, file, transforms, pipe) -> Plan:
                 fail(n, "input", f"{ref!r} comes later in the file: inputs are defined before use")
             target = by_name[ref].step
             outputs = _error_names(target)
-            if output is not None and output not in outputs:
+            named = target.outputs()
+            if output is not None and output not in outputs and output not in named:
                 known = ", ".join(outputs) or "none"
+                also = f"; outputs: {', '.join(named)}" if named else ""
                 fail(
                     n,
                     "input",
-                    f"{ref} has no output {output!r}{did_you_mean(output, outputs)} (error outputs: {known})",
+                    f"{ref} has no output {output!r}{did_you_mean(output, [*outputs, *named])} (error outputs: "
+                    f"{known}{also})",
                 )
+            if output in named and n.step.kind != "sink":
+                fail(n, "input", f"{ref}.{output} goes to a sink (records flow as one chain)")
     # The event time (streaming sources judge lateness by it) comes from the first aggregate.
     aggregates = [n for n in nodes if n.step.kind == "aggregate"]
     if aggregates:
         ctx.event_time = aggregates[0].step.event_time()
+    else:  # streamed features judge lateness as a window does
+        ctx.event_time = next((t for n in nodes if (t := _event_time(n.step)) is not None), None)
     # The records chain, and the columns reaching every step.
     chain = [sources[0]]
     consumers: dict[tuple, list] = {}
@@ -326,7 +334,7 @@ def _link(nodes: list[Node], ctx: Context, file, transforms, pipe) -> Plan:
         ins = [(by_name[r], o) for r, o in n.inputs]
         kind = n.step.kind
         if kind in ("records", "aggregate") or (kind == "sink" and n.step.role != "dead_letters"):
-            if len(ins) != 1 or ins[0][1] is not None:
+            if len(ins) != 1 or (ins[0][1] is not None and ins[0][1] not in ins[0][0].step.outputs()):
                 fail(n, "input", f"{n.step.type} takes one input: the records (or aggregate) of one step")
         if kind == "records":
             src = ins[0][0]
@@ -336,7 +344,7 @@ def _link(nodes: list[Node], ctx: Context, file, transforms, pipe) -> Plan:
             chain.append(n)
         if kind == "sink":
             _sink_role(n, ins, fail)
-        n.columns = n.step.columns([i.columns for i, _ in ins] if kind != "source" else [])
+        n.columns = n.step.columns([_columns_of(i, o) for i, o in ins] if kind != "source" else [])
     curated = chain[-1]
     if curated.columns is None:
         fail(curated, None, "the records must be validated against the contract: add Parse and Validate steps")
@@ -368,6 +376,18 @@ def _link(nodes: list[Node], ctx: Context, file, transforms, pipe) -> Plan:
     return Plan(pipe["name"], file, ctx, nodes, sources[0], chain, aggregates, sinks, errors)
 
 
+def _event_time(step: Step):
+    given = getattr(step, "event_time", None)
+    return given() if given is not None else None
+
+
+def _columns_of(node: Node, output: str | None):
+    """The columns reaching a step from ``node`` (its main output's, or a named output's)."""
+    if output is not None and output in node.step.outputs():
+        return node.step.output_columns(output)
+    return node.columns
+
+
 def _error_names(step: Step) -> list[str]:
     eh = step.config.get("error_handling")
     # A streaming source's late records are not listed: they go to every WriteDeadLetters step.
@@ -383,5 +403,8 @@ def _sink_role(n: Node, ins: list, fail) -> None:
                     n, "input", f"WriteDeadLetters takes error outputs (<step>.<output>), not {src.step.name}'s records"
                 )
         return
-    src = outputs[0][0]
+    src, output = outputs[0]
+    if output is not None:  # a step's named output (e.g. streamed features' online rows)
+        n.step.role = "output"
+        return
     n.step.role = {"aggregate": "aggregates", "source": "received"}.get(src.step.kind, "curated")

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     DirectOptions,
     FlinkRunnerOptions,
     PipelineOptions,
@@ -71,6 +72,16 @@ def test_prism_defaults_use_the_cache_never_a_download(empty_cache):
     binary.write_bytes(b"")
     runner = make_runner(PipelineOptions(["--runner=prism", f"--prism_location={binary}"]))
     assert type(runner).__name__ == "PrismRunner"
+
+
+def test_streaming_on_prism_never_splits_a_bundle_of_keyed_state():
+    # Prism 2.77 frees a split bundle's keys while it still runs them: keyed state lost writes.
+    streaming = PipelineOptions(["--runner=prism", "--streaming", "--experiments=other"])
+    make_runner(streaming, check_artifacts=False)
+    assert streaming.view_as(DebugOptions).experiments == ["other", "prism_disable_sdf_split"]
+    batch = PipelineOptions(["--runner=prism"])
+    make_runner(batch, check_artifacts=False)
+    assert not batch.view_as(DebugOptions).experiments
 
 
 @pytest.mark.parametrize("runner", ["prism", "flink", "spark"])

@@ -54,7 +54,7 @@ def test_the_user_features_spec_compiles_to_its_feature_set_and_columns(tmp_path
     assert {"user_id", "ts", "event_id", "amount", "page", "action"} <= plan.node("Deduplicate").step.later_reads
 
 
-F = "pipeline.transforms[4].config"
+F = "pipeline.transforms[5].config"
 
 
 @pytest.mark.parametrize(
@@ -112,11 +112,62 @@ def test_each_mistake_is_one_error_naming_its_place_and_line(tmp_path, old, new,
         assert e.line == changed[0], str(e)
 
 
-def test_features_run_in_batch_mode_only_for_now(tmp_path):
-    read = '{name: Read, type: ReadFiles, config: {path: "${input}", format: "${input_format}"}}'
-    kafka = '{name: Read, type: ReadKafka, config: {bootstrap: "${kafka_bootstrap}", topic: "${kafka_topic}"}}'
-    text = edited(read, kafka)
+STREAM = {"streaming": True, "kafka_bootstrap": "k:9092", "kafka_topic": "t", "pg_dsn": "postgresql://x"}
+
+
+def test_in_streaming_the_step_gives_the_event_time_and_an_online_output_for_postgres(tmp_path):
+    plan = compile_text(TEXT, tmp_path, window_seconds=1800, allowed_lateness_seconds=300, **STREAM)
+    assert [n.step.type for n in plan.chain][0] == "ReadKafka"
+    assert plan.ctx.event_time == ("ts", 1800, 300)
+    step = plan.node("UserFeatures").step
+    assert step.outputs() == ("online",)
+    online = plan.node("WriteOnline")
+    assert online.step.role == "output" and online.inputs == [("UserFeatures", "online")]
+    assert online.step._schema.names == [*plan.curated.columns, "_version"]
+    assert {n.step.name: n.step.role for n in plan.sinks} == {
+        "WriteFeatures": "curated", "WriteOnline": "output", "WriteDeadLetters": "dead_letters"}  # fmt: skip
+    # Batch has no online output, and the sink that takes it is streaming only.
+    batch = compile_text(TEXT, tmp_path)
+    assert batch.node("UserFeatures").step.outputs() == () and batch.ctx.event_time is None
+
+
+@pytest.mark.parametrize(
+    "old, new, place, message",
+    [
+        ("input: UserFeatures.online", "input: UserFeatures.onlin", "pipeline.transforms[8].input",
+         "UserFeatures has no output 'onlin' (did you mean 'online'?) (error outputs: dead_letters; outputs: online)"),
+        ("keys: [user_id], version: _version}", "keys: [user_id], version: last_action}",
+         "pipeline.transforms[8].config.version", "column 'last_action' must be integer, but it is string"),
+        ("keys: [user_id], version: _version}", "keys: [user_id, _version], version: _version}",
+         "pipeline.transforms[8].config.version", "'_version' is a key column"),
+    ],
+)  # fmt: skip
+def test_streaming_mistakes_name_their_place(tmp_path, old, new, place, message):
     with pytest.raises(SpecError) as info:
-        compile_text(text, tmp_path, streaming=True, kafka_bootstrap="k:9092", kafka_topic="t", pg_dsn="postgresql://x")
-    assert info.value.place == "pipeline.transforms[4].type"
-    assert "EntityFeatures runs in batch mode only" in info.value.message
+        compile_text(edited(old, new), tmp_path, **STREAM)
+    assert info.value.place == place, str(info.value)
+    assert message in info.value.message, str(info.value)
+
+
+def test_a_records_step_cannot_take_the_online_output(tmp_path):
+    text = edited(
+        "    - name: WriteOnline\n",
+        "    - {name: Again, type: Select, mode: streaming, input: UserFeatures.online, config: {columns: [user_id]}}\n"
+        "    - name: WriteOnline\n",
+    )
+    with pytest.raises(SpecError) as info:
+        compile_text(text, tmp_path, **STREAM)
+    assert "UserFeatures.online goes to a sink" in info.value.message
+
+
+def test_streamed_features_follow_the_stream_event_time(tmp_path):
+    aggregate = (
+        "    - name: Hourly\n      type: WindowedAggregate\n      input: UserFeatures\n"
+        "      config: {time: ts, window: {type: fixed, size: 1h}, group_by: [user_id], measures: {n: {fn: count}}}\n"
+        "    - {name: WriteHourly, type: WriteLake, mode: batch, input: Hourly, config: {path: hourly}}\n"
+    )
+    text = edited("    - name: WriteOnline\n", aggregate + "    - name: WriteOnline\n")
+    with pytest.raises(SpecError) as info:
+        compile_text(text, tmp_path, **STREAM)
+    assert info.value.place == f"{F}.streaming"
+    assert "the stream's lateness comes from its first WindowedAggregate" in info.value.message

@@ -6,7 +6,9 @@ writing the same element twice changes nothing. The target table is created when
 
 Firings can arrive out of order (parallel bundles; a bundle retried through an outage), so each
 row also stores the firing it came from (the pane index, column ``_pane``) and is replaced only
-by the same or a later firing: the table ends with the newest total whatever the order.
+by the same or a later firing: the table ends with the newest total whatever the order. Rows that
+say their own order (``version``: a column of the rows, e.g. the online feature rows' ``_version``)
+are replaced only by a row of the same or a higher version instead.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _TYPES = {
 
 def pg_type(arrow_type: pa.DataType) -> str:
     """The PostgreSQL column type for an Arrow type (ValueError when there is none)."""
+    if pa.types.is_decimal(arrow_type):
+        return f"numeric({arrow_type.precision}, {arrow_type.scale})"
     try:
         return _TYPES[arrow_type]
     except KeyError:
@@ -117,8 +121,17 @@ PANE_COLUMN = "_pane"
 
 
 class _UpsertFn(beam.DoFn):
-    def __init__(self, dsn: str, table: str, keys: tuple[str, ...], schema: pa.Schema, retry_for_s: float):
+    def __init__(
+        self,
+        dsn: str,
+        table: str,
+        keys: tuple[str, ...],
+        schema: pa.Schema,
+        retry_for_s: float,
+        version: str | None = None,
+    ):
         self._dsn, self._table, self._keys, self._schema, self._retry_for_s = dsn, table, keys, schema, retry_for_s
+        self._version = version
         self._conn = None
 
     def setup(self):
@@ -148,6 +161,7 @@ class _UpsertFn(beam.DoFn):
         cols = self._schema.names
         ident = sql.Identifier
         table, pane = ident(self._table), ident(PANE_COLUMN)
+        order = ident(self._version or PANE_COLUMN)  # what says which of two rows is newer
         create = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, {} bigint, PRIMARY KEY ({}))").format(
             table,
             sql.SQL(", ").join(sql.SQL("{} {}").format(ident(f.name), sql.SQL(pg_type(f.type))) for f in self._schema),
@@ -168,10 +182,10 @@ class _UpsertFn(beam.DoFn):
             sql.SQL(", ").join(map(ident, self._keys)),
             sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in others),
             table,
-            pane,
+            order,
             table,
-            pane,
-            pane,
+            order,
+            order,
         )
         return {"create": create, "pane": add_pane, "upsert": upsert}
 
@@ -238,6 +252,9 @@ class UpsertPostgres(beam.PTransform):
         retry_for_s: How long an element is retried on a lost connection (a restart, a failover),
             with backoff doubling up to 10 s, before the bundle fails with ``PostgresUnavailable``
             (the runner may then retry it; upserts make that safe).
+        version: An integer column of the schema saying which of two rows of a key is newer: a
+            stored row is replaced only by one of the same or a higher version. Default: the
+            firing (pane) each row came from.
 
     Returns a PCollection of row counts, one per element written.
     """
@@ -249,6 +266,7 @@ class UpsertPostgres(beam.PTransform):
         keys: tuple[str, ...],
         schema: pa.Schema,
         retry_for_s: float = 300.0,
+        version: str | None = None,
         label: str | None = None,
     ):
         super().__init__(label)
@@ -265,7 +283,12 @@ class UpsertPostgres(beam.PTransform):
             raise ValueError(f"keys must be columns of the schema (missing: {missing})")
         if not retry_for_s > 0:
             raise ValueError(f"retry_for_s must be > 0, got {retry_for_s}")
-        self._args = (dsn, table, tuple(keys), schema, float(retry_for_s))
+        if version is not None and (version not in schema.names or not pa.types.is_integer(schema.field(version).type)):
+            raise ValueError(f"version must be an integer column of the schema, got {version!r}")
+        if version in keys:
+            raise ValueError(f"version {version!r} cannot be a key column")
+        self._args, self._version = (dsn, table, tuple(keys), schema, float(retry_for_s)), version
 
     def expand(self, tables):
-        return tables | "Upsert" >> beam.ParDo(_UpsertFn(*self._args)).with_input_types(pa.Table).with_output_types(int)
+        upsert = _UpsertFn(*self._args, self._version)
+        return tables | "Upsert" >> beam.ParDo(upsert).with_input_types(pa.Table).with_output_types(int)

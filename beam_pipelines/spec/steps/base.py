@@ -61,7 +61,8 @@ class Context:
         file: The spec file, for error messages.
         base_dir: The spec file's directory: relative paths in a spec are relative to it.
         event_time: ``(time column, window seconds, allowed lateness seconds)`` of the
-            pipeline's first windowed aggregate, or None: streaming sources judge lateness by
+            pipeline's first windowed aggregate (without one, of the first step that has an
+            ``event_time()``: streamed features), or None: streaming sources judge lateness by
             it, and per-window outputs (profiles, expectations, files) use its windows.
         source_format: The source's record format (set when the source is checked).
         live: Whether the source is a live stream (early firings make sense): a streaming source
@@ -150,6 +151,14 @@ class Step:
     def reads(self) -> set[str]:
         """Record columns this step reads (so earlier steps keep them)."""
         return set()
+
+    def outputs(self) -> tuple[str, ...]:
+        """Named record outputs besides the main and error ones, for sinks (``<step>.<name>``)."""
+        return ()
+
+    def output_columns(self, name: str) -> Columns:
+        """The columns of the named output ``name`` (once ``columns`` has run)."""
+        raise KeyError(name)
 
     # -- building -------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class Source(Step):
 
 class Sink(Step):
     kind = "sink"
-    role = None  # curated | aggregates | received | dead_letters: set by the checker from what it takes
+    role = None  # curated | aggregates | received | output | dead_letters: set by the checker from what it takes
 
     def columns(self, inputs):
         if self.role == "received":
@@ -274,6 +274,12 @@ class UpsertPostgres(Sink):
                 "description": "How long a write is retried while PostgreSQL is unreachable (a restart, a failover)"
                 " before the job fails. Default: 300.",
             },
+            "version": {
+                "type": "string",
+                "description": "An integer column saying which of two rows of a key is newer (e.g. _version of "
+                "EntityFeatures' online rows): a stored row is replaced only by one of the same or a higher "
+                "version. Default: the firing each row came from.",
+            },
         },
         "required": ["dsn", "table", "keys"],
     }
@@ -282,7 +288,14 @@ class UpsertPostgres(Sink):
         super().columns(inputs)
         for i, k in enumerate(self.config["keys"]):
             self.need(inputs[0], k, f"keys.{i}")
-        self._schema = pa.schema([(c, t) for c, t in inputs[0].items() if not c.startswith("_")])
+        version = self.config.get("version")
+        if version is not None:
+            self.need(inputs[0], version, "version", ("integer",))
+            if version in self.config["keys"]:
+                raise self.error(
+                    "version", f"{version!r} is a key column: the version says which row of a key is newer"
+                )
+        self._schema = pa.schema([(c, t) for c, t in inputs[0].items() if not c.startswith("_") or c == version])
         return None
 
     def reads(self):
@@ -293,7 +306,12 @@ class UpsertPostgres(Sink):
 
         c = self.config
         return Upsert(
-            c["dsn"], c["table"], tuple(c["keys"]), self._schema, retry_for_s=c.get("retry_for_seconds", 300.0)
+            c["dsn"],
+            c["table"],
+            tuple(c["keys"]),
+            self._schema,
+            retry_for_s=c.get("retry_for_seconds", 300.0),
+            version=c.get("version"),
         )
 
 
