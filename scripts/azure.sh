@@ -57,10 +57,20 @@ install() {
     cp "$ROOT/scripts/azurite/package.json" "$LOCK" "$BASE/"
     echo "installing Azurite with npm ci (a few minutes the first time)" >&2
     # Azurite declares node >= 22 but its Blob service runs on the node 20 of Debian; no install scripts are needed.
-    if ! npm ci --prefix "$BASE" --no-audit --no-fund --ignore-scripts --loglevel=error >&2; then
-        rm -f "$BASE/package-lock.json"
-        die "npm ci of Azurite failed"
-    fi
+    # The registry can drop a connection or answer 5xx for a moment: npm ci is tried three times before giving up.
+    local try out
+    for try in 1 2 3; do
+        if out=$(npm ci --prefix "$BASE" --no-audit --no-fund --ignore-scripts --loglevel=error 2>&1); then
+            break
+        fi
+        echo "$out" >&2
+        if ((try == 3)); then
+            rm -f "$BASE/package-lock.json"
+            die "npm ci of Azurite failed 3 times; the last said: $(grep -m 1 -i 'err' <<<"$out" || tail -n 1 <<<"$out")"
+        fi
+        echo "npm ci of Azurite failed (try $try of 3); trying again in $((try * 10))s" >&2
+        sleep $((try * 10))
+    done
     [[ -x $BIN ]] || die "npm ci installed no azurite-blob at $BIN"
     echo "Azurite installed: $BIN"
 }
