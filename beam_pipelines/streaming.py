@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 import apache_beam as beam
@@ -172,6 +173,8 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
             module.build(p, cfg, module.stream_io(cfg, cfg.output))
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        # A worker's exception arrives as its traceback's last line: "pkg.module.SomeError: what".
+        first = re.sub(r"^(?:\w+\.)+(?=\w+: )", "", first)
         raise RunError(f"streaming pipeline failed: {first}") from e
     elapsed = time.monotonic() - started
     path = join_path(cfg.output, "_run", "report.json")

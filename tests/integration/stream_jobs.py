@@ -51,18 +51,26 @@ class StreamJob:
         self.proc.wait(30)
 
 
-def rows_or_none(dsn: str, table: str) -> list[tuple] | None:
-    """The aggregate rows, or None while the table or the server is not there."""
+def rows_or_none(dsn: str, table: str, read: Callable[[str, str], list] = pg_rows) -> list[tuple] | None:
+    """The rows ``read`` returns (the events aggregates by default), or None while the table or
+    the server is not there."""
     try:
-        return pg_rows(dsn, table)
+        return read(dsn, table)
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
         return None
 
 
-def wait_for_rows(job: StreamJob, dsn: str, table: str, done: Callable[[list | None], bool], timeout_s: float = 300):
+def wait_for_rows(
+    job: StreamJob,
+    dsn: str,
+    table: str,
+    done: Callable[[list | None], bool],
+    timeout_s: float = 300,
+    read: Callable[[str, str], list] = pg_rows,
+):
     """Polls the table until ``done(rows)`` while the job keeps running; the last rows read."""
     deadline, rows = time.monotonic() + timeout_s, None
-    while not done(rows := rows_or_none(dsn, table)):
+    while not done(rows := rows_or_none(dsn, table, read)):
         job.assert_running()
         if time.monotonic() > deadline:
             break

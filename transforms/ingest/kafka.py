@@ -50,6 +50,13 @@ The time budget is ``max_batch_seconds`` while the reader keeps up (results soon
 to ``catch_up_seconds`` while ``catch_up_backlog`` messages or more still wait after the last
 table (a backlog: after a restart or a burst, fewer and larger bundles catch up faster, and
 nobody is waiting on results that are late already).
+
+Outages. librdkafka reconnects on its own, and to ``consume()`` a broker that is down looks like
+an idle partition. So an idle partition asks the broker for its end offset every few seconds; once
+an ask fails (or a fetch returns a retriable error) the partition counts as unreachable until the
+broker answers again, and after ``retry_for_s`` of that the read fails with one
+``KafkaSourceError`` naming the topic, partition and broker. Nothing read is lost either way:
+offsets are claimed only for messages returned.
 """
 
 from __future__ import annotations
@@ -101,6 +108,10 @@ _MIN_POLL_SECONDS = 0.05
 # partition never gets one): stamps cannot run hours ahead of a partition not yet read.
 _START_BATCH = 1_000
 _START_WAIT_SECONDS = 30.0
+# A broker outage looks like an idle partition to consume(): an idle partition asks the broker for
+# its offsets at most this often, and every idle poll while the last ask failed.
+_PROBE_SECONDS = 5.0
+_PROBE_TIMEOUT_SECONDS = 2.0
 # The consumer settings this source depends on; consumer_config may not change them.
 _FIXED = ("bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store", "allow.auto.create.topics")
 # librdkafka's own log lines (broker connection trouble) go here, to the worker's logging, one
@@ -295,6 +306,9 @@ class _ReadPartitionFn(beam.DoFn):
         self._read = beam.metrics.Metrics.counter("kafka", "read")
         self._late = beam.metrics.Metrics.counter("kafka", "late")
         self._retries = beam.metrics.Metrics.counter("kafka", "retriable_errors")
+        self._contact: dict[int, float] = {}  # partition -> when the broker last answered for it
+        self._down: dict[int, float] = {}  # partition -> when the broker first failed to answer
+        self._errors: dict[int, str] = {}  # partition -> its consumer's last client error
 
     def teardown(self):
         for consumer in self._consumers.values():
@@ -312,7 +326,10 @@ class _ReadPartitionFn(beam.DoFn):
     def _consumer(self, partition: int, offset: int) -> Consumer:
         consumer = self._consumers.get(partition)
         if consumer is None:
-            consumer = self._consumers[partition] = Consumer(self._s["config"], logger=_log)
+            # Its last client error (say, "Connect to ... failed: Connection refused") explains an outage better
+            # than the failed ask for offsets does.
+            config = {**self._s["config"], "error_cb": lambda e, p=partition: self._errors.__setitem__(p, e.str())}
+            consumer = self._consumers[partition] = Consumer(config, logger=_log)
             self._announce.add(partition)
         # Forgotten until the batch is read: a failed read leaves the consumer at an unknown offset.
         if self._at.pop(partition, None) != offset:
@@ -409,6 +426,8 @@ class _ReadPartitionFn(beam.DoFn):
             messages = consumer.consume(want, timeout=max(wait, _MIN_POLL_SECONDS))
             if not messages:
                 ended, idle = self._past_end(consumer, tracker, partition, span.stop), True
+                if not ended:
+                    self._check_broker(consumer, partition)
                 break
             good = []
             for m in messages:
@@ -421,8 +440,11 @@ class _ReadPartitionFn(beam.DoFn):
                         f"reading Kafka topic {s['topic']!r} partition {partition} from {s['bootstrap']}: {error.str()}"
                     )
                 self._retries.inc()
+                self._unreachable(partition, error.str())
                 idle, in_step = True, False  # messages after the error were dropped: assign again
                 break
+            if good:
+                self._reached(partition)
             chunk = [m.value() or b"" for m in good]
             chunk_ts = event_times_us(chunk, s["field"])
             claimed = 0
@@ -440,6 +462,44 @@ class _ReadPartitionFn(beam.DoFn):
             times.append(chunk_ts[:claimed])
         ts = np.concatenate(times) if times else np.zeros(0, np.int64)
         return values, offsets, ts, ended, idle, in_step
+
+    def _check_broker(self, consumer: Consumer, partition: int) -> None:
+        """After an empty poll: whether the broker is there (asked at most every _PROBE_SECONDS
+        while it answers), failing the read once it has not answered for ``retry_for_s``."""
+        last = self._contact.get(partition, self._began)
+        if partition not in self._down and self._clock() - last < _PROBE_SECONDS:
+            return
+        try:
+            consumer.get_watermark_offsets(
+                TopicPartition(self._s["topic"], partition), timeout=_PROBE_TIMEOUT_SECONDS, cached=False
+            )
+        except KafkaException as e:
+            self._unreachable(partition, e.args[0].str() if e.args and isinstance(e.args[0], KafkaError) else str(e))
+        else:
+            self._reached(partition)
+
+    def _reached(self, partition: int) -> None:
+        now = self._clock()
+        self._contact[partition] = now
+        self._errors.pop(partition, None)
+        since = self._down.pop(partition, None)
+        if since is not None:
+            _log.warning("Kafka broker %s answers again for topic %s partition %d after %.0fs",
+                         self._s["bootstrap"], self._s["topic"], partition, now - since)  # fmt: skip
+
+    def _unreachable(self, partition: int, why: str) -> None:
+        """Counts toward the outage budget; raises KafkaSourceError once it is spent."""
+        s, now = self._s, self._clock()
+        why = self._errors.get(partition, why)
+        since = self._down.setdefault(partition, now)
+        if since == now:
+            _log.warning("Kafka broker %s not reachable for topic %s partition %d (%s); retrying for up to %.0fs",
+                         s["bootstrap"], s["topic"], partition, why, s["retry_for_s"])  # fmt: skip
+        if now - since >= s["retry_for_s"]:
+            raise KafkaSourceError(
+                f"Kafka topic {s['topic']!r} partition {partition}: broker {s['bootstrap']} not reachable "
+                f"for {s['retry_for_s']:.0f}s: {why}"
+            )
 
     def _past_end(self, consumer: Consumer, tracker, partition: int, stop: int) -> bool:
         """Whether a bounded range has nothing left (its tail may be offsets no message holds)."""
@@ -512,6 +572,8 @@ class ReadKafka(beam.PTransform):
         consumer_config: Extra librdkafka consumer settings (security, fetch sizes, ...).
         event_time_field: The JSON field holding each message's event time.
         connect_timeout_seconds: How long listing the partitions may wait for the broker.
+        retry_for_s: How long a partition read rides out a broker that does not answer
+            (reconnecting all along) before the job fails with ``KafkaSourceError``.
         clock: Monotonic seconds for the batch time budget (default ``time.monotonic``).
         label: The transform's label.
 
@@ -535,6 +597,7 @@ class ReadKafka(beam.PTransform):
         consumer_config: dict | None = None,
         event_time_field: str = "ts",
         connect_timeout_seconds: float = 15.0,
+        retry_for_s: float = 300.0,
         clock: Callable[[], float] | None = None,
         label: str | None = None,
     ):
@@ -553,6 +616,8 @@ class ReadKafka(beam.PTransform):
             raise ValueError(f"catch_up_seconds must be > 0, got {catch_up_seconds!r}")
         if not isinstance(connect_timeout_seconds, (int, float)) or not connect_timeout_seconds > 0:
             raise ValueError(f"connect_timeout_seconds must be > 0, got {connect_timeout_seconds!r}")
+        if isinstance(retry_for_s, bool) or not isinstance(retry_for_s, (int, float)) or not retry_for_s > 0:
+            raise ValueError(f"retry_for_s must be > 0, got {retry_for_s!r}")
         if not isinstance(event_time_field, str) or not event_time_field:
             raise ValueError("event_time_field must be a non-empty string")
         self._stop_at_end = bool(stop_at_end)
@@ -570,6 +635,7 @@ class ReadKafka(beam.PTransform):
             "config": _consumer_config(bootstrap, consumer_config),
             "field": event_time_field,
             "timeout": float(connect_timeout_seconds),
+            "retry_for_s": float(retry_for_s),
             "clock": clock or time.monotonic,
             # One read of the topic: its partitions share a watermark floor (see WatermarkFloor).
             "read_id": uuid.uuid4().hex,

@@ -127,6 +127,12 @@ class ReadKafka(Source):
                 "type": "boolean",
                 "description": "Stop at the end offsets seen at start (a bounded stream). Default: false.",
             },
+            "retry_for_seconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "How long a broker that does not answer is waited for (reconnecting) before the job "
+                "fails with one error. Default: 300.",
+            },
         },
         "required": ["bootstrap", "topic"],
     }
@@ -149,6 +155,7 @@ class ReadKafka(Source):
             allowed_lateness_seconds=lateness,
             stop_at_end=bool(self.config.get("stop_at_end")),
             event_time_field=time_field,
+            retry_for_s=self.config.get("retry_for_seconds", 300.0),
         )
 
 
