@@ -17,6 +17,10 @@ aggregates upserted into PostgreSQL at most about a second stale) and is measure
 - catch-up: ``--backlog`` events over one day of event time are produced before the system
   starts; throughput is the backlog over the time from readiness until PostgreSQL holds every
   aggregate, and the final table must equal the aggregates computed here from the same events.
+- where an event's time goes, for systems that record their stages (this project, through
+  ``BP_STAGE_TIMES``: the Kafka source per table read, the PostgreSQL sink per firing): from
+  produce until the source has read it, from then until PostgreSQL counts it, and the time of
+  one firing's upsert.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from tests.services import (
     stop_kafka,
     stop_postgres,
 )
+from transforms.stage_times import ENV as STAGE_TIMES
 
 ROOT = Path(__file__).resolve().parents[1]
 SUSTAINED_P99_S = 2.0
@@ -60,12 +65,13 @@ POLL_S = 0.02
 class Running:
     """A system's process, its output in files, until :meth:`stop`."""
 
-    def __init__(self, system: StreamSystem, job: Job):
+    def __init__(self, system: StreamSystem, job: Job, env: dict | None = None):
         self.system, self.job = system, job
         self.out, self.err = job.work / f"{job.table}.out", job.work / f"{job.table}.err"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(system.command(job), cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                                         stdout=out, stderr=err, start_new_session=True)  # fmt: skip
+            self.proc = subprocess.Popen(system.command(job), cwd=ROOT, env=env, stdout=out, stderr=err,
+                                         start_new_session=True)  # fmt: skip
         self.launched = time.monotonic()
 
     def check(self) -> None:
@@ -122,10 +128,57 @@ def _produce_live(bootstrap: str, topic: str, rate: int, seconds: float, sent: l
     producer.flush(30)
 
 
+def _pct(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+
+def stages(path: Path, table: str, sent: np.ndarray, seen: np.ndarray, wall_minus_mono: float) -> dict | None:
+    """Where the events' time went, from the job's stage times (None if it recorded none).
+
+    Event i went to partition i % PARTITIONS at offset i // PARTITIONS (a new topic); it was read
+    in the first table of its partition whose last offset is at or past it.
+    """
+    if not path.exists():
+        return None
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    reads = sorted((r for r in lines if r["stage"] == "read"), key=lambda r: r["at"])
+    upserts = [r for r in lines if r["stage"] == "upsert" and r.get("table") == table]
+    if not reads:
+        return None
+    read_at = np.full(len(sent), np.nan)
+    index = np.arange(len(sent))
+    for p in range(PARTITIONS):
+        mine = [r for r in reads if r["partition"] == p]
+        if not mine:
+            continue
+        last = np.maximum.accumulate([r["last_offset"] for r in mine])
+        at = np.array([r["at"] for r in mine]) - wall_minus_mono
+        events = index[index % PARTITIONS == p]
+        k = np.searchsorted(last, events // PARTITIONS, side="left")
+        found = k < len(last)
+        read_at[events[found]] = at[k[found]]
+    n = len(seen)
+    to_source = (read_at - sent)[~np.isnan(read_at)]
+    counted = (seen - read_at[:n])[~np.isnan(read_at[:n])]
+    upsert_ms = np.array([(r["at"] - r["began"]) * 1000 for r in upserts])
+    return {
+        "to_source_p50_s": _pct(to_source, 50),
+        "to_source_p99_s": _pct(to_source, 99),
+        "source_to_pg_p50_s": _pct(counted, 50),
+        "source_to_pg_p99_s": _pct(counted, 99),
+        "tables_read": len(reads),
+        "firings": len(upserts),
+        "upsert_p50_ms": _pct(upsert_ms, 50),
+        "upsert_p99_ms": _pct(upsert_ms, 99),
+    }
+
+
 def live(system: StreamSystem, services: dict, work: Path, rate: int, seconds: float) -> dict:
     name = f"lat_{system.name}_{rate}"
     job = Job(services["bootstrap"], create_topic(services["bootstrap"], name, PARTITIONS), services["dsn"], name, work)
-    running = Running(system, job)
+    times = work / f"{name}.stages.jsonl"
+    wall_minus_mono = time.time() - time.monotonic()
+    running = Running(system, job, env={STAGE_TIMES: str(times)})
     try:
         startup = running.wait_ready(PARTITIONS)
         sent: list[float] = []
@@ -150,6 +203,7 @@ def live(system: StreamSystem, services: dict, work: Path, rate: int, seconds: f
     n = min(len(sent), len(seen_at))
     lat = np.array(seen_at[:n]) - np.array(sent[:n]) if n else np.array([np.inf])
     p99 = float(np.percentile(lat, 99))
+    seen = np.array(seen_at[:n])
     return {
         "rate_per_s": rate,
         "seconds": seconds,
@@ -160,6 +214,7 @@ def live(system: StreamSystem, services: dict, work: Path, rate: int, seconds: f
         "p99_s": round(p99, 3),
         "max_s": round(float(lat.max()), 3),
         "sustained": len(seen_at) >= len(sent) and p99 < SUSTAINED_P99_S,
+        "stages": stages(times, name, np.array(sent), seen, wall_minus_mono),
     }
 
 
@@ -242,6 +297,24 @@ def markdown(result: dict) -> str:
             return f"{run['p50_s']} / {run['p99_s']}{behind}"
 
         row(f"latency p50 / p99 at {rate:,}/s (s)", cell)
+    # Where the time went, for systems that record their stages.
+    breakdown = (
+        ("produce -> read by the source", "to_source_p50_s", "to_source_p99_s", "s"),
+        ("read -> counted in PostgreSQL", "source_to_pg_p50_s", "source_to_pg_p99_s", "s"),
+        ("one firing's upsert", "upsert_p50_ms", "upsert_p99_ms", "ms"),
+    )
+    for rate in result["rates"]:
+        runs = {n: next((r for r in systems[n]["latency"] if r["rate_per_s"] == rate), None) for n in names}
+        if not any(run and run.get("stages") for run in runs.values()):
+            continue
+        for label, p50, p99, unit in breakdown:
+
+            def cell(s, rate=rate, p50=p50, p99=p99):
+                run = next((r for r in s["latency"] if r["rate_per_s"] == rate), None)
+                t = run and run.get("stages")
+                return f"{t[p50]} / {t[p99]}" if t else "not recorded"
+
+            row(f"at {rate:,}/s: {label}, p50 / p99 ({unit})", cell)
     return "\n".join(lines) + "\n"
 
 

@@ -90,6 +90,7 @@ from transforms.ingest.kafka_time import (
 from transforms.ingest.log_repeats import quiet_repeats
 from transforms.ingest.stream_read import WatermarkFloor
 from transforms.records import dead_letters, iso_text, typed
+from transforms.stage_times import record
 
 __all__ = ["KafkaSourceError", "ReadKafka"]
 
@@ -524,6 +525,7 @@ class _ReadPartitionFn(beam.DoFn):
         prefix = pa.scalar(f"{s['topic']}/{partition}/", pa.string())
         sources = pc.binary_join_element_wise(prefix, pa.array(offsets, pa.int64()).cast(pa.string()), "")
         n_late = int(late.sum())
+        record("read", partition=partition, last_offset=offsets[-1], rows=len(values))
         if n_late < len(values):
             keep = np.flatnonzero(~late) if n_late else None
             raw = pa.array(values, pa.binary())

@@ -21,6 +21,8 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.utils.windowed_value import PaneInfo
 
+from transforms.stage_times import record
+
 __all__ = ["PANE_COLUMN", "PostgresUnavailable", "RetryBudget", "UpsertPostgres", "connect", "pg_type"]
 
 _LOG = logging.getLogger(__name__)
@@ -199,6 +201,7 @@ class _UpsertFn(beam.DoFn):
         rows = table.select(self._schema.names).to_pylist()
         params = [(*(_key_value(r[c]) if c in self._keys else r[c] for c in self._schema.names), index) for r in rows]
         retry = RetryBudget(self._retry_for_s)
+        began = time.time()
         while True:
             try:
                 if self._conn is None:
@@ -221,6 +224,7 @@ class _UpsertFn(beam.DoFn):
                         f"upsert into {self._table}: PostgreSQL not reachable for {self._retry_for_s:.0f}s "
                         f"({retry.tries} tries): {_first_line(e)}"
                     ) from e
+        record("upsert", table=self._table, began=began, rows=len(rows))
         self._rows.inc(len(rows))
         if 0 <= written < len(rows):
             self._stale.inc(len(rows) - written)
