@@ -197,3 +197,20 @@ def test_the_postgres_sinks_retry_budget_is_set_in_the_spec(tmp_path):
     assert sink.make(str(tmp_path))._args[-1] == 300.0
     error = error_of(edited(keys, keys[:-1] + ", retry_for_seconds: 0}"), tmp_path, **kw)
     assert "retry_for_seconds" in str(error)
+
+
+def test_the_postgres_sinks_row_security_is_set_and_checked_in_the_spec(tmp_path):
+    keys = "keys: [window_start, event_type, country]}"
+    kw = dict(streaming=True, kafka_bootstrap="k:9092", kafka_topic="t", pg_dsn="postgresql://x")
+    rls = ", row_security: {column: country, roles: {US: us_readers, DE: de_readers}, shared_role: app}}"
+    plan = compile_text(edited(keys, keys[:-1] + rls), tmp_path, **kw)
+    (sink,) = [n.step for n in plan.sinks if n.step.type == "UpsertPostgres"]
+    security = sink.make(str(tmp_path))._row_security
+    assert (security.column, security.roles, security.shared_role) == (
+        "country", {"US": "us_readers", "DE": "de_readers"}, "app")  # fmt: skip
+    not_a_key = error_of(edited(keys, keys[:-1] + rls.replace("column: country", "column: users")), tmp_path, **kw)
+    assert "must be one of keys" in str(not_a_key) and "row_security.column" in str(not_a_key)
+    twice = error_of(edited(keys, keys[:-1] + rls.replace("de_readers", "us_readers")), tmp_path, **kw)
+    assert "each role reads one tenant" in str(twice)
+    hostile = error_of(edited(keys, keys[:-1] + rls.replace("app}", '"app; DROP ROLE x"}')), tmp_path, **kw)
+    assert "shared_role" in str(hostile)

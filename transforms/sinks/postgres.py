@@ -9,6 +9,9 @@ row also stores the firing it came from (the pane index, column ``_pane``) and i
 by the same or a later firing: the table ends with the newest total whatever the order. Rows that
 say their own order (``version``: a column of the rows, e.g. the online feature rows' ``_version``)
 are replaced only by a row of the same or a higher version instead.
+
+With ``row_security`` the table gets row-level security: each tenant's roles see only that
+tenant's rows, and the pipeline's own role writes through the policies (``row_security.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.utils.windowed_value import PaneInfo
 
+from transforms.sinks.row_security import RowSecurity
 from transforms.stage_times import record
 
 __all__ = ["PANE_COLUMN", "PostgresUnavailable", "RetryBudget", "UpsertPostgres", "connect", "pg_type"]
@@ -131,9 +135,10 @@ class _UpsertFn(beam.DoFn):
         schema: pa.Schema,
         retry_for_s: float,
         version: str | None = None,
+        row_security: RowSecurity | None = None,
     ):
         self._dsn, self._table, self._keys, self._schema, self._retry_for_s = dsn, table, keys, schema, retry_for_s
-        self._version = version
+        self._version, self._row_security = version, row_security
         self._conn = None
 
     def setup(self):
@@ -152,6 +157,10 @@ class _UpsertFn(beam.DoFn):
                 cur.execute(self._sql["create"])
                 cur.execute(self._sql["pane"])
             self._conn.commit()
+            if self._row_security is not None:
+                with self._conn.cursor() as cur:
+                    self._row_security.create_roles(cur, self._table)
+                self._conn.commit()
         except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn):
             # Workers set up at once race on CREATE TABLE / ADD COLUMN IF NOT EXISTS; one of them made it.
             self._conn.rollback()
@@ -259,6 +268,7 @@ class UpsertPostgres(beam.PTransform):
         version: An integer column of the schema saying which of two rows of a key is newer: a
             stored row is replaced only by one of the same or a higher version. Default: the
             firing (pane) each row came from.
+        row_security: Row-level security by a tenant key column (see ``RowSecurity``).
 
     Returns a PCollection of row counts, one per element written.
     """
@@ -271,6 +281,7 @@ class UpsertPostgres(beam.PTransform):
         schema: pa.Schema,
         retry_for_s: float = 300.0,
         version: str | None = None,
+        row_security: RowSecurity | None = None,
         label: str | None = None,
     ):
         super().__init__(label)
@@ -291,8 +302,17 @@ class UpsertPostgres(beam.PTransform):
             raise ValueError(f"version must be an integer column of the schema, got {version!r}")
         if version in keys:
             raise ValueError(f"version {version!r} cannot be a key column")
+        if row_security is not None:
+            if not isinstance(row_security, RowSecurity):
+                raise ValueError("row_security must be a RowSecurity")
+            if row_security.column not in keys:
+                raise ValueError(
+                    f"row_security.column {row_security.column!r} must be a key column: two tenants' rows with "
+                    "the same other keys would replace each other"
+                )
         self._args, self._version = (dsn, table, tuple(keys), schema, float(retry_for_s)), version
+        self._row_security = row_security
 
     def expand(self, tables):
-        upsert = _UpsertFn(*self._args, self._version)
+        upsert = _UpsertFn(*self._args, self._version, self._row_security)
         return tables | "Upsert" >> beam.ParDo(upsert).with_input_types(pa.Table).with_output_types(int)

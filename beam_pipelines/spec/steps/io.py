@@ -287,6 +287,28 @@ class UpsertPostgres(Sink):
                 "EntityFeatures' online rows): a stored row is replaced only by one of the same or a higher "
                 "version. Default: the firing each row came from.",
             },
+            "row_security": {
+                "type": "object",
+                "description": "Row-level security: each tenant's roles see only that tenant's rows; the "
+                "pipeline's role writes through the policies (run it as a plain role, not a superuser).",
+                "properties": {
+                    "column": {"type": "string", "description": "The tenant column: one of keys."},
+                    "roles": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,54}$"},
+                        "description": "Tenant value -> role that reads only its rows (created NOLOGIN when "
+                        "missing, which needs CREATEROLE).",
+                    },
+                    "shared_role": {
+                        "type": "string",
+                        "pattern": r"^[a-z_][a-z0-9_]{0,54}$",
+                        "description": "A role that reads the rows of the tenant its session names: SET "
+                        "beam_pipelines.tenant = 'value'.",
+                    },
+                },
+                "required": ["column"],
+                "additionalProperties": False,
+            },
         },
         "required": ["dsn", "table", "keys"],
     }
@@ -302,6 +324,20 @@ class UpsertPostgres(Sink):
                 raise self.error(
                     "version", f"{version!r} is a key column: the version says which row of a key is newer"
                 )
+        rls = self.config.get("row_security")
+        if rls is not None:
+            from transforms.sinks.row_security import RowSecurity
+
+            if rls["column"] not in self.config["keys"]:
+                raise self.error(
+                    "row_security.column",
+                    f"{rls['column']!r} must be one of keys: two tenants' rows with the same other keys would "
+                    "replace each other",
+                )
+            try:
+                RowSecurity(rls["column"], dict(rls.get("roles") or {}), rls.get("shared_role"))
+            except ValueError as e:
+                raise self.error("row_security", str(e)) from None
         self._schema = pa.schema([(c, t) for c, t in inputs[0].items() if not c.startswith("_") or c == version])
         return None
 
@@ -319,7 +355,16 @@ class UpsertPostgres(Sink):
             self._schema,
             retry_for_s=c.get("retry_for_seconds", 300.0),
             version=c.get("version"),
+            row_security=self._row_security(),
         )
+
+    def _row_security(self):
+        rls = self.config.get("row_security")
+        if rls is None:
+            return None
+        from transforms.sinks.row_security import RowSecurity
+
+        return RowSecurity(rls["column"], dict(rls.get("roles") or {}), rls.get("shared_role"))
 
 
 @register
