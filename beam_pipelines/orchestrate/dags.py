@@ -38,8 +38,8 @@ __all__ = ["MAINTENANCE", "asset_of", "build_dag", "dag_for_spec", "output_of"]
 
 DEFAULT_LAKE = "/tmp/beam-pipelines/lake"
 DEFAULT_DATA = "/tmp/beam-pipelines/data"
-# Steps after the audit, per pipeline name: callables (dag, schedule, audit task) -> last task.
-# None exist yet; compaction or retention of the lake partitions would go here.
+# Further steps after the audit (and the lakehouse maintenance), per pipeline name: callables
+# (dag, schedule, last task) -> last task.
 MAINTENANCE: dict = {}
 _CACHE: dict = {}
 INPUT_WAIT_S = 24 * 3600
@@ -167,9 +167,15 @@ def build_dag(s: Schedule) -> DAG:
         if first is not None:
             first >> run
         run >> audit
+        last = audit
+        if s.lakehouse:
+            # Retention, compaction and vacuum of the spec's Delta tables, once the run has published.
+            last = RunCommand(task_id="maintain_lakehouse", argv=["{{ bp_python() }}", "-m", "beam_pipelines.lakehouse",
+                              "maintain", f"--pipeline={s.spec}", f"--output={output}"])  # fmt: skip
+            audit >> last
         step = MAINTENANCE.get(s.name)
         if step is not None:
-            step(dag, s, audit)
+            step(dag, s, last)
     return dag
 
 

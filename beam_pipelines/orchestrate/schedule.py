@@ -81,6 +81,8 @@ class Schedule:
         max_retry_delay: The longest wait between retries.
         deadline: Seconds after a run is queued by which it must have finished, or None.
         timeout: Seconds the pipeline run may take, or None.
+        lakehouse: Whether the spec writes Delta tables (WriteLakehouse): the DAG then maintains
+            them after each audited run (``python -m beam_pipelines.lakehouse maintain``).
     """
 
     name: str
@@ -96,6 +98,7 @@ class Schedule:
     max_retry_delay: float = 3600
     deadline: float | None = None
     timeout: float | None = None
+    lakehouse: bool = False
 
 
 def check_cron(expr: str) -> str | None:
@@ -152,8 +155,10 @@ def schedule_of(doc, file: str) -> Schedule:
         raise SpecError("pipeline.name", "a spec needs pipeline.name", file, getattr(doc, "line", 0))
     check(pipe.get("name"), {"type": "string", "pattern": _NAME}, "pipeline.name", file, pipe, "name")
     given = pipe.get("schedule")
+    steps = pipe.get("transforms") if isinstance(pipe.get("transforms"), list) else []
+    lakehouse = any(isinstance(t, dict) and t.get("type") == "WriteLakehouse" for t in steps)
     if given is None:  # run by hand (or by the API) only
-        return Schedule(name=pipe["name"], spec=os.path.abspath(file))
+        return Schedule(name=pipe["name"], spec=os.path.abspath(file), lakehouse=lakehouse)
     check(given, SCHEDULE_SCHEMA, "pipeline.schedule", file, pipe, "schedule")
 
     def fail(key: str, message: str):
@@ -192,6 +197,7 @@ def schedule_of(doc, file: str) -> Schedule:
         runner=given.get("runner", "DirectRunner"),
         start_date=start,
         retries=given.get("retries", 3),
+        lakehouse=lakehouse,
         **seconds,
     )
 

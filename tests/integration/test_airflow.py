@@ -77,6 +77,8 @@ def af(tmp_path_factory, webhook):
         "expectations:\n  - {name: amount_tiny, kind: between, column: amount, min: 0, max: 1, severity: error}\n"
     )
     shutil.copy(HERE / "airflow_specs" / "events_daily.yaml", specs)
+    # Delta tables: the DAG maintains them after the audit.
+    shutil.copy(ROOT / "examples" / "lakehouse" / "orders.yaml", specs / "orders_lakehouse.yaml")
     for name, schedule in BAD_SPECS.items():
         (specs / f"{name}.yaml").write_text(f"pipeline:\n  name: {name}\n  contract: events@1\n{schedule}"
                                             "  transforms: []\n")  # fmt: skip
@@ -134,7 +136,8 @@ def test_dag_files_import_without_beam_and_bad_specs_fail_alone(af):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     for entry, seconds in sorted(got["seconds"].items()):
         print(f"parse {entry}: {seconds * 1000:.1f} ms")
-    assert sorted(got["dags"]) == ["events", "events_daily", "events_strict"]
+    assert sorted(got["dags"]) == ["events", "events_daily", "events_strict", "orders_lakehouse"]
+    assert got["dags"]["orders_lakehouse"]["edges"] == [["audit", "maintain_lakehouse"], ["run", "audit"]]
     events = got["dags"]["events"]
     assert events["edges"] == [["run", "audit"], ["wait_for_input", "run"]]
     assert events["schedule"] == "CronTriggerTimetable" and "0 2 * * *" in events["summary"]

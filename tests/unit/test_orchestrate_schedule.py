@@ -109,3 +109,13 @@ def test_link_writes_one_dag_file_per_spec_and_removes_stale_ones(tmp_path):
     (specs / "two.yaml").unlink()
     link(str(specs), str(dags))
     assert sorted(os.listdir(dags)) == ["mine.py", "one.py"]
+
+
+def test_a_spec_that_writes_delta_tables_is_maintained_after_its_runs():
+    from beam_pipelines.orchestrate.schedule import schedule_of
+    from beam_pipelines.spec.yamlsrc import load
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "lakehouse" / "orders.yaml"
+    assert schedule_of(load(str(example)), str(example)).lakehouse
+    events = Path(__file__).resolve().parents[2] / "beam_pipelines" / "pipelines" / "events.yaml"
+    assert not schedule_of(load(str(events)), str(events)).lakehouse

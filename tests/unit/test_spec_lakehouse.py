@@ -12,9 +12,9 @@ from beam_pipelines.spec.yamlsrc import load
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "lakehouse" / "orders.yaml"
 TEXT = SPEC.read_text()
-SILVER = "config: {layer: silver, path: lakehouse/silver, partition_by: created_at}"
+SILVER = "config: {layer: silver, path: lakehouse/silver, partition_by: created_at, retention: 400d}"
 GOLD = "config: {layer: gold, path: lakehouse/gold}"
-BRONZE = "config: {layer: bronze, path: lakehouse/bronze}"
+BRONZE = "config: {layer: bronze, path: lakehouse/bronze, retention: 30d}"
 
 
 def compile_text(text: str, tmp_path: Path, output: str = "out"):
@@ -149,3 +149,17 @@ def test_another_sink_cannot_take_the_records_as_received(tmp_path):
 def test_tables_on_an_object_store_are_refused_for_now(tmp_path):
     with pytest.raises(SpecError, match="Delta tables are written on local disks only for now; --output is s3://b/out"):
         compile_text(TEXT, tmp_path, output="s3://b/out")
+
+
+def test_the_maintenance_of_each_table_comes_from_its_step(tmp_path):
+    plan = compile_text(TEXT, tmp_path)
+    got = {n.step.name: n.step.maintenance("out") for n in plan.sinks if n.step.type == "WriteLakehouse"}
+    assert got["Bronze"] == {"step": "Bronze", "layer": "bronze", "table": "out/lakehouse/bronze", "retention_days": 30,
+                             "keep_versions_hours": 168, "target_bytes": 128 * 1024 * 1024}  # fmt: skip
+    assert got["Silver"]["retention_days"] == 400 and got["Gold"]["retention_days"] is None
+    custom = compile_text(edited(SILVER, SILVER.replace("}", ", keep_versions: 36h, target_file_mb: 32}")), tmp_path)
+    silver = custom.node("Silver").step.maintenance("out")
+    assert (silver["keep_versions_hours"], silver["target_bytes"]) == (36, 32 * 1024 * 1024)
+    with pytest.raises(SpecError) as e:
+        compile_text(edited(SILVER, SILVER.replace("retention: 400d", "retention: forever")), tmp_path)
+    assert "retention" in str(e.value)

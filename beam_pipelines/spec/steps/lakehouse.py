@@ -8,6 +8,7 @@ killed run leaves every table as it was (see ``beam_pipelines/lakehouse/commit.p
 from __future__ import annotations
 
 from beam_pipelines.publish import OUTPUTS, is_local
+from beam_pipelines.spec.shape import duration, duration_seconds
 from beam_pipelines.spec.steps.base import register
 from beam_pipelines.spec.steps.io import _RELATIVE, SCRATCH, Sink
 from transforms.sinks.files import join_path
@@ -73,6 +74,21 @@ class WriteLakehouse(Sink):
                 "enum": ["first", "last"],
                 "description": "silver, with order_by: last replaces a row by a record whose order_by is at least "
                 "the stored one's (the latest version wins); first by one at most. Default: the Deduplicate step's.",
+            },
+            "retention": duration(
+                "How long partitions are kept (by ingest_date for bronze, dt for silver and gold; whole days): "
+                "`python -m beam_pipelines.lakehouse maintain` deletes older ones. Default: kept for ever."
+            ),
+            "keep_versions": duration(
+                "Maintenance: how long replaced and deleted files stay for time travel and readers still on an "
+                "older version, before vacuum removes them (orphans too). Default: 7d.",
+                minimum=0,
+            ),
+            "target_file_mb": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Maintenance: compaction joins a partition's small files into files of about "
+                "this size. Default: 128.",
             },
         },
         "required": ["layer", "path"],
@@ -178,3 +194,16 @@ class WriteLakehouse(Sink):
         if layer == "silver":
             entry.update(key=self._key, newer=list(self._newer) if self._newer else None)
         return entry
+
+    def maintenance(self, output: str) -> dict:
+        """What ``lakehouse maintain`` does to this step's table (see ``lakehouse.maintain``)."""
+        c = self.config
+        retention = c.get("retention")
+        return {
+            "step": self.name,
+            "layer": c["layer"],
+            "table": join_path(output, c["path"].rstrip("/")),
+            "retention_days": None if retention is None else max(1, -(-duration_seconds(retention) // 86_400)),
+            "keep_versions_hours": -(-duration_seconds(c.get("keep_versions", "7d")) // 3_600),
+            "target_bytes": c.get("target_file_mb", 128) * 1024 * 1024,
+        }
