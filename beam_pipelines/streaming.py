@@ -21,9 +21,12 @@ partial recomputation into complete windows).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import signal
+import threading
 import time
 
 import apache_beam as beam
@@ -130,6 +133,58 @@ def _show_progress(out) -> None:
     progress.handlers[:] = [handler]
 
 
+def failure_line(e: Exception) -> str:
+    """The line that says why a job failed: a worker's exception arrives as its traceback's last
+    line ("pkg.module.SomeError: what", shown as "SomeError: what"); a gRPC error ends in ">" and
+    says it in its ``details``."""
+    text = str(e).strip()
+    details = re.search(r'details = "([^"]*)"', text)
+    if details and text.endswith(">"):
+        return f"{type(e).__name__}: {details.group(1)}"
+    first = (text.splitlines() or [type(e).__name__])[-1]
+    return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", first)
+
+
+@contextlib.contextmanager
+def _stopped_quietly():
+    """Ctrl-C (SIGINT) ends a streaming job with ``error: interrupted`` (exit 130).
+
+    Beam's own SIGINT handler stops the job server, even in a background job that ignores
+    SIGINT, and then calls the handler it replaced: this one, which raises KeyboardInterrupt.
+    Beam's threads then fail on the closed connections; their tracebacks and log lines about it
+    say nothing more, so they are not shown once the stop has begun (nor a thread's gRPC stream
+    cut by a closed channel).
+    """
+    stopping = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopping
+        return
+    hook = threading.excepthook
+
+    def interrupted(signum, frame):
+        stopping.set()
+        logging.disable(logging.CRITICAL)
+        raise KeyboardInterrupt
+
+    def thread_failed(args):
+        # Beam's handler closes the job server before this module's runs, and a Ctrl-C in a
+        # terminal stops prism too: Beam's threads fail on the closed channels (CANCELLED,
+        # UNAVAILABLE) first. A job that fails says so in the main thread's error line.
+        code = getattr(args.exc_value, "code", None)
+        if stopping.is_set() or (callable(code) and getattr(code(), "name", "") in ("CANCELLED", "UNAVAILABLE")):
+            return
+        hook(args)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    threading.excepthook = thread_failed
+    try:
+        yield stopping
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if not stopping.is_set():  # once stopping, Beam's threads may still be failing
+            threading.excepthook = hook
+
+
 def render(s: dict) -> str:
     c = s["counts"]
     lines = [
@@ -168,14 +223,14 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
         _fresh_start(cfg, source)
     _show_progress(out)
     started = time.monotonic()
-    try:
-        with beam.Pipeline(runner=runner, options=options) as p:
-            module.build(p, cfg, module.stream_io(cfg, cfg.output))
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-        # A worker's exception arrives as its traceback's last line: "pkg.module.SomeError: what".
-        first = re.sub(r"^(?:\w+\.)+(?=\w+: )", "", first)
-        raise RunError(f"streaming pipeline failed: {first}") from e
+    with _stopped_quietly() as stopping:
+        try:
+            with beam.Pipeline(runner=runner, options=options) as p:
+                module.build(p, cfg, module.stream_io(cfg, cfg.output))
+        except Exception as e:
+            if stopping.is_set():  # the job server was stopped by the interrupt, not by a failure
+                raise KeyboardInterrupt from e
+            raise RunError(f"streaming pipeline failed: {failure_line(e)}") from e
     elapsed = time.monotonic() - started
     path = join_path(cfg.output, "_run", "report.json")
     if FileSystems.exists(path):
