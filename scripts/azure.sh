@@ -18,6 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 HOST=127.0.0.1
 PORT=${AZURE_PORT:-10000}
@@ -122,24 +124,14 @@ $(tail -n 20 "$LOG")"
 }
 
 # In the background: once OWNER has exited while the server (pid SERVER) still runs, `stop` it.
-watch_owner() {
-    [[ $1 =~ ^[0-9]+$ ]] || die "AZURE_OWNER_PID must be a process id, got '$1'"
-    AZURE_PORT=$PORT KEEP_DATA=0 setsid nohup bash -c \
-        'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done 2>/dev/null; kill -0 "$2" 2>/dev/null && exec bash "$3" stop' \
-        watch "$1" "$2" "$ROOT/scripts/azure.sh" </dev/null >/dev/null 2>&1 &
-}
+watch_owner() { daemon_watch_owner AZURE_OWNER_PID "$1" "$2" "$ROOT/scripts/azure.sh" AZURE_PORT="$PORT" KEEP_DATA=0; }
 
 stop() {
     local p was="not running"
     p=$(pid)
     if [[ -n $p ]] && kill -0 "$p" 2>/dev/null; then
         was=running
-        kill "$p"
-        for _ in $(seq 50); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$p" 2>/dev/null && kill -9 "$p"
+        daemon_kill "$p"
     fi
     rm -f "$PIDFILE"
     if [[ ${KEEP_DATA:-0} == 1 ]]; then

@@ -19,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 VERSION=${FAKE_GCS_VERSION:-1.56.1}
 HOST=127.0.0.1
@@ -105,12 +107,7 @@ $(tail -n 20 "$LOG")"
 }
 
 # In the background: once OWNER has exited while the server (pid SERVER) still runs, `stop` it.
-watch_owner() {
-    [[ $1 =~ ^[0-9]+$ ]] || die "GCS_OWNER_PID must be a process id, got '$1'"
-    GCS_PORT=$PORT setsid nohup bash -c \
-        'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done 2>/dev/null; kill -0 "$2" 2>/dev/null && exec bash "$3" stop' \
-        watch "$1" "$2" "$ROOT/scripts/gcs.sh" </dev/null >/dev/null 2>&1 &
-}
+watch_owner() { daemon_watch_owner GCS_OWNER_PID "$1" "$2" "$ROOT/scripts/gcs.sh" GCS_PORT="$PORT"; }
 
 stop() {
     local p
@@ -119,14 +116,7 @@ stop() {
         echo "GCS emulator on port $PORT is not running"
         return 0
     fi
-    if kill -0 "$p" 2>/dev/null; then
-        kill "$p"
-        for _ in $(seq 50); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$p" 2>/dev/null && kill -9 "$p"
-    fi
+    daemon_kill "$p"
     rm -f "$PIDFILE"
     if [[ ${KEEP_DATA:-0} == 1 ]]; then
         echo "GCS emulator on port $PORT stopped; log kept in $LOG"

@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 HOST=${MOTO_HOST:-127.0.0.1}
 PORT=${MOTO_PORT:?MOTO_PORT is required}
@@ -84,10 +86,8 @@ $(tail -n 20 "$LOG")"
 
 # In the background: once OWNER has exited while the server (pid SERVER) still runs, `stop` it.
 watch_owner() {
-    [[ $1 =~ ^[0-9]+$ ]] || die "the owner must be a process id, got '$1'"
-    MOTO_PORT=$PORT MOTO_HOST=$HOST MOTO_DIR=$DIR MOTO_WHAT=$WHAT setsid nohup bash -c \
-        'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done 2>/dev/null; kill -0 "$2" 2>/dev/null && exec bash "$3" stop' \
-        watch "$1" "$2" "$ROOT/scripts/moto.sh" </dev/null >/dev/null 2>&1 &
+    daemon_watch_owner "the owner" "$1" "$2" "$ROOT/scripts/moto.sh" MOTO_PORT="$PORT" MOTO_HOST="$HOST" MOTO_DIR="$DIR" \
+        MOTO_WHAT="$WHAT"
 }
 
 stop() {
@@ -97,14 +97,7 @@ stop() {
         echo "$WHAT on port $PORT is not running"
         return 0
     fi
-    if kill -0 "$p" 2>/dev/null; then
-        kill "$p"
-        for _ in $(seq 50); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$p" 2>/dev/null && kill -9 "$p"
-    fi
+    daemon_kill "$p"
     rm -f "$PIDFILE"
     echo "$WHAT on port $PORT stopped"
 }

@@ -23,6 +23,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=lib/daemon.sh
+source "$ROOT/scripts/lib/daemon.sh"
 
 HOST=127.0.0.1
 PORT=${PUBSUB_PORT:-8085}
@@ -113,12 +115,7 @@ $(tail -n 20 "$LOG")"
 }
 
 # In the background: once OWNER has exited while the server (pid SERVER) still runs, `stop` it.
-watch_owner() {
-    [[ $1 =~ ^[0-9]+$ ]] || die "PUBSUB_OWNER_PID must be a process id, got '$1'"
-    PUBSUB_PORT=$PORT setsid nohup bash -c \
-        'while kill -0 "$1" && kill -0 "$2"; do sleep 2; done 2>/dev/null; kill -0 "$2" 2>/dev/null && exec bash "$3" stop' \
-        watch "$1" "$2" "$ROOT/scripts/pubsub.sh" </dev/null >/dev/null 2>&1 &
-}
+watch_owner() { daemon_watch_owner PUBSUB_OWNER_PID "$1" "$2" "$ROOT/scripts/pubsub.sh" PUBSUB_PORT="$PORT"; }
 
 stop() {
     local p
@@ -127,14 +124,7 @@ stop() {
         echo "Pub/Sub emulator on port $PORT is not running"
         return 0
     fi
-    if alive; then
-        kill "$p"
-        for _ in $(seq 50); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$p" 2>/dev/null && kill -9 "$p"
-    fi
+    daemon_kill "$p"
     rm -f "$PIDFILE"
     if [[ ${KEEP_DATA:-0} == 1 ]]; then
         echo "Pub/Sub emulator on port $PORT stopped; log kept in ${LOG#"$ROOT"/}"
