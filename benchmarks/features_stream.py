@@ -131,7 +131,7 @@ class Job:
 
 def produce(bootstrap: str, topic: str, rate: int, seconds: float, users: int, sent: list) -> None:
     """Events at ``rate`` per second for ``seconds``; ``sent`` gets (user, ts µs, produced at) each."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
     rng = random.Random(rate)
     start = time.monotonic()
     i = 0

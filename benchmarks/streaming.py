@@ -112,7 +112,7 @@ def _rows(dsn: str, table: str) -> list[tuple]:
 
 
 def _produce_live(bootstrap: str, topic: str, rate: int, seconds: float, sent: list, prefix: str) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "enable.idempotence": True})
     rng = random.Random(rate)
     start = time.monotonic()
     i = 0
@@ -221,7 +221,9 @@ def live(system: StreamSystem, services: dict, work: Path, rate: int, seconds: f
 def catch_up(system: StreamSystem, services: dict, work: Path, messages: list[bytes], expected: list[tuple]) -> dict:
     name = f"catchup_{system.name}"
     topic = create_topic(services["bootstrap"], name, PARTITIONS)
-    producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 20})
+    # Idempotent: a request retried on a loaded machine would otherwise land after later ones, and
+    # events out of order in a partition are late by every system's rules.
+    producer = Producer({"bootstrap.servers": services["bootstrap"], "linger.ms": 20, "enable.idempotence": True})
     for i, m in enumerate(messages):
         while True:
             try:
