@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUSTAINED_P99_S = 2.0
 PARTITIONS = 2
 POLL_S = 0.02
+STALLED_S = 120  # catch-up: a count that stops short of the backlog for this long is a failure
 
 
 class Running:
@@ -240,11 +241,15 @@ def catch_up(system: StreamSystem, services: dict, work: Path, messages: list[by
         startup = running.wait_ready(PARTITIONS)
         ready = time.monotonic()
         with psycopg.connect(services["dsn"], autocommit=True) as conn:
-            deadline = ready + 900
-            while _counted(conn, name) < total:
+            deadline, last, moved = ready + 900, -1, time.monotonic()
+            while (n := _counted(conn, name)) < total:
                 running.check()
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{system.name} did not count the backlog within 900 s")
+                now = time.monotonic()
+                if n != last:
+                    last, moved = n, now
+                if now > deadline or now - moved > STALLED_S:
+                    raise RuntimeError(f"{system.name} counted {n:,} of the backlog's {total:,} events and then "
+                                       f"nothing more for {now - moved:.0f} s")  # fmt: skip
                 time.sleep(0.1)
         done = time.monotonic()
         rows = _rows(services["dsn"], name)
