@@ -1,7 +1,10 @@
 """YAML read safely, remembering where each value stood, so every error can name its place.
 
 ``load`` returns plain dicts and lists (subclasses that also carry line numbers), built with
-PyYAML's safe loader: no tags, no Python objects. ``SpecError`` renders as
+PyYAML's safe loader: no tags, no Python objects. Hostile YAML is refused with a SpecError rather
+than eating the machine: a text over ``MAX_BYTES``, a document of more than ``MAX_NODES`` values
+once its aliases are expanded (each alias of a nested anchor multiplies what later steps walk: the
+"billion laughs"), nesting deeper than ``MAX_DEPTH``. ``SpecError`` renders as
 ``file:line: place: message`` where ``place`` is a path like ``pipeline.transforms[3].config``.
 """
 
@@ -13,6 +16,10 @@ from collections.abc import Iterable
 import yaml
 
 __all__ = ["Map", "Seq", "SpecError", "did_you_mean", "line_of", "load", "load_text", "place_of"]
+
+MAX_BYTES = 1 << 20  # a spec or contract is a few kB
+MAX_NODES = 100_000  # values, aliases expanded
+MAX_DEPTH = 64
 
 
 class Map(dict):
@@ -53,6 +60,18 @@ class SpecError(ValueError):
 class _Loader(yaml.SafeLoader):
     """The safe loader, building ``Map``/``Seq`` with line numbers; duplicate keys refused."""
 
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise SpecError("", f"YAML nested more than {MAX_DEPTH} levels deep: refused", line=line)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
     def construct_mapping(self, node, deep=False):
         out = Map()
         out.line, out.lines = node.start_mark.line + 1, {}
@@ -79,8 +98,15 @@ _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.construct_sequence)
 
 def load_text(text: str, file: str | None = None):
     """Parses YAML text; SpecError (with the line) for malformed YAML or duplicate keys."""
+    if len(text) > MAX_BYTES:
+        raise SpecError("", f"{len(text):,} characters: more than a spec's {MAX_BYTES:,} (refused)", file)
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node)
+        return loader.construct_document(node)
     except SpecError as e:
         raise SpecError(e.place, e.message, file, e.line) from None
     except yaml.MarkedYAMLError as e:
@@ -89,6 +115,31 @@ def load_text(text: str, file: str | None = None):
         raise SpecError("", f"malformed YAML: {e.problem or e.context}", file, line) from None
     except yaml.YAMLError as e:
         raise SpecError("", f"malformed YAML: {e}", file) from None
+    finally:
+        loader.dispose()
+
+
+def _check_size(root) -> None:
+    """SpecError when the document has more than MAX_NODES values with its aliases expanded."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        children = node.value if isinstance(node, yaml.CollectionNode) else ()
+        n = 1
+        for child in children:
+            for part in child if isinstance(child, tuple) else (child,):
+                n += size(part)
+                if n > MAX_NODES:
+                    break
+        sizes[id(node)] = n
+        return n
+
+    if size(root) > MAX_NODES:
+        raise SpecError("", f"more than {MAX_NODES:,} values once its aliases (*name) are expanded: refused",
+                        line=root.start_mark.line + 1)  # fmt: skip
 
 
 def load(path: str):
