@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 from google.api_core import exceptions as errors
 from google.cloud.bigquery import SchemaField
@@ -251,6 +252,35 @@ def test_replace_partitions_loads_each_day_into_its_partition_with_write_truncat
         # The parquet sent says REQUIRED where the table does (an optional column would not load there).
         assert [f.nullable for f in loads[0]["rows"].schema] == [False, True, True, False]
         assert stored(api) == rows.to_pylist()
+
+
+def test_windowed_elements_still_load_each_day_once(pipeline):
+    """An aggregate's elements are one window each (here hourly): a day's load gathers all its
+    windows, else each window's load would replace the one before it."""
+    rows = orders([f"o{h}" for h in range(30)], list(range(30)))
+    with FakeBigQuery() as api:
+        with pipeline() as p:
+            hourly = (
+                p
+                | beam.Create([rows.slice(h, 1) for h in range(30)])
+                | "Stamp"
+                >> beam.Map(lambda t: TimestampedValue(t, t["updated_at"][0].value / 1e6)).with_output_types(pa.Table)
+                | "Hourly" >> beam.WindowInto(FixedWindows(3600))
+            )
+            hourly | sink(api, rows.schema)
+        assert sorted(x["configuration"]["load"]["destinationTable"]["tableId"] for x in api.loads) == [
+            "orders$20240301", "orders$20240302"]  # fmt: skip
+        assert len(stored(api)) == 30
+        with pipeline() as p:
+            hourly = (
+                p
+                | beam.Create([rows.slice(h, 1) for h in range(30)])
+                | "Stamp"
+                >> beam.Map(lambda t: TimestampedValue(t, t["updated_at"][0].value / 1e6)).with_output_types(pa.Table)
+                | "Hourly" >> beam.WindowInto(FixedWindows(3600))
+            )
+            hourly | sink(api, rows.schema, table="merged", mode="merge", keys=("order_id",))
+        assert len(api.queries) == 1 and len(api.rows("proj-1.sales.merged")) == 30
 
 
 def test_a_rerun_replaces_exactly_the_days_it_has_rows_for(pipeline):

@@ -43,10 +43,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import PaneInfo
 
 from transforms.records import slices_by
 from transforms.sinks.bigquery_schema import (
+    LABEL_KEY,
+    LABEL_VALUE,
     MODES,
     PANE_COLUMN,
     TableName,
@@ -64,8 +67,6 @@ _LOG = logging.getLogger(__name__)
 _DAY_US = 86_400_000_000
 _SPOOL_BYTES = 64 * 1024 * 1024  # a load's parquet file stays in memory up to this, then spills to a temp file
 _STAGING_LIFETIME = timedelta(days=1)
-_LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
-_LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
 _RETRYABLE_REASONS = frozenset(
     {"rateLimitExceeded", "backendError", "internalError", "badGateway", "jobBackendError", "jobInternalError",
      "jobRateLimitExceeded"}
@@ -556,8 +557,8 @@ class WriteBigQuery(beam.PTransform):
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         labels = dict(labels or {})
         for k, v in labels.items():
-            if not (re.match(_LABEL_KEY, str(k)) and re.match(_LABEL_VALUE, str(v))):
-                raise ValueError(f"label {k}={v} must match {_LABEL_KEY} = {_LABEL_VALUE}")
+            if not (re.match(LABEL_KEY, str(k)) and re.match(LABEL_VALUE, str(v))):
+                raise ValueError(f"label {k}={v} must match {LABEL_KEY} = {LABEL_VALUE}")
         if not retry_for_s > 0 or not first_wait_s > 0:
             raise ValueError(f"retry_for_s and first_wait_s must be > 0, got {retry_for_s}, {first_wait_s}")
         self._partition_by, self._mode, self._keys, self._streaming = partition_by, mode, keys, streaming
@@ -566,6 +567,10 @@ class WriteBigQuery(beam.PTransform):
         self._retry_for_s, self._first_wait_s, self._clock = float(retry_for_s), float(first_wait_s), clock
 
     def expand(self, tables):
+        if not self._streaming:
+            # Elements may come windowed (an aggregate's, one window each): a day's load must hold the
+            # whole day, and a batch merge the whole input, so they are gathered across windows.
+            tables = tables | "AllWindows" >> beam.WindowInto(GlobalWindows())
         if self._mode == "replace_partitions":
             days = _ByDayFn(tuple(self._schema.names), self._partition_by)
             return (

@@ -24,9 +24,14 @@ import pyarrow as pa
 from google.cloud.bigquery import SchemaField
 
 __all__ = [
+    "DATASET",
+    "LABEL_KEY",
+    "LABEL_VALUE",
     "MODES",
     "PANE_COLUMN",
+    "PROJECT",
     "SchemaChangeRefused",
+    "TABLE",
     "TableName",
     "bigquery_schema",
     "bigquery_type",
@@ -47,6 +52,8 @@ DATASET = r"^[A-Za-z0-9_]{1,1024}$"
 # Tables stay short of BigQuery's 1,024 characters: merges stage rows in ``<table>__stage_<32 hex>``.
 TABLE = r"^[A-Za-z0-9_]{1,960}$"
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"
+LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
+LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
 _RESERVED = ("_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colon_", "_change_")
 
 # Names the API gives back for the types written here (tables made elsewhere use the legacy ones).
