@@ -504,3 +504,38 @@ def test_without_an_endpoint_the_client_takes_application_default_credentials(mo
     write = WriteBigQuery("proj-1", "sales", "orders", orders(["a"], [0]).schema, "updated_at")
     with pytest.raises(BigQuerySinkError, match="no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS"):
         _LoadPartitionFn(write).setup()
+
+
+def test_a_streaming_aggregate_merges_each_firing_and_the_table_keeps_the_late_total():
+    """The events pipeline in streaming mode (TestStream source, on-time then late firing of one
+    window, accumulating): each firing is merged as it comes; the table ends with the late total."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+    from beam_pipelines.pipelines.events import EventsIO, build
+    from beam_pipelines.spec import EventsConfig
+    from tests.unit.test_events_streaming import _Source
+
+    cfg = EventsConfig(
+        input=None, input_format="jsonl", output="unused", shuffle_partitions=2, streaming=True, expectations="none",
+        kafka_bootstrap="unused:9092", kafka_topic="events", pg_dsn="postgresql://unused",
+    )  # fmt: skip
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with FakeBigQuery() as api:
+        p = beam.Pipeline(runner=BundleBasedDirectRunner(), options=options)
+        out = build(p, cfg, EventsIO(source=_Source()))
+        schema = pa.schema([("window_start", TS), ("window_end", TS), ("event_type", pa.string()),
+                            ("country", pa.string()), ("events", pa.int64()), ("users", pa.int64()),
+                            ("amount_sum", pa.float64())])  # fmt: skip
+        out["aggregates"] | WriteBigQuery(
+            "proj-1", "sales", "hourly", schema, "window_start", mode="merge",
+            keys=("window_start", "event_type", "country"), streaming=True, endpoint=api.url,
+        )  # fmt: skip
+        p.run().wait_until_finish()
+        table = api.rows("proj-1.sales.hourly").to_pylist()
+        assert sorted((r["event_type"], r["events"], r["amount_sum"], r["_pane"]) for r in table) == [
+            ("purchase", 3, 3.0, 1), ("refund", 1, 2.5, 1)]  # fmt: skip
+        # A MERGE per firing (at least the on-time and the late one), each reading only its rows' days.
+        assert len(api.queries) >= 2 and all(len(q["parameters"]) == 2 for q in api.queries), api.queries
+        assert list(api.tables) == ["proj-1.sales.hourly"]
