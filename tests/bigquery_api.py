@@ -84,11 +84,12 @@ class FakeBigQuery:
     Args:
         datasets: ``project.dataset`` names that exist (a table in another is 404 notFound).
         pending_polls: How many jobs.get calls see a new job still RUNNING before it is DONE.
+        verbose: Print a line per table made or changed, job run and fault answered.
     """
 
-    def __init__(self, datasets=("proj-1.sales",), pending_polls: int = 0):
+    def __init__(self, datasets=("proj-1.sales",), pending_polls: int = 0, verbose: bool = False):
         self.datasets = set(datasets)
-        self.pending_polls = pending_polls
+        self.pending_polls, self.verbose = pending_polls, verbose
         self.tables: dict[str, dict] = {}  # "p.d.t" -> table resource
         self.jobs: dict[str, dict] = {}  # job id -> job resource
         self.loads: list[dict] = []  # {"job_id", "configuration", "rows", "upload"} per load job run
@@ -136,21 +137,31 @@ class FakeBigQuery:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_port}"
 
-    def __enter__(self) -> FakeBigQuery:
+    def start(self, port: int = 0) -> FakeBigQuery:
         api = self
 
         class Handler(_Handler):
             fake = api
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._db.close()
+
+    def __enter__(self) -> FakeBigQuery:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _log(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -167,6 +178,10 @@ class FakeBigQuery:
         stored = {**resource, "id": f"{ref['projectId']}:{ref['datasetId']}.{ref['tableId']}", "etag": "1",
                   "kind": "bigquery#table", "type": "TABLE", "numRows": "0"}  # fmt: skip
         self.tables[name] = stored
+        part = resource.get("timePartitioning")
+        self._log(
+            f"table {name} created: {len(fields)} columns" + (f", DAY partitions on {part['field']}" if part else "")
+        )
         return stored
 
     def _patch(self, name: str, patch: dict, etag: str | None) -> dict:
@@ -191,6 +206,9 @@ class FakeBigQuery:
             if missing:
                 raise _HttpError(400, f"Provided Schema does not match Table {name}. Field {sorted(missing)[0]} "
                                       "is missing in new schema")  # fmt: skip
+        if "schema" in patch:
+            added = [f["name"] for f in patch["schema"]["fields"] if f["name"].lower() not in old]
+            self._log(f"table {name} schema updated: added {added}")
         table.update({k: v for k, v in patch.items() if k != "etag"})
         table["etag"] = str(int(table["etag"]) + 1)
         return table
@@ -204,6 +222,7 @@ class FakeBigQuery:
         self._table(name)
         del self.tables[name]
         self._db.execute(f"DROP TABLE {_duck_name(name)}")
+        self._log(f"table {name} dropped")
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -235,10 +254,14 @@ class FakeBigQuery:
         except _LoadFailed as e:
             job["status"] = {"state": "DONE", "errorResult": {"reason": e.reason, "message": str(e)},
                              "errors": [{"reason": e.reason, "message": str(e)}]}  # fmt: skip
+            self._log(f"load job {job['jobReference']['jobId']} failed: {e}")
             return job
         job["statistics"] = {"load": {"outputRows": str(rows.num_rows), "inputFileBytes": str(len(data))}}
         self.loads.append({"job_id": job["jobReference"]["jobId"], "configuration": metadata["configuration"],
                            "rows": rows, "upload": upload})  # fmt: skip
+        ref = config["destinationTable"]
+        self._log(f"load {ref['projectId']}.{ref['datasetId']}.{ref['tableId']} {config.get('writeDisposition')} "
+                  f"{rows.num_rows} rows ({upload} upload, {len(data):,} bytes of parquet)")  # fmt: skip
         return job
 
     def _apply_load(self, config: dict, rows: pa.Table) -> None:
@@ -300,6 +323,7 @@ class FakeBigQuery:
                              "errors": [{"reason": "invalidQuery", "message": str(e)}]}  # fmt: skip
             return job
         job["statistics"] = {"query": {"numDmlAffectedRows": str(affected), "statementType": "MERGE"}}
+        self._log(f"query {config['query'].splitlines()[0]} ... {affected} rows affected")
         return job
 
     def _inserted(self, job: dict) -> dict:
@@ -397,10 +421,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake.requests.append((route, self.path))
             fault = fake.faults[route].popleft() if fake.faults[route] else None
         if fault == "reset":
+            fake._log(f"connection dropped on {route} (injected)")
             self.close_connection = True
             self.connection.close()
             return
         if isinstance(fault, int):
+            fake._log(f"{fault} answered to {route} (injected)")
             self._error(fault, f"injected {fault}")
             return
         try:
@@ -481,3 +507,29 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict, bytes]:
     parts = [p for p in body.split(b"--" + boundary) if p not in (b"", b"--", b"--\r\n", b"\r\n")]
     metadata, data = (p.split(b"\r\n\r\n", 1)[1].removesuffix(b"\r\n") for p in parts[:2])
     return json.loads(metadata), data
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serves the API until interrupted: ``python -m tests.bigquery_api --port 9050 --dataset proj-1.sales``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", type=int, default=9050)
+    ap.add_argument("--dataset", action="append", default=[], help="project.dataset that exists (repeatable)")
+    ap.add_argument("--fail", action="append", default=[], metavar="ROUTE:FAULT[,FAULT]",
+                    help="faults for a route, e.g. upload:503,reset")  # fmt: skip
+    args = ap.parse_args(argv)
+    api = FakeBigQuery(args.dataset or ["proj-1.sales"], verbose=True)
+    for spec in args.fail:
+        route, faults = spec.split(":", 1)
+        api.fail(route, *(int(f) if f.isdigit() else f for f in faults.split(",")))
+    api.start(args.port)
+    print(f"BigQuery API stand-in on {api.url} (datasets: {', '.join(sorted(api.datasets))})", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        api.stop()
+
+
+if __name__ == "__main__":
+    main()
