@@ -40,7 +40,7 @@ def test_the_cli_loads_what_it_publishes_and_a_rerun_changes_nothing(tmp_path):
             tables[run], stderr[run] = (orders, revenue), proc.stderr
         assert tables["first"] == tables["second"]
         assert not any(api.faults.values())
-        assert "failed (try 1), retrying: 503" in stderr["first"] and "Remote end closed connection" in stderr["first"]
+        assert "failed (try 1): 503" in stderr["first"] and "Remote end closed connection" in stderr["first"]
         days = sorted(x["configuration"]["load"]["destinationTable"]["tableId"] for x in api.loads
                       if x["configuration"]["load"]["destinationTable"]["tableId"].startswith("orders$"))  # fmt: skip
         assert days == sorted(2 * ["orders$20240301", "orders$20240302", "orders$20240303"])

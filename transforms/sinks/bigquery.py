@@ -24,7 +24,8 @@ BigQuery API (an emulator, a test server) and then sends no credentials.
 
 Every API call and job is retried on BigQuery's retryable errors (429, 500, 502, 503, 504, the
 ``backendError``/``rateLimitExceeded``/``internalError`` reasons, dropped connections) with
-backoff until ``retry_for_s`` has passed for that write, then fails with ``BigQueryUnavailable``.
+jittered backoff (``google.api_core.retry``) until ``retry_for_s`` has passed for that write,
+then fails with ``BigQueryUnavailable``; other errors fail at once.
 A job keeps its id across tries, so a job whose insert was answered by an error but did run is
 found again (409) rather than run twice; a job that ran and failed retryably is run again as a
 new job.
@@ -128,7 +129,7 @@ class _Budget:
         def failed(exc):
             nonlocal failures
             failures += 1
-            _LOG.warning("%s failed (try %d), retrying: %s", what, failures, _first_line(exc))
+            _LOG.warning("%s failed (try %d): %s", what, failures, _first_line(exc))
 
         left = max(0.0, self._deadline - self._clock())
         retry = Retry(
@@ -417,6 +418,7 @@ class _MergeFn(_BigQueryFn):
             try:
                 table = bigquery.Table(staging.path, schema=staged_fields)
                 table.expires = self._clock() + _STAGING_LIFETIME
+                table.labels = dict(self._labels)
                 budget.run(
                     f"create {staging.path}", lambda: self._client.create_table(table, exists_ok=True, retry=None)
                 )
@@ -502,7 +504,9 @@ class WriteBigQuery(beam.PTransform):
         labels: Labels set on the table and on every job (lower-case keys and values).
         retry_for_s: How long one write (a partition's load; a merge's staging load and MERGE)
             retries BigQuery's retryable errors before failing with ``BigQueryUnavailable``.
-        first_wait_s: The first wait between tries (doubling up to 10 s).
+        first_wait_s: The longest first wait between tries; each wait is drawn at random up to a
+            bound that doubles from this to 10 s (google.api_core's jittered backoff), and the
+            tries stop when the next wait would end past the budget.
         clock: Returns the time (timezone-aware) from which a staging table's expiry is set.
 
     Returns a PCollection of dicts, one per load (``replace_partitions``: ``table`` with its
