@@ -417,8 +417,9 @@ class AuditLog:
                 try:
                     before = check_entry(last)
                 except ValueError as e:
+                    look = f"python -m beam_pipelines.audit_log verify --log={self.path}"
                     raise AuditError(f"its last entry is damaged ({e}); no entry is added after it until it is "
-                                     f"looked at: python -m beam_pipelines.audit_log verify --log={self.path}") from None  # fmt: skip
+                                     f"looked at: {look}") from None  # fmt: skip
                 prev, seq = before["hash"], before["seq"] + 1
             entry = {"seq": seq, "time": _utc(self.clock), "who": _sorted(who_ or who()), "action": action,
                      "outcome": outcome, "what": _sorted(what), "prev": prev}  # fmt: skip
@@ -595,6 +596,15 @@ def run_fields(summary: dict) -> dict:
         keep = ("table", "layer", "version", "rows", "commit")
         fields["lakehouse"] = [{k: t.get(k) for k in keep} for t in summary["lakehouse"]]
     return fields
+
+
+def file_sha256(path: str) -> str | None:
+    """The SHA-256 of a local file (a spec: which code handled the data), None when unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def recorder(action: str, output: str, *, log_path: str | None = None, audit_user: str | None = None,

@@ -196,8 +196,9 @@ def test_a_failed_write_leaves_the_log_whole(tmp_path, monkeypatch):
     assert verify(path.read_bytes()).entries == 3
 
 
-def _append_many(path: str, worker: int, n: int) -> None:
+def _append_many(path: str, worker: int, n: int, barrier) -> None:
     log = AuditLog(path)
+    barrier.wait()  # all at once
     for i in range(n):
         log.append("run", "published", {"worker": worker, "i": i}, WHO)
 
@@ -206,7 +207,8 @@ def test_concurrent_appends_from_several_processes_keep_one_chain(tmp_path):
     path = str(tmp_path / "_audit" / "log.jsonl")
     workers, each = 4, 30
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(path, w, each)) for w in range(workers)]
+    barrier = ctx.Barrier(workers)
+    procs = [ctx.Process(target=_append_many, args=(path, w, each, barrier)) for w in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
