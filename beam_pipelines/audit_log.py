@@ -78,7 +78,10 @@ __all__ = [
     "AuditLog",
     "Recorder",
     "Redactor",
+    "check_entry",
     "default_path",
+    "describe",
+    "file_sha256",
     "recorder",
     "run_fields",
     "verify",
@@ -229,7 +232,7 @@ class Redactor:
         text = _QUERY_PARAM.sub(lambda m: _hide(m) if self._secret_param(m) else m.group(0), text)
         for secret in sorted(self.secrets, key=len, reverse=True):
             text = text.replace(secret, HIDDEN)
-        return text
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")  # a path that is not UTF-8, escaped
 
     def __call__(self, obj):
         """``obj`` (JSON-like) with every string redacted."""
@@ -356,10 +359,16 @@ class _FileSystemsStore:
     def read(self) -> bytes | None:
         from apache_beam.io.filesystems import FileSystems
 
-        if not FileSystems.exists(self.path):
+        try:
+            with FileSystems.open(self.path, mime_type="application/octet-stream") as fh:
+                return fh.read()
+        except FileNotFoundError:  # azfs (whose exists() raises for a missing blob)
             return None
-        with FileSystems.open(self.path, mime_type="application/octet-stream") as fh:
-            return fh.read()
+        except Exception:  # each filesystem has its own not-found error: anything else is a failed read
+            with contextlib.suppress(Exception):
+                if not FileSystems.exists(self.path):
+                    return None
+            raise
 
     def append(self, make: Callable[[bytes], bytes]) -> None:
         from apache_beam.io.filesystems import FileSystems
@@ -453,8 +462,9 @@ def check_entry(line: bytes, prev: str | None = None, seq: int | None = None) ->
         raise ValueError(f"it is not a JSON entry ({e.msg if hasattr(e, 'msg') else e}): it was edited") from None
     if not isinstance(entry, dict) or sorted(entry) != sorted(FIELDS):
         raise ValueError("it does not have the fields of an entry: it was edited")
-    if not isinstance(entry["seq"], int) or not isinstance(entry["hash"], str) or not isinstance(entry["prev"], str):
-        raise ValueError("its seq, prev or hash is of the wrong type: it was edited")
+    if not isinstance(entry["seq"], int) or not all(isinstance(entry[k], str) and _HASH.match(entry[k])
+                                                    for k in ("prev", "hash")):  # fmt: skip
+        raise ValueError("its seq, prev or hash is not of its kind: it was edited")
     if line_of(entry) != line:
         raise ValueError("its bytes are not those it was written with: it was edited")
     if entry_hash(entry) != entry["hash"]:
