@@ -4,7 +4,8 @@ A run killed before it published leaves its scratch in ``<output>/_staging/<run 
 next run on the output removes it too); a run killed while publishing leaves a journal, and
 ``clean`` completes that publish first. ``clean`` takes the output's lease first, so it never
 touches the staging of a live run: with a run in progress it stops with an error naming it.
-``--dry_run`` lists what would go, with sizes, and removes nothing.
+``--dry_run`` lists what would go, with sizes, and removes nothing. A clean (not a dry run)
+appends what it did to the output's audit log (see audit_log.py).
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ from datetime import datetime, timezone
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import lease, object_stores, publish
+from beam_pipelines import audit_log, lease, object_stores, publish
 from beam_pipelines.errors import UsageError
 from beam_pipelines.main import command_main
 from transforms.sinks.files import join_path
 
 USAGE = """usage: python -m beam_pipelines.clean --output=OUT [--dry_run] [--wait_for_lock[=SECONDS]]
+                                  [--audit_log=PATH] [--audit_user=NAME]
 
-Removes the staging directories (scratch) that runs killed before publishing left under OUT/_staging/.
-Beam filesystem flags (--s3_endpoint_url, ...) are passed on.
+Removes the staging directories (scratch) that runs killed before publishing left under OUT/_staging/,
+and completes a publish a crash cut off. What it did is appended to the audit log (OUT/_audit/log.jsonl
+unless --audit_log says otherwise; --audit_user names who for, default $BEAM_PIPELINES_AUDIT_USER or the
+OS user); --dry_run only lists, and records nothing. Beam filesystem flags (--s3_endpoint_url, ...) are
+passed on.
 """
 
 
@@ -33,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output")
     parser.add_argument("--dry_run", nargs="?", const=True, default=False)
     parser.add_argument("--wait_for_lock", nargs="?", const=float("inf"), default=None, type=float)
+    parser.add_argument("--audit_log")
+    parser.add_argument("--audit_user")
     return parser
 
 
@@ -58,9 +65,19 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         out.write(_listing(found, root, "would remove") + f"dry run: nothing was removed{busy}\n")
         return found
     run_id = "clean-" + publish.new_run_id(clock)
-    with lease.acquire(ns.output, run_id, wait_s=ns.wait_for_lock, clock=clock, options=options):
-        completed = publish.complete_cut_off(ns.output)
-        gone = publish.remove_abandoned(ns.output, run_id)
+    rec = audit_log.recorder("clean", ns.output, log_path=ns.audit_log, audit_user=ns.audit_user, clock=clock,
+                             options=options, argv=argv)  # fmt: skip
+    rec.note(run_id=run_id, output=ns.output)
+    with rec.recording():
+        try:
+            held = lease.acquire(ns.output, run_id, wait_s=ns.wait_for_lock, clock=clock, options=options)
+        except lease.LeaseError:
+            rec.outcome = "refused"
+            raise
+        with held:
+            completed = publish.complete_cut_off(ns.output)
+            gone = publish.remove_abandoned(ns.output, run_id)
+            rec.end("done", completed_cut_off=completed, removed=gone)
     if completed:
         out.write(f"completed the publish of run {completed}, cut off by a crash\n")
     out.write(_listing(gone, root, "removed"))

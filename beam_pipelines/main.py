@@ -34,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.options.pipeline_options import _BeamArgumentParser as BeamArgumentParser
 from google.protobuf import json_format
 
-from beam_pipelines import lakehouse, lease, object_stores, publish, streaming, summary
+from beam_pipelines import audit_log, lakehouse, lease, object_stores, publish, streaming, summary
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.observe import Observer, audit_failure, read_json
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -306,18 +306,42 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     if run_opts.dry_run:
         io = module.stream_io(cfg, cfg.output) if cfg.streaming else None
         return dry_run(module, cfg, options, runner, cfg.output if cfg.streaming else staging, out, io)
-    with take_lease(cfg.output, run_id, options, clock) as held:
-        publish.complete_cut_off(cfg.output)  # before the cut-off run's staging counts as abandoned
+    rec = recorder("run", cfg.output, options, clock, argv)
+    rec.redact.hide(cfg.pg_dsn)
+    rec.note(run_id=run_id, pipeline=module.pipeline_name(cfg), spec_sha256=audit_log.file_sha256(cfg.pipeline),
+             input=cfg.input, output=cfg.output, streaming=cfg.streaming or None,
+             kafka_topic=cfg.kafka_topic if cfg.streaming else None,
+             runner=options.view_as(StandardOptions).runner or "DirectRunner")  # fmt: skip
+    with rec.recording(), take_lease(cfg.output, run_id, options, clock, rec) as held:
+        rec.start()
+        completed = publish.complete_cut_off(cfg.output)  # before the cut-off run's staging counts as abandoned
         abandoned = publish.remove_abandoned(cfg.output, run_id)
+        rec.note(completed_cut_off=completed, abandoned_removed=abandoned or None)
         if cfg.streaming:
-            return streaming.run(module, cfg, options, runner, run_id, out)
-        return _run_batch(module, cfg, options, runner, run_id, staging, clock, out, held, abandoned)
+            result = streaming.run(module, cfg, options, runner, run_id, out)
+            rec.end("finished", **audit_log.run_fields(result), source=result["source"],
+                    aggregate_rows=result["aggregate_rows"], pg_table=result["pg_table"])  # fmt: skip
+            return result
+        return _run_batch(module, cfg, options, runner, run_id, staging, clock, out, held, abandoned, rec)
 
 
-def take_lease(output: str, run_id: str, options, clock) -> lease.Lease:
-    """The output's lease for this run (see lease.py); LeaseError when another live run holds it."""
-    return lease.acquire(output, run_id, wait_s=options.view_as(RunOptions).wait_for_lock, clock=clock,
-                         options=options)  # fmt: skip
+def recorder(action: str, output: str, options, clock, argv: list[str]) -> audit_log.Recorder:
+    """The audit log's Recorder of one command on ``output`` (see audit_log.py)."""
+    run_opts = options.view_as(RunOptions)
+    return audit_log.recorder(action, output, log_path=run_opts.audit_log, audit_user=run_opts.audit_user,
+                              clock=clock, options=options, argv=argv)  # fmt: skip
+
+
+def take_lease(output: str, run_id: str, options, clock, rec: audit_log.Recorder | None = None) -> lease.Lease:
+    """The output's lease for this run (see lease.py); LeaseError when another live run holds it
+    (the audit log's end entry then says ``refused``)."""
+    try:
+        return lease.acquire(output, run_id, wait_s=options.view_as(RunOptions).wait_for_lock, clock=clock,
+                             options=options)  # fmt: skip
+    except lease.LeaseError:
+        if rec is not None:
+            rec.outcome = "refused"
+        raise
 
 
 def _observer(cfg: EventsConfig, run_opts: RunOptions) -> Observer:
@@ -330,9 +354,9 @@ def _observer(cfg: EventsConfig, run_opts: RunOptions) -> Observer:
 
 
 def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging: str, clock, out,
-               held: lease.Lease, abandoned: dict) -> dict:  # fmt: skip
+               held: lease.Lease, abandoned: dict, rec: audit_log.Recorder) -> dict:  # fmt: skip
     """Runs into staging, audits, publishes (while this run still holds the output's lease),
-    then records and reports (see observe.py)."""
+    then records and reports (see observe.py) and appends the outcome to the audit log."""
     input_bytes = preflight(cfg)
     cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
     workers = direct_workers(options, estimated_rows(cfg, input_bytes))  # None: not this launcher's choice
@@ -378,6 +402,8 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         observer.audit_failed(staged, staged_run, reason)
         observer.failed(run_id, f"audit failed: {reason}", clock())
         observer.close()
+        rec.outcome = "audit_failed"
+        rec.note(counts=report["counts"], staging=staging)
         raise RunError(f"audit failed, nothing published: {reason} (staged outputs and report.html kept "
                        f"in {staging} until the next run on this output)")  # fmt: skip
     scratch = publish.staging_runs(cfg.output).get(run_id, 0)
@@ -395,9 +421,12 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     except OSError as e:  # NotPublished or PublishCutOff: each says what stands
         if isinstance(e, publish.NotPublished):
             publish.discard(staging)
+        else:
+            rec.outcome = "cut_off"  # committed: the next holder of the output completes it
         observer.failed(run_id, e, clock())
         observer.close()
         raise RunError(str(e)) from e
+    rec.outcome = "published"  # from here on, an error is recorded with this outcome
     try:
         run_dir = join_path(cfg.output, "_run")
         report = read_json(join_path(run_dir, "report.json"))
@@ -416,13 +445,17 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
             fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
         out.write(summary.render(result))
         out.flush()
+        problem = None
         if not result["conservation_ok"]:
-            raise RunError("conservation check failed: read != curated + dead_lettered + duplicates + late "
-                           f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
-        if not result["files_match"]:
-            raise RunError("published files do not hold the counted rows (see _run/summary.json)")
-        if not result.get("tables_match", True):
-            raise RunError("the lakehouse tables did not take the counted rows (see _run/summary.json)")
+            problem = ("conservation check failed: read != curated + dead_lettered + duplicates + late "
+                       f"(see {join_path(cfg.output, '_run', 'report.json')})")  # fmt: skip
+        elif not result["files_match"]:
+            problem = "published files do not hold the counted rows (see _run/summary.json)"
+        elif not result.get("tables_match", True):
+            problem = "the lakehouse tables did not take the counted rows (see _run/summary.json)"
+        rec.end("published", **audit_log.run_fields(result), error=problem)
+        if problem:
+            raise RunError(problem)
     finally:
         if cleanup is not None:
             cleanup.join()

@@ -35,6 +35,8 @@ class RunOptions(PipelineOptions):
         pushgateway: Prometheus Pushgateway URL the run's metrics are pushed to.
         python_modules: Modules a spec's PythonFunction steps may import from.
         local_workers: Worker processes of the direct runner (``auto`` or a number).
+        audit_log: The audit log this run appends to (any Beam filesystem).
+        audit_user: Who the audit log names as running this command.
     """
 
     @classmethod
@@ -122,6 +124,20 @@ class RunOptions(PipelineOptions):
             default="",
             help="Comma-separated Python modules a pipeline spec's PythonFunction steps may import from (a "
             "package allows its submodules). A spec can run no Python code of its own otherwise. Default: none.",
+        )
+        parser.add_argument(
+            "--audit_log",
+            default=None,
+            help="The audit log (hash-chained JSON lines, any Beam filesystem) to which every run, redrive and clean "
+            "on this output appends who did what to which data, and when. Default: <output>/_audit/log.jsonl. Checked "
+            "with `python -m beam_pipelines.audit_log verify`.",
+        )
+        parser.add_argument(
+            "--audit_user",
+            default=None,
+            help="Who the audit log names as running this command (e.g. the person or service an orchestrator runs "
+            "it for); the OS user and host are recorded beside it. Default: $BEAM_PIPELINES_AUDIT_USER, else the OS "
+            "user.",
         )
         parser.add_argument(
             "--pushgateway",

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from beam_pipelines import object_stores, publish
+from beam_pipelines import audit_log, object_stores, publish
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.main import (
     batch_fields,
@@ -26,6 +26,7 @@ from beam_pipelines.main import (
     command_main,
     config_fields,
     new_config,
+    recorder,
     take_lease,
 )
 from beam_pipelines.options import EventsOptions, RunOptions
@@ -129,10 +130,23 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     run_id = publish.new_run_id(clock)
     if request.dry_run:
         return redrive(cfg, request, options, runner, run_id, clock, out)
-    with take_lease(cfg.output, run_id, options, clock) as held:
-        publish.complete_cut_off(cfg.output)
-        publish.remove_abandoned(cfg.output, run_id)
-        return redrive(cfg, request, options, runner, run_id, clock, out, held=held)
+    rec = recorder("redrive", cfg.output, options, clock, argv)
+    rec.note(run_id=run_id, spec_sha256=audit_log.file_sha256(cfg.pipeline), dlq=request.dlq,
+             filters=request.selection.describe(), output=cfg.output, runner=request.runner)  # fmt: skip
+    with rec.recording(), take_lease(cfg.output, run_id, options, clock, rec) as held:
+        rec.start()
+        completed = publish.complete_cut_off(cfg.output)
+        abandoned = publish.remove_abandoned(cfg.output, run_id)
+        rec.note(completed_cut_off=completed, abandoned_removed=abandoned or None)
+        result = redrive(cfg, request, options, runner, run_id, clock, out, held=held, audit=rec)
+        if "last_redrive" not in result:  # nothing was selected
+            rec.end("unchanged", letters=result["letters"], selected=0)
+            return result
+        done = result["last_redrive"]
+        picked = ("letters", "selected", "passed", "duplicates", "still_failing", "still_failing_reasons", "elapsed_s")
+        fields = audit_log.run_fields({k: result.get(k) for k in ("counts", "published", "lakehouse")})
+        rec.end("published", **fields, redrive={k: done[k] for k in picked if k in done})
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,10 +161,11 @@ def _json(obj) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, held=None) -> dict:
+def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, held=None, audit=None) -> dict:
     """Runs one redrive of ``cfg.pipeline``'s published outputs under ``cfg.output``; returns the summary.
 
-    ``held``: the output's lease (lease.Lease); checked before publishing. None for dry runs."""
+    ``held``: the output's lease (lease.Lease); checked before publishing. None for dry runs.
+    ``audit``: the audit log's Recorder (audit_log.py), told the outcome when it is not ``failed``."""
     plan = plan_for(cfg)
     check_plan(plan)
     original = _published_report(cfg.output)
@@ -217,7 +218,7 @@ def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, hel
     _execute(plan, inputs, staging, options, runner, rows, run_id, held)
     elapsed = time.monotonic() - started
     return _finish(cfg, original, plan, meta, letters.num_rows, n_selected, kept_reasons, staging, elapsed,
-                   request.runner, out, held.check)  # fmt: skip
+                   request.runner, out, held.check, audit)  # fmt: skip
 
 
 def _execute(plan: Plan, inputs: RedriveInputs, staging: str, options, runner, rows: int, run_id: str,
@@ -257,13 +258,15 @@ def _nothing_run(meta: dict, letters: int, selected: int, reasons: dict, out, dr
 
 
 def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging, elapsed, runner, out,
-            fence) -> dict:  # fmt: skip
+            fence, audit=None) -> dict:  # fmt: skip
     counts = read_json(join_path(staging, "_redrive", "counts.json")) or {}
     checked = read_json(join_path(staging, "_redrive", "expectations.json"))
     results = checked["results"] if checked is not None else None
     section = rr.redrive_section(counts, selected, letters, meta, results)
     failed = [r for r in results or () if r["severity"] == "error" and not r["passed"] and r.get("action")]
     if failed:
+        if audit is not None:
+            audit.outcome = "audit_failed"
         raise RunError(f"audit failed, nothing published: expectation {failed[0]['name']!r} failed on the replayed "
                        f"records: {failed[0]['detail']} (staged outputs kept in {staging})")  # fmt: skip
     report = rr.updated_report(original, counts, kept_reasons, section)
@@ -302,7 +305,11 @@ def _finish(cfg, original, plan, meta, letters, selected, kept_reasons, staging,
     except OSError as e:  # NotPublished or PublishCutOff: each says what stands
         if isinstance(e, publish.NotPublished):
             publish.discard(staging)
+        elif audit is not None:
+            audit.outcome = "cut_off"
         raise RunError(str(e)) from e
+    if audit is not None:
+        audit.outcome = "published"
     if cleanup is not None:
         cleanup.join()
     if tables:

@@ -234,3 +234,13 @@ def test_a_run_killed_between_the_silver_and_gold_commits_is_completed_once(runs
     assert _rows(killed, "gold", order=WINDOW_ORDER).equals(_rows(whole, "gold", order=WINDOW_ORDER))
     bronze = tables.read(_table(killed, "bronze"))
     assert Counter(bronze.column("run_id").to_pylist()) == {runs["first"]["run_id"]: ROWS, journal["run_id"]: ROWS}
+    # The audit log: the first run's commits, the killed run's start (it never ended), the clean
+    # that completed its publish.
+    entries = [json.loads(line) for line in (killed / "_audit" / "log.jsonl").read_text().splitlines()]
+    assert [(e["action"], e["outcome"]) for e in entries] == [
+        ("run", "started"), ("run", "published"), ("run", "started"), ("clean", "done"),
+    ]  # fmt: skip
+    assert entries[1]["time"] == "2026-05-01T06:00:00.000+00:00"  # the run's injected clock
+    committed = entries[1]["what"]["lakehouse"]
+    assert [(t["layer"], t["commit"]["version"]) for t in committed] == [(layer, 0) for layer in LAYERS]
+    assert entries[2]["what"]["run_id"] == journal["run_id"] == entries[3]["what"]["completed_cut_off"]

@@ -51,6 +51,9 @@ def test_a_failed_error_expectation_publishes_nothing_and_keeps_the_previous_out
     kept = json.loads((staged[0] / "_run" / "report.json").read_text())
     (result,) = kept["expectations"]
     assert result["name"] == "tiny_amounts" and result["passed"] is False and result["failing"] > 0
+    entries = [json.loads(line) for line in (out / "_audit" / "log.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in entries] == ["started", "published", "started", "audit_failed"]
+    assert entries[-1]["what"]["staging"] == str(staged[0]) and "tiny_amounts" in entries[-1]["what"]["error"]
 
 
 def test_quarantined_rows_become_dead_letters_and_conservation_holds(data, tmp_path):

@@ -57,6 +57,16 @@ def run_pipeline(spec: str, data: Path, fmt: str, out: Path) -> Path:
     return out
 
 
+def data_bytes(out: Path) -> dict:
+    """Every file under ``out`` but the audit log, which each redrive that held the lease appends to."""
+    return {k: v for k, v in file_bytes(out).items() if not k.startswith("_audit/")}
+
+
+def audit_outcomes(out: Path) -> list[tuple[str, str]]:
+    lines = (out / "_audit" / "log.jsonl").read_text().splitlines()
+    return [(e["action"], e["outcome"]) for e in map(json.loads, lines)]
+
+
 def letters_key(rows: list[dict]) -> collections.Counter:
     return collections.Counter(json.dumps(r, sort_keys=True) for r in rows)
 
@@ -191,12 +201,13 @@ def test_letters_that_cannot_pass_change_nothing(world):
 
 def test_an_unknown_reason_selects_nothing_and_says_so(world):
     out = copy_of(world, "unknown")
-    before = file_bytes(out)
+    before = data_bytes(out)
     proc = redrive(f"--dlq={out}/dlq", f"--output={out}", "--reason=no_such_reason")
     assert proc.returncode == 0, proc.stderr
     assert "no dead letter has reason 'no_such_reason': selects nothing" in proc.stdout
     assert "nothing to redrive" in proc.stdout
-    assert file_bytes(out) == before
+    assert data_bytes(out) == before
+    assert audit_outcomes(out)[-2:] == [("redrive", "started"), ("redrive", "unchanged")]
 
 
 def test_dry_run_runs_and_writes_nothing(world):
@@ -238,17 +249,18 @@ def test_unreadable_letters_or_outputs_exit_1_and_change_nothing(world, tmp_path
     out = copy_of(world, "broken-dlq")
     with open(out / "dlq" / "part-00000.jsonl", "a") as fh:
         fh.write("this is not a dead letter\n")
-    before = file_bytes(out)
+    before = data_bytes(out)
     line = one_line_error(redrive(f"--dlq={out}/dlq", f"--output={out}"), 1)
     assert "not dead-letter JSON lines" in line
-    assert file_bytes(out) == before
+    assert data_bytes(out) == before
+    assert audit_outcomes(out)[-2:] == [("redrive", "started"), ("redrive", "failed")]
     out = copy_of(world, "broken-curated")
     victim = sorted((out / "curated").rglob("*.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[:100])
-    before = file_bytes(out)
+    before = data_bytes(out)
     line = one_line_error(redrive(f"--pipeline={world['spec']}", f"--dlq={out}/dlq", f"--output={out}"), 1)
     assert "cannot read curated file" in line
-    assert file_bytes(out) == before
+    assert data_bytes(out) == before
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

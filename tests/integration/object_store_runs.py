@@ -107,7 +107,8 @@ def run_matches_local_run(store: Store, fmt: str, local: Path) -> None:
 
 
 def missing_bucket_fails(store: Store, missing_root: str, fmt: str, what: str) -> None:
-    """A missing bucket (container) for the output or the input: one ``error:`` line, exit 1, nothing written."""
+    """A missing bucket (container) for the output or the input: one ``error:`` line, exit 1, nothing written
+    but the audit log's record of the run."""
     root = store.scheme_root
     before = store.keys("")
     line = one_line_error(
@@ -118,7 +119,11 @@ def missing_bucket_fails(store: Store, missing_root: str, fmt: str, what: str) -
         cli(store, "--pipeline=events", f"--input={missing_root}/in/*.{fmt}", f"--output={root}/out2"), 1
     )
     assert "cannot list --input" in line and what in line, line
-    assert store.keys("") == before
+    # Nothing written but the failed run's record in the output's audit log.
+    assert store.keys("") == sorted([*before, "out2/_audit/log.jsonl"])
+    entries = [json.loads(e) for e in store.get("out2/_audit/log.jsonl").splitlines()]
+    assert [(e["action"], e["outcome"]) for e in entries] == [("run", "started"), ("run", "failed")]
+    assert entries[1]["what"]["error"].startswith("cannot list --input")
 
 
 def _by_file(rows: list[dict]) -> list[str]:

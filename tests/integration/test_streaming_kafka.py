@@ -188,7 +188,11 @@ def test_streaming_on_prism_matches_batch_over_on_time_records(
     assert proc.returncode == 0, proc.stderr
     assert "conservation OK" in proc.stdout
     assert proc.stderr.strip() == ""  # a successful run prints no runner warnings
-    check_against_batch(out, pg_dsn, "agg_stream", expected)
+    rep = check_against_batch(out, pg_dsn, "agg_stream", expected)
+    entries = [json.loads(line) for line in (out / "_audit" / "log.jsonl").read_text().splitlines()]
+    assert [(e["action"], e["outcome"]) for e in entries] == [("run", "started"), ("run", "finished")]
+    assert entries[0]["what"]["streaming"] is True and entries[0]["what"]["kafka_topic"] == topic
+    assert entries[1]["what"]["counts"] == rep["counts"] and entries[1]["what"]["pg_table"] == "agg_stream"
 
 
 @pytest.mark.timeout(1200)
@@ -254,7 +258,11 @@ def test_bad_streaming_setups_are_one_line_errors(prism_binary, kafka_bootstrap,
     assert "cannot reach Kafka at --kafka_bootstrap=127.0.0.1:9" in one_line_error(cli(*dead_kafka), 1)
     dead_db = [a if not a.startswith("--pg_dsn") else "--pg_dsn=postgresql://bp@127.0.0.1:9/bp" for a in args]
     assert "cannot reach PostgreSQL" in one_line_error(cli(*dead_db), 1)
-    assert not out.exists()  # nothing was written by any of them
+    # Nothing was written by any of them but the audit log's record of the three that held the output.
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == ["_audit/log.jsonl"]
+    entries = [json.loads(line) for line in (out / "_audit" / "log.jsonl").read_text().splitlines()]
+    assert [e["outcome"] for e in entries] == ["started", "failed"] * 3
+    assert "cannot reach PostgreSQL" in entries[-1]["what"]["error"]
 
 
 @pytest.mark.timeout(600)
