@@ -14,7 +14,8 @@ For each ``WriteLakehouse`` table of the spec, in this order:
    no commit names, left by a write that died). Old log entries go the same way.
 
 It takes the output's lease, as a run does, so it never runs beside a run publishing into the
-same tables. ``--dry_run`` lists what each step would do and changes nothing (no lease taken).
+same tables, and appends what it did per table to the output's audit log (``audit_log.py``).
+``--dry_run`` lists what each step would do and changes nothing (no lease taken, nothing logged).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
 
-from beam_pipelines import lease, publish
+from beam_pipelines import audit_log, lease, publish
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.lakehouse import tables
 from beam_pipelines.lakehouse.commit import DAY, INGEST_DATE
@@ -34,12 +35,13 @@ from beam_pipelines.lakehouse.commit import DAY, INGEST_DATE
 __all__ = ["maintain_table", "run"]
 
 USAGE = """usage: python -m beam_pipelines.lakehouse maintain --pipeline=SPEC --output=OUT [--dry_run] [--as_of=YYYY-MM-DD]
-       [--wait_for_lock[=S]]
+       [--wait_for_lock[=S]] [--audit_log=PATH] [--audit_user=NAME]
 
 Maintains the Delta tables a spec's WriteLakehouse steps write under OUT: deletes partitions older than each
 step's retention, compacts small files into files of target_file_mb, and vacuums files no version younger than
 keep_versions refers to (orphans too). --dry_run lists what would be done and changes nothing. Retention counts
-back from --as_of (default: today, UTC).
+back from --as_of (default: today, UTC). What was done is appended to the audit log (OUT/_audit/log.jsonl unless
+--audit_log says otherwise).
 """
 
 
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry_run", nargs="?", const=True, default=False)
     parser.add_argument("--as_of", type=date.fromisoformat)
     parser.add_argument("--wait_for_lock", nargs="?", const=float("inf"), default=None, type=float)
+    parser.add_argument("--audit_log")
+    parser.add_argument("--audit_user")
     return parser
 
 
@@ -136,6 +140,15 @@ def maintain_table(entry: dict, today: date, dry_run: bool, run_id: str) -> dict
     return result
 
 
+def _audited(r: dict) -> dict:
+    """What the audit log keeps of one table's maintenance."""
+    if r.get("missing"):
+        return {"table": r["table"], "missing": True}
+    keys = ("table", "layer", "version", "cutoff", "expired", "rows_deleted", "compacted", "vacuumed_files",
+            "vacuumed", "version_after", "files_after")  # fmt: skip
+    return {k: r[k] for k in keys if r.get(k) is not None}
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -197,8 +210,18 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
         if ns.dry_run:
             results = [maintain_table(e, today, True, run_id) for e in entries]
         else:
-            with lease.acquire(ns.output, run_id, wait_s=ns.wait_for_lock, clock=clock):
-                results = [maintain_table(e, today, False, run_id) for e in entries]
+            rec = audit_log.recorder("maintain", ns.output, log_path=ns.audit_log, audit_user=ns.audit_user,
+                                     clock=clock, argv=argv)  # fmt: skip
+            rec.note(run_id=run_id, output=ns.output, as_of=today.isoformat())
+            with rec.recording():
+                try:
+                    held = lease.acquire(ns.output, run_id, wait_s=ns.wait_for_lock, clock=clock)
+                except lease.LeaseError:
+                    rec.outcome = "refused"
+                    raise
+                with held:
+                    results = [maintain_table(e, today, False, run_id) for e in entries]
+                    rec.end("done", tables=[_audited(r) for r in results])
     except OSError as e:
         raise RunError(f"maintenance of {ns.output} failed: {e}") from e
     for r in results:

@@ -6,6 +6,7 @@ rows they were; ``--dry_run`` lists all that and changes nothing."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from datetime import date, datetime, timezone
@@ -14,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from beam_pipelines import lease
+from beam_pipelines import audit_log, lease
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.lakehouse import maintain, tables
 
@@ -80,6 +81,7 @@ def test_a_dry_run_lists_what_would_go_and_changes_nothing(tmp_path):
     assert f"{out}/lakehouse/bronze: no table yet" in said
     assert said.endswith("dry run: nothing was changed\n")
     assert parquet_files(uri) == files and tables.open_table(uri).version() == version
+    assert not (out / "_audit").exists()  # a dry run records nothing
 
 
 def test_retention_compaction_and_vacuum_leave_the_kept_rows_in_one_file_a_partition(tmp_path):
@@ -93,6 +95,12 @@ def test_retention_compaction_and_vacuum_leave_the_kept_rows_in_one_file_a_parti
     files = parquet_files(uri)
     # One file a kept partition; the expired partition's files, the replaced ones and the orphan are gone.
     assert [f.split("/")[0] for f in files] == ["dt=2024-03-02", "dt=2024-03-03"]
+    # The audit log holds what was done, chained.
+    entries = [json.loads(line) for line in (out / "_audit" / "log.jsonl").read_text().splitlines()]
+    assert [(e["action"], e["outcome"]) for e in entries] == [("maintain", "done")]
+    (table,) = [t for t in entries[0]["what"]["tables"] if t["table"] == uri]
+    assert table["expired"] == {"2024-03-01": table["expired"]["2024-03-01"]} and table["rows_deleted"] == 100
+    assert audit_log.main(["verify", f"--output={out}"]) == 0
     again = run(f"--pipeline={spec(tmp_path)}", f"--output={out}", "--as_of=2024-03-04")
     assert "retention: nothing before 2024-03-02" in again and "compaction: nothing to join" in again
     assert "vacuum: remove 0 unreferenced file(s)" in again and parquet_files(uri) == files
