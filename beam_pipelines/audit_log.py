@@ -317,15 +317,9 @@ class _S3Store:
         self.client = _s3_client(options)
 
     def _get(self) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
+        from beam_pipelines.object_stores import s3_get
 
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        return got["Body"].read(), got["ETag"]
+        return s3_get(self.client, self.bucket, self.key)
 
     def read(self) -> bytes | None:
         found = self._get()

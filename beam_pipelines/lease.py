@@ -363,15 +363,9 @@ class _S3Store(_RemoteStore):
             raise
 
     def _read(self):
-        from botocore.exceptions import ClientError
+        from beam_pipelines.object_stores import s3_get
 
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-        return got["Body"].read(), got["ETag"]
+        return s3_get(self.client, self.bucket, self.key)
 
     def _delete(self) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key)

@@ -99,6 +99,19 @@ def move(sources: list[str], targets: list[str]) -> None:
     _each(list(zip(sources, targets)), copy_then_delete, sources[0])
 
 
+def s3_get(client, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """An S3 object's bytes and ETag (for a conditional put after it), or None when there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        got = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return got["Body"].read(), got["ETag"]
+
+
 def plain_error(e: BaseException) -> str:
     """One line saying what went wrong, from any filesystem's error: the innermost error of a
     Beam ``BeamIOError``, an Azure error's message and code, a failed GCS upload's HTTP status."""
