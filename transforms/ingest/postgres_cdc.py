@@ -154,9 +154,13 @@ class _ReadChangesFn(beam.DoFn):
         s = self._s
         while True:
             confirmed = self._confirm(conn)
-            current = parse_lsn(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+            written, inserted = (
+                parse_lsn(v)
+                for v in conn.execute("SELECT pg_current_wal_lsn()::text, pg_current_wal_insert_lsn()::text").fetchone()
+            )
             if self._stop_at is None and span.bounded:
-                self._stop_at = current
+                # What committed before the start, even if not yet written (synchronous_commit = off).
+                self._stop_at = inserted
             start = max(after, confirmed)
             if after - confirmed > _MAX_LAG:  # the consumers are behind: wait for them
                 tracker.defer_remainder(Duration.of(s["poll_s"]))
@@ -169,11 +173,11 @@ class _ReadChangesFn(beam.DoFn):
             ).fetchall()
             got = self._decoder.decode(rows)
             if got.transactions == 0 and not got.problems:
-                if upto < current:  # a transaction larger than the budget, or other tables' WAL
+                if upto < written:  # a transaction larger than the budget, or other tables' WAL
                     self._budget *= 2
                     continue
                 self._budget = _WAL_BUDGET
-                if span.bounded and self._stop_at is not None and upto >= self._stop_at:
+                if span.bounded and self._stop_at is not None and min(upto, written) >= self._stop_at:
                     tracker.try_claim(END)
                     return
                 tracker.defer_remainder(Duration.of(s["poll_s"]))

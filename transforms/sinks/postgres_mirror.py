@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from transforms import change_progress
+from transforms import change_progress, faults
 from transforms.sinks.postgres import PostgresUnavailable, RetryBudget, _check_ident, connect, pg_type
 
 __all__ = ["MirrorPostgres"]
@@ -121,6 +121,7 @@ class _MirrorFn(beam.DoFn):
                 top = int(pc.max(fresh.column(LSN)).as_py())
                 cur.execute(change_progress.write_sql(), (self._consumer, top))
         self._applied.inc(fresh.num_rows)
+        faults.at("mirror:applied")
         yield {"table": self._table, "applied": fresh.num_rows, "upserts": ups.num_rows, "deletes": dels.num_rows,
                "lsn": top}  # fmt: skip
 
