@@ -80,9 +80,14 @@ def prepare_slot(conn, schema: str, table: str, slot: str, publication: str) -> 
         ).fetchone()
         if listed is None:
             raise CdcSourceError(f"publication {publication} does not publish {schema}.{table}")
-    row = conn.execute("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    row = conn.execute(
+        "SELECT plugin, database, database = current_database() FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
     if row is None:
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    elif not row[2]:
+        raise CdcSourceError(f"replication slot {slot} belongs to database {row[1]}: give another slot name")
     elif row[0] != "pgoutput":
         raise CdcSourceError(f"replication slot {slot} decodes with {row[0]}, not pgoutput")
 
