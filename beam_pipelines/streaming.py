@@ -205,8 +205,11 @@ def render(s: dict) -> str:
         "",
         f"  conservation {check}: read {c['read']:,} = curated {c['curated']:,} + dead_lettered "
         f"{c['dead_lettered']:,} + duplicates {c['duplicates']:,} + late {c['late']:,}",
-        f"  outputs: {join_path(s['output'], 'curated')}, {join_path(s['output'], 'dlq')} (late records too), "
-        f"{join_path(s['output'], '_run', 'report.json')}",
+        "  outputs: "
+        + ", ".join(
+            [join_path(s["output"], "curated")] * s.get("has_curated", True)
+            + [f"{join_path(s['output'], 'dlq')} (late records too)", join_path(s["output"], "_run", "report.json")]
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -259,6 +262,7 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
         "quality": report["quality"],
         "conservation_ok": report["conservation_ok"],
         "aggregate_rows": _aggregate_rows(cfg) if plan.aggregates else None,
+        "has_curated": FileSystems.exists(join_path(cfg.output, "curated")),
     }
     with FileSystems.create(join_path(cfg.output, "_run", "summary.json")) as fh:
         fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")
