@@ -29,11 +29,13 @@ import tempfile
 import time
 
 import psycopg
+import pyarrow as pa
 
 from tests.services import ROOT, free_port, start_postgres, stop_postgres
 from transforms.ingest.pgoutput import ChangeDecoder, format_lsn, parse_lsn
 
 SPEC = ROOT / "examples" / "cdc" / "orders.yaml"
+LAKE_SPEC = ROOT / "examples" / "cdc" / "orders_lake.yaml"
 SEED = (ROOT / "examples" / "cdc" / "seed.sql").read_text()
 TX = 1000
 COLUMNS = "order_id, customer_id, region, status, amount::numeric(18, 2), quantity, is_gift, channel"
@@ -61,6 +63,7 @@ def generate(dsn: str, changes: int) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(SEED)
         prepare_slot(conn, "public", "orders", "orders_cdc", "orders_cdc")
+        prepare_slot(conn, "public", "orders", "orders_cdc_lake", "orders_cdc_lake")
         conn.execute("SELECT pg_create_logical_replication_slot('floor', 'pgoutput')")
     counts = {"insert": 0, "update": 0, "delete": 0}
     next_id = 1
@@ -93,9 +96,21 @@ def _table(dsn: str, table: str) -> dict:
     return {str(r[0]): tuple(str(v) for v in r[1:]) for r in rows}
 
 
-def run_beam(dsn: str, out: str) -> dict:
+def _delta_table(uri: str) -> dict:
+    from deltalake import DeltaTable, QueryBuilder
+
+    got = (
+        QueryBuilder()
+        .register("t", DeltaTable(uri))
+        .execute(f"SELECT {COLUMNS.replace('::numeric(18, 2)', '')} FROM t")
+    )
+    rows = pa.table(got.read_all()).to_pylist()
+    return {str(r["order_id"]): tuple(str(v) for k, v in r.items() if k != "order_id") for r in rows}
+
+
+def run_beam(dsn: str, out: str, spec=SPEC) -> dict:
     env = dict(os.environ, PG_SOURCE_DSN=dsn, PYTHONPATH=str(ROOT))
-    args = [sys.executable, "-m", "beam_pipelines.main", f"--pipeline={SPEC}", "--streaming", "--runner=PrismRunner",
+    args = [sys.executable, "-m", "beam_pipelines.main", f"--pipeline={spec}", "--streaming", "--runner=PrismRunner",
             f"--pg_dsn={dsn}", f"--output={out}", "--kafka_stop_at_end"]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
@@ -167,8 +182,11 @@ def main(argv=None) -> None:
               f"{counts['delete']:,} deletes) in {time.perf_counter() - t:.1f} s", flush=True)  # fmt: skip
         with tempfile.TemporaryDirectory() as out:
             beam_run = run_beam(dsn, os.path.join(out, "out"))
+            lake_run = run_beam(dsn, os.path.join(out, "lake"), LAKE_SPEC)
+            lake = _delta_table(os.path.join(out, "lake", "lakehouse", "orders"))
         source = _table(dsn, "orders")
         beam_ok = _table(dsn, "orders_mirror") == source
+        lake_ok = lake == source
         floor = run_floor(dsn)
         floor_ok = _table(dsn, "floor_mirror") == source
     finally:
@@ -179,6 +197,10 @@ def main(argv=None) -> None:
          "changes_per_s": round(total / beam_run["wall_s"]), "mirror_equal": beam_ok},
         {"system": "beam_pipelines (pipeline run)", "seconds": beam_run["pipeline_s"],
          "changes_per_s": round(total / beam_run["pipeline_s"]), "mirror_equal": beam_ok},
+        {"system": "beam_pipelines into Delta Lake (Prism, whole command)", "seconds": lake_run["wall_s"],
+         "changes_per_s": round(total / lake_run["wall_s"]), "mirror_equal": lake_ok},
+        {"system": "beam_pipelines into Delta Lake (pipeline run)", "seconds": lake_run["pipeline_s"],
+         "changes_per_s": round(total / lake_run["pipeline_s"]), "mirror_equal": lake_ok},
         {"system": "floor (plain loop, no validation)", "seconds": floor["wall_s"],
          "changes_per_s": round(total / floor["wall_s"]), "mirror_equal": floor_ok},
     ]  # fmt: skip

@@ -215,3 +215,50 @@ def test_mirror_config_is_checked_when_the_pipeline_is_built(pg_dsn):
         MirrorPostgres(pg_dsn, "bad name; drop", ("id",), SCHEMA, "c")
     with pytest.raises(ValueError, match="slot must be a plain SQL name"):
         ReadPostgresChanges("t", "slot'; drop", dsn=pg_dsn)
+
+
+def _delta_rows(uri: str) -> list[tuple]:
+    from deltalake import DeltaTable, QueryBuilder
+
+    got = QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT id, email, amount FROM t ORDER BY id").read_all()
+    return [tuple(r.values()) for r in pa.table(got).to_pylist()]
+
+
+def test_the_delta_mirror_ends_equal_to_the_table_and_records_its_progress_in_its_commits(pg_dsn, source, tmp_path):
+    from deltalake import DeltaTable
+
+    from transforms.sinks.lake_mirror import MirrorDelta
+
+    uri = str(tmp_path / "mirror")
+    consumer = f"{source}/mirror"
+    _sql(
+        pg_dsn,
+        f"INSERT INTO {source} SELECT g, 'u' || g || '@x.org', g * 1.5 FROM generate_series(1, 2000) g",
+        f"UPDATE {source} SET amount = -1 WHERE id % 10 = 0",
+        f"DELETE FROM {source} WHERE id % 7 = 0",
+    )
+    for more in (None, f"DELETE FROM {source} WHERE id < 100"):  # a second run goes on from the slot
+        if more:
+            _sql(pg_dsn, more, f"INSERT INTO {source} VALUES (7, 'back@x.org', 0)")
+        with beam.Pipeline(runner="DirectRunner") as p:
+            out = p | "Read" >> ReadPostgresChanges(
+                source, source, consumers=[("delta", uri, consumer)], dsn=pg_dsn, stop_at_end=True
+            )
+            out["records"] | "Mirror" >> MirrorDelta(uri, ("id",), ("id", "email", "amount"), consumer)
+        assert _delta_rows(uri) == [tuple(r) for r in _rows(pg_dsn, source)]
+        assert _slot_lsn(pg_dsn, source) == DeltaTable(uri).transaction_version(consumer)
+
+
+def test_the_delta_mirror_skips_changes_it_already_applied(tmp_path):
+    from transforms.sinks.lake_mirror import MirrorDelta
+
+    uri = str(tmp_path / "mirror")
+    first = _changes([(1, "a", 1.0, "insert", 100, 0), (2, "b", 2.0, "insert", 100, 1), (1, "a", 3.0, "update", 200, 0)])
+    second = _changes([(2, None, None, "delete", 300, 0), (3, "c", 3.0, "insert", 300, 1)])
+    with beam.Pipeline(runner="DirectRunner") as p:
+        (
+            p
+            | beam.Create([first, second, first, second], reshuffle=False)
+            | MirrorDelta(uri, ("id",), ("id", "email", "amount"), "test/mirror")
+        )
+    assert _delta_rows(uri) == [(1, "a", 3.0), (3, "c", 3.0)]

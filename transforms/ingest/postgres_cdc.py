@@ -124,8 +124,8 @@ class _ReadChangesFn(beam.DoFn):
         from transforms.ingest.pgoutput import parse_lsn
 
         lowest = None
-        for dsn, consumer in self._s["consumers"]:
-            got = _progress(dsn, consumer, self._s["timeout_s"])
+        for kind, where, consumer in self._s["consumers"]:
+            got = _progress(kind, where, consumer, self._s["timeout_s"])
             if got is None:
                 lowest = None
                 break
@@ -229,10 +229,16 @@ class _ReadBoundedChangesFn(_ReadChangesFn):
         return self._process(tracker, watermark)
 
 
-def _progress(dsn: str, consumer: str, timeout_s: float) -> int | None:
-    """A consumer's applied LSN (None while it has applied nothing, or its table is not there yet)."""
+def _progress(kind: str, where: str, consumer: str, timeout_s: float) -> int | None:
+    """A consumer's applied LSN (None while it has applied nothing, or its table is not there yet):
+    a PostgreSQL database's progress row, or a Delta table's application transaction."""
     import psycopg
 
+    if kind == "delta":
+        from transforms.sinks.lake_mirror import delta_progress
+
+        return delta_progress(where, consumer)
+    dsn = where
     with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
         conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(int(timeout_s * 1000)),))
         if conn.execute("SELECT to_regclass(%s)", (change_progress.PROGRESS_TABLE,)).fetchone()[0] is None:
@@ -247,8 +253,9 @@ class ReadPostgresChanges(beam.PTransform):
     Args:
         table: The table (a plain SQL name).
         slot: The replication slot (created with ``pgoutput`` when missing).
-        consumers: ``(dsn, consumer)`` of every sink applying the changes: the slot is confirmed
-            up to the lowest LSN they record (``change_progress``). Empty: never confirmed.
+        consumers: Every sink applying the changes, as ``(dsn, consumer)`` or ``("postgres", dsn,
+            consumer)`` (``MirrorPostgres``) or ``("delta", table uri, consumer)`` (``MirrorDelta``):
+            the slot is confirmed up to the lowest LSN they record. Empty: never confirmed.
         schema: The table's schema.
         publication: The publication (created for the table when missing). Default: the slot's name.
         dsn: The connection string; or ``dsn_env`` / ``dsn_file`` to resolve it on the worker.
@@ -272,7 +279,7 @@ class ReadPostgresChanges(beam.PTransform):
             raise ValueError("give the connection string: dsn, or dsn_env or dsn_file")
         self._s = {
             "table": table, "slot": slot, "schema": schema, "publication": publication or slot,
-            "consumers": tuple((str(d), str(c)) for d, c in consumers),
+            "consumers": tuple(("postgres", *c) if len(c) == 2 else tuple(c) for c in consumers),
             "dsn": dsn, "dsn_env": dsn_env, "dsn_file": dsn_file,
             "poll_s": check_seconds("poll_seconds", poll_seconds),
             "timeout_s": check_seconds("statement_timeout_seconds", statement_timeout_seconds),

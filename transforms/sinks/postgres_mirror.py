@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 from transforms import change_progress, faults
 from transforms.sinks.postgres import PostgresUnavailable, RetryBudget, _check_ident, connect, pg_type
 
-__all__ = ["MirrorPostgres"]
+__all__ = ["LSN", "MirrorPostgres", "last_per_key"]
 
 _LOG = logging.getLogger(__name__)
 LSN = "_lsn"
@@ -107,7 +107,7 @@ class _MirrorFn(beam.DoFn):
             self._skipped.inc(table.num_rows - fresh.num_rows)
             if fresh.num_rows == 0:
                 return
-            last = _last_per_key(fresh, self._keys)
+            last = last_per_key(fresh, self._keys)
             deleting = pc.equal(last.column("_op"), "delete")
             ups = last.filter(pc.invert(deleting)).select([*self._schema.names, LSN])
             dels = last.filter(deleting).select(list(self._keys))
@@ -126,7 +126,7 @@ class _MirrorFn(beam.DoFn):
                "lsn": top}  # fmt: skip
 
 
-def _last_per_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+def last_per_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """Each key's last change, by commit LSN then place in the transaction."""
     ordered = table.sort_by([(LSN, "ascending"), ("_seq", "ascending")])
     ordered = ordered.append_column("_i", pa.array(np.arange(ordered.num_rows, dtype=np.int64)))

@@ -1,11 +1,12 @@
 """Change data capture spec steps: ``ReadPostgresChanges`` (a table's changes from a logical
-replication slot) and ``MirrorPostgres`` (those changes applied to a table, deletes as deletes).
+replication slot), ``MirrorPostgres`` and ``MirrorDelta`` (those changes applied to a PostgreSQL
+or a Delta Lake table, deletes as deletes).
 
 The changes are typed tables, parsed like parquet's and validated against the contract; the
 change columns (``_op``, ``_lsn``, ``_seq``, ``_commit_time``, ``_before``) ride along. A column
 added to the source table (``ALTER TABLE ... ADD COLUMN``) reaches Validate as an undeclared
 field: the contract's evolution rules say what it does (kept in ``extras``, a dead letter, or a
-stopped run). The source confirms the slot only up to what every MirrorPostgres of the pipeline
+stopped run). The source confirms the slot only up to what every mirror of the pipeline
 applied (``transforms.change_progress``), so a restart goes on where the sinks are.
 """
 
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+import os
+
 from beam_pipelines.spec.steps.base import register
-from beam_pipelines.spec.steps.io import Sink, Source
+from beam_pipelines.spec.steps.io import _RELATIVE, Sink, Source
+from transforms.sinks.files import join_path
 from transforms.ingest.pg_sql import IDENTIFIER
 from transforms.records import CHANGE_COLUMNS
 
@@ -187,7 +191,7 @@ class MirrorPostgres(Sink):
             self.need(inputs[0], k, f"keys.{i}")
         self._schema = pa.schema([(c, t) for c, t in inputs[0].items() if not c.startswith("_")])
         self.consumer = f"{source.config['slot']}/{self.config['table']}"
-        self.ctx.change_consumers.append((self.config["dsn"], self.consumer))
+        self.ctx.change_consumers.append(("postgres", self.config["dsn"], self.consumer))
         return None
 
     def reads(self):
@@ -199,6 +203,53 @@ class MirrorPostgres(Sink):
         c = self.config
         return Mirror(c["dsn"], c["table"], tuple(c["keys"]), self._schema, self.consumer,
                       retry_for_s=c.get("retry_for_seconds", 300.0))  # fmt: skip
+
+
+@register
+class MirrorDelta(Sink):
+    type = "MirrorDelta"
+    doc = (
+        "Applies a ReadPostgresChanges stream to a Delta Lake table under --output (created with the first "
+        "changes): one MERGE per batch, deletes as deletes, each change exactly once across restarts (the table's "
+        "own application transaction records the last LSN applied)."
+    )
+    modes = ("streaming",)
+    config_schema = {
+        "type": "object",
+        "properties": {
+            "path": {**_RELATIVE, "description": "The table's directory under --output (e.g. lakehouse/orders)."},
+            "keys": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        },
+        "required": ["path", "keys"],
+    }
+
+    def columns(self, inputs):
+        super().columns(inputs)
+        source = self.ctx.change_source
+        if source is None:
+            raise self.error(None, "MirrorDelta applies a change stream: the source must be ReadPostgresChanges")
+        for col in _APPLIED:
+            if col not in inputs[0]:
+                raise self.error(None, f"the change column {col} does not reach this step: take the validated records "
+                                       "(a Select must keep _op, _lsn and _seq)")  # fmt: skip
+        for i, k in enumerate(self.config["keys"]):
+            self.need(inputs[0], k, f"keys.{i}")
+        output = self.ctx.cfg.output
+        if output and "://" in output:
+            raise self.error(None, "MirrorDelta writes under a local --output (object-store tables are not built yet)")
+        self._columns = tuple(c for c in inputs[0] if not c.startswith("_"))
+        self.consumer = f"{source.config['slot']}/{self.config['path']}"
+        self._uri = join_path(output or ".", self.config["path"])
+        self.ctx.change_consumers.append(("delta", os.path.abspath(self._uri), self.consumer))
+        return None
+
+    def reads(self):
+        return set(self._columns) | set(_APPLIED)
+
+    def make(self, root: str):
+        from transforms.sinks.lake_mirror import MirrorDelta as Mirror
+
+        return Mirror(os.path.abspath(self._uri), tuple(self.config["keys"]), self._columns, self.consumer)
 
 
 def change_columns() -> dict:
