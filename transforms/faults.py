@@ -9,7 +9,8 @@ variable, ``at()`` does nothing.
 Points: ``parse``, ``dedup`` (after the dedup shuffle), ``aggregate`` (a window finalised),
 ``write:<output>`` (a file of ``curated``, ``aggregates``, ``dlq`` or ``report`` written),
 ``before_publish``, ``publish`` (one output moved into place, the others not yet),
-``lakehouse:<layer>`` (that layer's Delta table committed, the next tables not yet) and
+``lakehouse:<layer>`` (that layer's Delta table committed, the next tables not yet),
+``tier:moved`` (maintenance: partitions appended to the cold tier, not yet deleted from the hot) and
 ``report`` (published, the run's record not yet written). Points inside the pipeline run on
 worker processes, so ``kill`` kills the launcher that ``arm()`` recorded (and its process group
 when it leads one), not only the worker.
