@@ -492,7 +492,7 @@ def _describe(r: dict, dry_run: bool) -> list[str]:
                 what += f", {t['files_rewritten']} file(s) rewritten"
         if t.get("version_after") is not None:
             what += f"; earlier versions expired ({t.get('files_vacuumed', 0)} files, {t.get('log_entries_removed', 0)} log entries), now v{t['version_after']}"
-        lines.append(f"  {t['layer']:<7}{tier} {t['table']}: {what}")
+        lines.append(f"  {t['layer'] + tier:<13} {t['table']}: {what}")
     for f in r["files"]:
         if "occurrences" in f:
             lines.append(f"  {f['what']}: {would}replace {f['occurrences']} occurrence(s) in {len(f['paths'])} file(s)"

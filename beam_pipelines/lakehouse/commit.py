@@ -158,10 +158,12 @@ def _commit(entry: dict, table) -> None:
         props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
         tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
     elif layer == "silver":
-        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
-        reader = _reader(entry)
+        reader, to_cold = _reader(entry), {}
         if entry.get("cold"):
-            reader = _merge_cold(entry, reader.read_all())
+            data = reader.read_all()
+            reader = _merge_cold(entry, data)
+            to_cold = {"cold_rows": str(data.num_rows - reader.num_rows)}  # the summary adds them to the source
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, **to_cold)
         if table is None:
             tables.append(entry["table"], reader, [DAY], props)
         else:
@@ -231,5 +233,8 @@ def results(entries: list[dict]) -> list[dict]:
                 commit.update(added=m.get("num_added_rows", 0), files_removed=m.get("num_removed_files", 0))
             if f"{tables.APP_ID}.windows" in mine:
                 commit["windows"] = int(mine[f"{tables.APP_ID}.windows"])
+            if f"{tables.APP_ID}.cold_rows" in mine:  # the run's records whose keys the cold tier holds
+                commit["cold"] = int(mine[f"{tables.APP_ID}.cold_rows"])
+                commit["source"] = commit.get("source", commit.get("added", 0)) + commit["cold"]
         out.append({**row, "version": table.version(), "rows": table.count(), "commit": commit})
     return out

@@ -21,6 +21,7 @@ full rewrite), so every layer is rewritten.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
 
@@ -142,7 +143,8 @@ def expire(uri: str, erasure_id: str) -> dict:
     table.update_incremental()
     table.create_checkpoint()
     checkpoint = table.version()
-    fs, root = pafs.FileSystem.from_uri(uri.rstrip("/") + "/_delta_log")
+    log = uri.rstrip("/") + "/_delta_log"
+    fs, root = pafs.FileSystem.from_uri(log if tiers.is_remote(uri) else os.path.abspath(log))
     gone = 0
     for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
         m = _LOG_FILE.match(info.base_name)

@@ -85,7 +85,7 @@ def maintain_table(entry: dict, today: date, dry_run: bool, run_id: str) -> dict
     """Maintains one table (see the module docstring); returns what was (or would be) done."""
     table = tables.open_table(entry["table"], entry.get("storage_options"))
     if table is None:
-        return {"table": entry["table"], "missing": True}
+        return {"table": entry["table"], "missing": True, "tier": entry.get("tier")}
     column = _partition_column(entry["layer"])
     files = _files(table)
     result = {"table": entry["table"], "layer": entry["layer"], "version": table.version(), "files": len(files),
@@ -178,6 +178,8 @@ def _size(path: str) -> int:
 
 def _describe(r: dict, dry_run: bool) -> list[str]:
     if r.get("missing"):
+        if r.get("tier") == "cold":
+            return [f"  {r['table']}: no cold tier yet (no partition has moved there)"]
         return [f"  {r['table']}: no table yet (no run has published into it)"]
     would = "would " if dry_run else ""
     tier = f" ({r['tier']})" if r.get("tier") else ""
