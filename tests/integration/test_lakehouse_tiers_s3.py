@@ -2,20 +2,29 @@
 the benchmarks' S3Server; the test fails if it cannot start): maintenance moves the old
 partitions from the hot bucket's table to the cold bucket's, at zstd 19; a query over both tiers
 (the project's reader and Polars) returns every row; a second run moves nothing; a maintenance
-cut off between its two commits is completed by the next one without a row copied twice."""
+cut off between its two commits is completed by the next one without a row copied twice. The
+lakehouse example with silver's cold tier in a bucket: a run MERGEs into the cold tier, and an
+erasure reaches it."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pytest
 
+from beam_pipelines import datagen, erase
 from beam_pipelines.lakehouse import maintain, tables, tiers
+from beam_pipelines.main import run
 from benchmarks.lake_tables import s3_store
 from benchmarks.table_formats import S3Server
+from tests.e2e.test_erase import SPEC, holding
 from transforms import faults
 
 DAYS = [date(2024, 3, 1) + timedelta(days=i) for i in range(4)]
@@ -105,3 +114,84 @@ def test_a_move_cut_off_between_its_commits_is_completed_by_the_next(buckets, mo
     done = maintain.maintain_table(entry(hot, cold), AS_OF, False, "maintain-next")
     assert done["moved"] == {"appended": 0, "deleted": 1000}
     assert every_row(tiers.read(hot, cold)) == before
+
+
+def test_the_pipeline_with_its_cold_tier_in_a_bucket_merges_there_and_an_erasure_reaches_it(tmp_path, buckets):
+    """The lakehouse example with silver's cold tier in the cold bucket: after maintenance, a run
+    whose records update orders of cold partitions MERGEs them there (no key in both tiers, the
+    table equals silver without tiers); an erasure then leaves the subject's id in no file of the
+    output and no object of the bucket."""
+
+    _, cold_store = buckets
+    text = SPEC.read_text()
+    old = "partition_by: created_at, retention: 400d}"
+    cold_uri = f"s3://lake-cold/{tmp_path.name}/silver"
+    spec = tmp_path / "orders.yaml"
+    spec.write_text(
+        text.replace(
+            old, f'partition_by: created_at, retention: 400d, cold: {{after_days: 90, location: "{cold_uri}"}}}}'
+        )
+    )
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(text)
+    for name, seed in (("in1", 7), ("in2", 8)):
+        assert (
+            datagen.main(["--dataset=orders", "--rows=3000", f"--out={tmp_path / name}", f"--seed={seed}", "--days=3"])
+            == 0
+        )
+
+    def pipeline(spec_path, data, out, day):
+        when = datetime(2026, 5, day, 6, tzinfo=timezone.utc)
+        argv = [
+            f"--pipeline={spec_path}",
+            f"--input={data}/*.jsonl",
+            f"--output={out}",
+            "--history=none",
+            "--lineage=none",
+        ]
+        return run(argv, clock=lambda: when, out=io.StringIO())
+
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    pipeline(spec, tmp_path / "in1", out, 1)
+    said = io.StringIO()
+    maintain.run([f"--pipeline={spec}", f"--output={out}", "--as_of=2024-06-01"], out=said)
+    assert f"to {cold_uri}" in said.getvalue()
+    second = pipeline(spec, tmp_path / "in2", out, 2)
+    assert second["tables_match"]
+    (silver_commit,) = [t["commit"] for t in second["lakehouse"] if t["layer"] == "silver"]
+    assert silver_commit["cold"] > 0
+    hot_uri = str(out / "lakehouse" / "silver")
+    both = tiers.read(hot_uri, cold_uri)
+    assert pc.count_distinct(both["order_id"]).as_py() == both.num_rows  # no key in both tiers
+    pipeline(plain, tmp_path / "in1", reference, 1)
+    pipeline(plain, tmp_path / "in2", reference, 2)
+    untiered = tables.read(tables.open_table(str(reference / "lakehouse" / "silver")))
+    cols = [c for c in untiered.column_names]
+    assert sorted(zip(*(both[c].to_pylist() for c in cols))) == sorted(zip(*(untiered[c].to_pylist() for c in cols)))
+
+    cold_rows = tiers.read(cold_uri)
+    subject = Counter(cold_rows["customer_id"].to_pylist()).most_common(1)[0][0]
+    receipt = erase.run(
+        [f"--pipeline={spec}", f"--output={out}", f"--subject=customer_id={subject}"], out=io.StringIO()
+    )
+    (cold_row,) = [t for t in receipt["tables"] if t.get("tier") == "cold"]
+    assert cold_row["table"] == cold_uri and cold_row["rows_deleted"] > 0 and cold_row["log_entries_removed"] > 0
+    assert holding(out, subject) == {}
+    local = tmp_path / "bucket"
+    s3 = cold_store.fs
+    for info in s3.get_file_info(pafs.FileSelector(f"lake-cold/{tmp_path.name}", recursive=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        key = info.path
+        target = local / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with s3.open_input_stream(key) as src:
+            target.write_bytes(src.read())
+    assert any(local.rglob("*.parquet"))
+    assert holding(local, subject) == {}
+    other = next(c for c in cold_rows["customer_id"].to_pylist() if c != subject)
+    assert holding(local, other)  # the scan finds what is there
+    assert (
+        json.loads((out / "_erasure" / f"{receipt['erasure_id']}.json").read_text())["subject"]["column"]
+        == "customer_id"
+    )
