@@ -47,6 +47,7 @@ from deltalake.exceptions import DeltaError
 from beam_pipelines import audit_log, lease, publish
 from beam_pipelines.errors import RunError, UsageError
 from beam_pipelines.lakehouse import erasure, tables, tiers
+from transforms import faults
 from transforms.sinks.files import join_path
 
 __all__ = ["USAGE", "run"]
@@ -328,6 +329,7 @@ def _erase(ns, plan: dict, column: str, value: str, erasure_id: str, dry_run: bo
         rows = tiers.read(silver["table"], silver["cold"], where=where)
         done = erasure.recompute_windows(g["table"], g["cold"], rows, spec, ws, erasure_id)
         receipt["tables"].append({"layer": "gold", "how": "windows recomputed from silver", **done})
+    faults.at("erase:gold")
     # 2. silver, both tiers.
     for s in plan["silver"]:
         for tier, uri in (("hot", s["table"]), ("cold", s["cold"])):
@@ -342,6 +344,7 @@ def _erase(ns, plan: dict, column: str, value: str, erasure_id: str, dry_run: bo
                 receipt["tables"].append(
                     {"layer": "silver", "tier": tier, "how": "rows deleted (Delta DELETE)", **done}
                 )
+    faults.at("erase:silver")
     # 3. bronze, both tiers: records as received holding the value.
     raw = erasure.raw_predicate(values)
     for b in plan["bronze"]:
@@ -353,6 +356,7 @@ def _erase(ns, plan: dict, column: str, value: str, erasure_id: str, dry_run: bo
                 receipt["tables"].append(
                     {"layer": "bronze", "tier": tier, "how": "records deleted (Delta DELETE)", **done}
                 )
+    faults.at("erase:bronze")
     # 4. dead letters.
     for root in plan["dlq"]:
         receipt["files"].append(

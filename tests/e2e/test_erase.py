@@ -5,12 +5,14 @@ orders whose records carry an undeclared ``email`` (kept by the contract in ``ex
 checkpoints; SQLite dumped) and holds neither the customer's id nor their email; the receipt says
 what went where; the other customers' rows are the rows they were; gold's windows the customer
 was in equal an aggregation of silver done here with DuckDB; the audit log holds the erasure and
-verifies; a second erasure finds nothing."""
+verifies; a second erasure finds nothing. A dry run changes no byte and counts what the erasure
+then removes; an erasure cut off after each layer is completed by running it again."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import sqlite3
 from collections import Counter
 from datetime import datetime, timezone
@@ -27,6 +29,7 @@ from beam_pipelines.errors import RunError
 from beam_pipelines.lakehouse import tables
 from beam_pipelines.main import run
 from tests.e2e.helpers import ROOT
+from transforms import faults
 
 UTC = timezone.utc
 SPEC = ROOT / "examples" / "lakehouse" / "orders.yaml"
@@ -137,11 +140,15 @@ def lake(tmp_path_factory):
     before = {layer: table(out, layer) for layer in ("bronze", "silver", "gold")}
     bronze_hits = sum(1 for r in before["bronze"]["record"].to_pylist() if f'"{subject}"' in r)
     dlq_hits = sum(1 for line in dlq.splitlines() if subject in line)
-    said = io.StringIO()
     argv = [f"--pipeline={SPEC}", f"--output={out}", "--subject", f"customer_id={subject}", "--identifier",
             email_of(subject)]  # fmt: skip
+    shutil.copytree(out, root / "crash")  # for the erasure cut off by a crash
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    dry = erase.run([*argv, "--dry_run"], clock=lambda: LATER, out=io.StringIO())
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files  # a dry run changes nothing
+    said = io.StringIO()
     receipt = erase.run(argv, clock=lambda: LATER, out=said)
-    return {"out": out, "subject": subject, "email": email_of(subject), "before": before, "receipt": receipt,
+    return {"root": root, "argv": argv, "dry": dry, "out": out, "subject": subject, "email": email_of(subject), "before": before, "receipt": receipt,
             "said": said.getvalue(), "bronze_hits": bronze_hits, "dlq_hits": dlq_hits}  # fmt: skip
 
 
@@ -228,3 +235,30 @@ def test_the_audit_log_holds_the_erasure_and_a_second_erasure_finds_nothing(lake
         with pytest.raises(RunError, match="in use by run 20261207T000000Z-running"):
             erase.run([f"--pipeline={SPEC}", f"--output={out}", f"--subject=customer_id={subject}"],
                       clock=lambda: LATER, out=io.StringIO())  # fmt: skip
+
+
+def test_a_dry_run_counted_what_the_erasure_removed(lake):
+    def counts(r):
+        return [(t["layer"], t.get("tier"), t.get("rows_deleted", t.get("windows"))) for t in r["tables"]] + [
+            (f["what"], f.get("rows_deleted", f.get("windows", f.get("occurrences")))) for f in r["files"]
+        ]
+
+    assert counts(lake["dry"]) == counts(lake["receipt"])
+
+
+@pytest.mark.parametrize("point", ["erase:gold", "erase:silver", "erase:bronze"])
+def test_an_erasure_cut_off_by_a_crash_is_completed_by_running_it_again(lake, point, monkeypatch, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(lake["root"] / "crash", out)
+    argv = [a.replace(str(lake["out"]), str(out)) for a in lake["argv"]]
+    monkeypatch.setenv(faults.ENV, f"{point}=raise")
+    with pytest.raises(faults.FaultInjected):
+        erase.run(argv, clock=lambda: LATER, out=io.StringIO())
+    monkeypatch.delenv(faults.ENV)
+    erase.run(argv, clock=lambda: LATER, out=io.StringIO())
+    assert holding(out, lake["subject"], lake["email"]) == {}
+    for layer in ("bronze", "silver", "gold"):
+        done, crashed = table(lake["out"], layer), table(out, layer)
+        assert rows_of(crashed, crashed.column_names) == rows_of(done, done.column_names), layer
+    outcomes = [json.loads(x)["outcome"] for x in (out / "_audit" / "log.jsonl").read_text().splitlines()]
+    assert outcomes[-2:] == ["failed", "done"]
