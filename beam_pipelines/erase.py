@@ -99,7 +99,7 @@ def _plan(ns, column: str) -> dict:
     """What the spec says is where: the layers' tables, the aggregate behind gold, the paths."""
     from beam_pipelines.spec import EventsConfig
     from beam_pipelines.spec.build import plan_for
-    from transforms.windows import Fixed, WindowedAggregate
+    from transforms.windows import WindowedAggregate
 
     plan = plan_for(EventsConfig(pipeline=ns.pipeline, output=ns.output, input="-", input_format="jsonl"))
     nodes = {n.step.name: n for n in plan.nodes}
@@ -126,7 +126,6 @@ def _plan(ns, column: str) -> dict:
                              "aggregate of silver's records, so its windows cannot be recomputed from silver")  # fmt: skip
         shape = step._legacy() or step._general()
         spec = WindowedAggregate(time_field=step.config["time"], group_by=tuple(step.config["group_by"]), **shape)._spec
-        assert isinstance(spec.window, Fixed)
         out["gold"].append({**_tiered(n, ns.output), "spec": spec, "aggregate": step.name})
     for n in plan.sinks:
         path = n.step.config.get("path")
