@@ -1,13 +1,17 @@
 """Hot and cold tiers on real Delta tables in two local directories: maintenance moves the
 partitions before the cut-off to the cold table (zstd at the cold level), the union of both
 tiers is the table it was, a second run moves nothing, a maintenance cut off between its two
-commits is completed by the next without a row copied twice, and a silver MERGE of a key the
+commits (an exception, or SIGKILL) is completed by the next without a row copied twice, and a silver MERGE of a key the
 cold tier holds updates it there. (The same on two S3 buckets: tests/integration/test_lakehouse_tiers_s3.py.)"""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -19,7 +23,8 @@ import pytest
 from beam_pipelines.lakehouse import commit, maintain, tables, tiers
 from transforms import faults
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lakehouse" / "orders.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "lakehouse" / "orders.yaml"
 DAYS = [date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3), date(2024, 3, 4)]
 
 
@@ -162,3 +167,21 @@ def test_a_cold_tier_is_checked_with_the_spec(tmp_path):
         plan(text.replace("location: cold/silver", "location: ../elsewhere"))
     entry = next(n.step.maintenance("o") for n in plan(text).sinks if n.step.name == "Silver")
     assert entry["cold"] == {"table": "o/cold/silver", "after_days": 2, "level": tiers.COLD_LEVEL}
+
+
+def test_a_maintenance_killed_between_the_two_commits_is_completed_by_the_next(tmp_path):
+    out = tmp_path / "out"
+    hot = hot_table(out)
+    before = rows(tables.read(tables.open_table(hot)))
+    argv = [sys.executable, "-m", "beam_pipelines.lakehouse", "maintain", f"--pipeline={spec(tmp_path)}",
+            f"--output={out}", "--as_of=2024-03-05"]  # fmt: skip
+    env = {**os.environ, faults.ENV: "tier:moved=kill", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    cold = str(out / "cold" / "silver")
+    assert date(2024, 3, 1) in days_of(cold) and date(2024, 3, 1) in days_of(hot)  # in both tiers
+    said = run(
+        f"--pipeline={spec(tmp_path)}", f"--output={out}", "--as_of=2024-03-05"
+    )  # the dead holder's lease is free
+    assert "0 rows appended there, 80 deleted here" in said
+    assert rows(tiers.read(hot, cold)) == before
