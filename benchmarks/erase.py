@@ -15,7 +15,8 @@ order:
   version (``mode=overwrite``), what an engine without file-level deletes would do.
 
 Bytes rewritten are the sizes of the files each commit added (the files removed are about as
-big). The table after both must hold the same rows.
+big). The table after both must hold the same rows. Memory: generating the orders in memory
+dominates (``--rows 50000000``, a 20M-row silver table, peaks at about 23 GB).
 """
 
 from __future__ import annotations
