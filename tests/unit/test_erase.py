@@ -74,3 +74,18 @@ def test_bad_flags_are_usage_errors(argv, message, tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=re.escape(message)):
         erase.run(argv)
     assert not (tmp_path / "o").exists()  # nothing written, not even an audit entry
+
+
+def test_the_command_prints_its_usage_and_one_error_line():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    ok = subprocess.run([sys.executable, "-m", "beam_pipelines.erase", "--help"], cwd=root, capture_output=True,
+                        text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0 and ok.stdout.startswith("usage: python -m beam_pipelines.erase")
+    bad = subprocess.run([sys.executable, "-m", "beam_pipelines.erase", f"--pipeline={EXAMPLE}", "--output=o"],
+                         cwd=root, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --subject=COLUMN=VALUE is required (e.g. --subject customer_id=c-000123)  (see --help)"
+    ]

@@ -147,6 +147,17 @@ def test_the_cold_tier_takes_the_merge_of_a_key_it_holds_and_gold_windows_leave_
     assert tables.open_table(cold).version() == version
     assert len(tiers.read(hot, cold)) == 160
 
+    # Gold: a run's recomputed window leaves the cold tier (the hot table's replace-where holds it).
+    utc = timezone.utc
+    windows = [datetime(2024, 3, d, tzinfo=utc) for d in (1, 2)]
+    gold_cold = str(out / "cold" / "gold")
+    old = pa.table({"window_start": pa.array(windows, pa.timestamp("us", tz="UTC")), "orders": [5, 6],
+                    "dt": pa.array([w.date() for w in windows], pa.date32())})  # fmt: skip
+    tables.append(gold_cold, old, ["dt"])
+    recomputed = old.slice(0, 1).set_column(1, "orders", pa.array([7]))
+    commit._drop_cold_windows({"cold": gold_cold, "run_id": "r", "step": "Gold"}, recomputed)
+    assert tiers.read(gold_cold)["window_start"].to_pylist() == [windows[1]]
+
 
 def test_a_cold_tier_is_checked_with_the_spec(tmp_path):
     from beam_pipelines.spec import EventsConfig
