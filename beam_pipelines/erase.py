@@ -65,7 +65,7 @@ reports (an email, a name), repeatable. --dry_run counts what would go and chang
 ERASED = "[erased]"
 RECEIPTS = "_erasure"
 _TEXT = (".json", ".jsonl", ".html", ".prom", ".txt", ".log", ".csv", ".md", ".yaml")
-_SKIP = ("_audit", RECEIPTS, "_lease")  # the hash-chained log and receipts hold no value; the lease is not data
+_SKIP = ("_audit", RECEIPTS, lease.LEASE_FILE)  # the hash-chained log and receipts hold no value; the lease no data
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -248,9 +248,10 @@ def _scrub_text(output: str, skip: list[str], values: list[str], dry_run: bool) 
         for form in {v, json.dumps(v)[1:-1], v.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")}:
             patterns.append(re.compile(f"(?<![{erasure._WORD}]){re.escape(form)}(?![{erasure._WORD}])"))
     changed: dict[str, int] = {}
+    skip = [os.path.normpath(s) + os.sep for s in skip]
     for path in _walk(output):
         rel = os.path.relpath(path, output)
-        if rel.split(os.sep)[0] in _SKIP or any(path.startswith(s.rstrip("/") + "/") for s in skip):
+        if rel.split(os.sep)[0] in _SKIP or any(os.path.normpath(path).startswith(s) for s in skip):
             continue
         if path.endswith(_TEXT):
             with open(path, encoding="utf-8", errors="surrogateescape") as fh:
