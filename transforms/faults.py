@@ -10,9 +10,11 @@ stream, is the last). Without the variable, ``at()`` does nothing.
 Points: ``parse``, ``dedup`` (after the dedup shuffle), ``aggregate`` (a window finalised),
 ``write:<output>`` (a file of ``curated``, ``aggregates``, ``dlq`` or ``report`` written),
 ``before_publish``, ``publish`` (one output moved into place, the others not yet),
-``lakehouse:<layer>`` (that layer's Delta table committed, the next tables not yet) and
-``report`` (published, the run's record not yet written); streaming: ``mirror:applied`` (a
-change table committed by MirrorPostgres, the source not yet told). Points inside the pipeline run on
+``lakehouse:<layer>`` (that layer's Delta table committed, the next tables not yet),
+``tier:moved`` (maintenance: partitions appended to the cold tier, not yet deleted from the hot),
+``erase:<layer>`` (an erasure done with that layer, gold, silver or bronze; the rest not yet),
+``report`` (published, the run's record not yet written) and, streaming, ``mirror:applied`` (a
+change table committed by a CDC mirror, the source not yet told). Points inside the pipeline run on
 worker processes, so ``kill`` kills the launcher that ``arm()`` recorded (and its process group
 when it leads one), not only the worker.
 """

@@ -220,7 +220,9 @@ def test_mirror_config_is_checked_when_the_pipeline_is_built(pg_dsn):
 def _delta_rows(uri: str) -> list[tuple]:
     from deltalake import DeltaTable, QueryBuilder
 
-    got = QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT id, email, amount FROM t ORDER BY id").read_all()
+    got = (
+        QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT id, email, amount FROM t ORDER BY id").read_all()
+    )
     return [tuple(r.values()) for r in pa.table(got).to_pylist()]
 
 
@@ -253,7 +255,9 @@ def test_the_delta_mirror_skips_changes_it_already_applied(tmp_path):
     from transforms.sinks.lake_mirror import MirrorDelta
 
     uri = str(tmp_path / "mirror")
-    first = _changes([(1, "a", 1.0, "insert", 100, 0), (2, "b", 2.0, "insert", 100, 1), (1, "a", 3.0, "update", 200, 0)])
+    first = _changes(
+        [(1, "a", 1.0, "insert", 100, 0), (2, "b", 2.0, "insert", 100, 1), (1, "a", 3.0, "update", 200, 0)]
+    )
     second = _changes([(2, None, None, "delete", 300, 0), (3, "c", 3.0, "insert", 300, 1)])
     with beam.Pipeline(runner="DirectRunner") as p:
         (

@@ -61,8 +61,9 @@ class _MirrorDeltaFn(beam.DoFn):
             on = " AND ".join(f"t.{_q(k)} = s.{_q(k)}" for k in self._keys)
             values = {_q(c): f"s.{_q(c)}" for c in cols}
             (
-                target.merge(last.select([*cols, "_op"]), on, source_alias="s", target_alias="t",
-                             commit_properties=props)  # fmt: skip
+                target.merge(
+                    last.select([*cols, "_op"]), on, source_alias="s", target_alias="t", commit_properties=props
+                )  # fmt: skip
                 .when_matched_delete(predicate="s._op = 'delete'")
                 .when_matched_update(updates=values, predicate="s._op <> 'delete'")
                 .when_not_matched_insert(updates=values, predicate="s._op <> 'delete'")

@@ -12,15 +12,15 @@ applied (``transforms.change_progress``), so a restart goes on where the sinks a
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 import os
+
+import pyarrow as pa
 
 from beam_pipelines.spec.steps.base import register
 from beam_pipelines.spec.steps.io import _RELATIVE, Sink, Source
-from transforms.sinks.files import join_path
 from transforms.ingest.pg_sql import IDENTIFIER
 from transforms.records import CHANGE_COLUMNS
+from transforms.sinks.files import join_path
 
 __all__ = []
 
