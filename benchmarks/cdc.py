@@ -10,7 +10,8 @@ is given). Then, one after the other:
 1. **beam_pipelines**: ``examples/cdc/orders.yaml`` through the CLI on Prism, bounded
    (``--kafka_stop_at_end``): read the slot, parse and validate every change against the orders
    contract, apply them to ``orders_mirror`` (upserts and deletes, progress row, slot confirmed).
-   Timed twice: the whole command (start-up included) and the pipeline's own ``elapsed_s``.
+   Timed twice: the whole command (start-up included) and the pipeline's own ``elapsed_s``. Then
+   ``examples/cdc/orders_lake.yaml`` the same way, merging into a Delta Lake table (its own slot).
 2. **floor**: the same slot reading, decoding and applying in one plain Python loop (no Beam, no
    validation): ``pg_logical_slot_get_binary_changes`` in WAL steps, ``ChangeDecoder``, and the
    mirror's COPY + upsert + delete. What the framework costs is the difference.
@@ -212,7 +213,7 @@ def main(argv=None) -> None:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         with open(os.path.splitext(a.json)[0] + ".md", "w") as fh:
             fh.write(f"# CDC: {total:,} changes ({counts['insert']:,} inserts, {counts['update']:,} updates, "
-                     f"{counts['delete']:,} deletes) into a PostgreSQL mirror\n\n`python -m benchmarks.cdc "
+                     f"{counts['delete']:,} deletes) into a PostgreSQL mirror and a Delta Lake table\n\n`python -m benchmarks.cdc "
                      f"--changes {a.changes} --json {a.json}`; load average after: {load}\n\n{table}")  # fmt: skip
         with open(a.json, "w") as fh:
             json.dump({"changes": counts, "total": total, "read_by_beam": beam_run["read"], "rows": rows,

@@ -216,6 +216,28 @@ def _describe(r: dict, dry_run: bool) -> list[str]:
     return lines
 
 
+def _tables_of(pipeline: str, output: str, plan_for, config) -> list:
+    """The spec's sink steps that keep Delta tables: WriteLakehouse in batch, MirrorDelta in
+    streaming (a spec without a mode's source has none of its steps)."""
+    from beam_pipelines.spec.yamlsrc import SpecError
+
+    found, names = [], set()
+    for streaming in (False, True):
+        try:
+            # Planning only: no source is read and no database reached (a streaming plan wants a DSN).
+            flags = {"streaming": True, "pg_dsn": "postgresql://planning-only"} if streaming else {}
+            plan = plan_for(config(pipeline=pipeline, output=output, input="-", input_format="jsonl", **flags))
+        except SpecError:
+            if streaming and not found:
+                raise
+            continue
+        for n in plan.sinks:
+            if n.step.type in ("WriteLakehouse", "MirrorDelta") and (n.step.type, n.step.name) not in names:
+                names.add((n.step.type, n.step.name))
+                found.append(n)
+    return found
+
+
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> list[dict]:
     """Maintains the tables of one output from CLI flags; returns each table's result."""
     try:
@@ -231,14 +253,12 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     from beam_pipelines.spec import EventsConfig
     from beam_pipelines.spec.build import plan_for
 
-    plan = plan_for(EventsConfig(pipeline=ns.pipeline, output=ns.output, input="-", input_format="jsonl"))
     entries = []
-    for n in plan.sinks:
-        if n.step.type == "WriteLakehouse":
-            entry = n.step.maintenance(ns.output)
-            entries += [entry] + ([tiers.cold_entry(entry)] if entry.get("cold") else [])
+    for n in _tables_of(ns.pipeline, ns.output, plan_for, EventsConfig):
+        entry = n.step.maintenance(ns.output)
+        entries += [entry] + ([tiers.cold_entry(entry)] if entry.get("cold") else [])
     if not entries:
-        raise UsageError(f"{ns.pipeline} has no WriteLakehouse step: there is no table to maintain")
+        raise UsageError(f"{ns.pipeline} has no WriteLakehouse or MirrorDelta step: there is no table to maintain")
     now = clock()
     today = ns.as_of or now.date()
     run_id = "maintain-" + publish.new_run_id(clock)

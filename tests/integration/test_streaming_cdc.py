@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
 import pytest
 
-from tests.e2e.helpers import ROOT, cli
+from tests.e2e.helpers import ROOT, cli, run_module
 from tests.integration.stream_jobs import StreamJob
 from transforms import faults
 
 SPEC = ROOT / "examples" / "cdc" / "orders.yaml"
+LAKE_SPEC = ROOT / "examples" / "cdc" / "orders_lake.yaml"
 SEED = (ROOT / "examples" / "cdc" / "seed.sql").read_text()
 COLUMNS = "order_id, customer_id, region, status, amount, quantity, is_gift, channel"
 
@@ -233,3 +235,37 @@ def test_an_unreachable_source_or_a_missing_table_is_one_error_line(cdc_db, tmp_
     missing = cli(*_args(cdc_db, tmp_path / "out", bounded=True))
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == ["error: Read: table public.orders does not exist"]
+
+
+def _delta(uri: Path) -> dict:
+    from deltalake import DeltaTable, QueryBuilder
+
+    got = QueryBuilder().register("t", DeltaTable(str(uri))).execute(f"SELECT {COLUMNS} FROM t").read_all()
+    rows = pa.table(got).to_pylist()
+    return {str(r["order_id"]): tuple(str(v) for k, v in r.items() if k != "order_id") for r in rows}
+
+
+@pytest.mark.timeout(600)
+def test_changes_merged_into_a_delta_table_and_its_small_files_compacted(prism_binary, cdc_db, tmp_path, monkeypatch):
+    from deltalake import DeltaTable
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("PG_SOURCE_DSN", cdc_db)
+    args = [f"--pipeline={LAKE_SPEC}", "--streaming", "--runner=PrismRunner", f"--pg_dsn={cdc_db}", f"--output={out}",
+            "--kafka_stop_at_end"]  # fmt: skip
+    assert cli(*args).returncode == 0  # the slot
+    _sql(cdc_db, INSERTS.format(lo=1, hi=500), "DELETE FROM orders WHERE order_id % 9 = 0")
+    assert cli(*args).returncode == 0
+    _sql(cdc_db, INSERTS.format(lo=501, hi=600))  # new keys only: the MERGE adds a file
+    assert cli(*args).returncode == 0
+    table = out / "lakehouse" / "orders"
+    assert _delta(table) == _table(cdc_db, "orders")
+    assert len(DeltaTable(str(table)).file_uris()) == 2
+    maintained = run_module("beam_pipelines.lakehouse", "maintain", f"--pipeline={LAKE_SPEC}", f"--output={out}")
+    assert maintained.returncode == 0, maintained.stderr
+    assert "2 files -> 1" in maintained.stdout, maintained.stdout
+    assert len(DeltaTable(str(table)).file_uris()) == 1
+    assert _delta(table) == _table(cdc_db, "orders")
+    _sql(cdc_db, "UPDATE orders SET status = 'returned' WHERE order_id < 50", "DELETE FROM orders WHERE order_id > 450")
+    assert cli(*args).returncode == 0  # and the changes after the compaction
+    assert _delta(table) == _table(cdc_db, "orders")

@@ -10,6 +10,8 @@ slot (``change_progress``).
 
 from __future__ import annotations
 
+import time
+
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +20,9 @@ from transforms import faults
 from transforms.sinks.postgres_mirror import LSN, last_per_key
 
 __all__ = ["MirrorDelta", "delta_progress"]
+
+
+_CONFLICT_TRIES = 10
 
 
 def _q(name: str) -> str:
@@ -41,10 +46,22 @@ class _MirrorDeltaFn(beam.DoFn):
         self._applied = beam.metrics.Metrics.counter("mirror", "changes_applied")
 
     def process(self, table: pa.Table):
-        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
         if table.num_rows == 0:
             return
+        for attempt in range(_CONFLICT_TRIES):
+            try:
+                yield from self._apply(table)
+                return
+            except CommitFailedError:  # a concurrent commit (compaction by lakehouse maintain): read again
+                if attempt == _CONFLICT_TRIES - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _apply(self, table: pa.Table):
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
         target = DeltaTable(self._uri) if DeltaTable.is_deltatable(self._uri) else None
         done = (target.transaction_version(self._consumer) if target is not None else None) or -1
         fresh = table.filter(pc.greater(table.column(LSN), done)) if done >= 0 else table

@@ -246,6 +246,12 @@ class MirrorDelta(Sink):
     def reads(self):
         return set(self._columns) | set(_APPLIED)
 
+    def maintenance(self, output: str) -> dict:
+        """What ``lakehouse maintain`` does to the table: compaction of the small files each batch's
+        MERGE leaves, and vacuum after 7 days (no retention: a mirror holds the source's rows)."""
+        return {"step": self.name, "layer": "mirror", "table": join_path(output, self.config["path"].rstrip("/")),
+                "retention_days": None, "keep_versions_hours": 168, "target_bytes": 128 * 1024 * 1024}  # fmt: skip
+
     def make(self, root: str):
         from transforms.sinks.lake_mirror import MirrorDelta as Mirror
 
