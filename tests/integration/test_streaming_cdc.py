@@ -230,6 +230,19 @@ def test_an_unreachable_source_or_a_missing_table_is_one_error_line(cdc_db, tmp_
     assert down.returncode == 1
     (line,) = down.stderr.strip().splitlines()
     assert line.startswith("error: Read: cannot connect to PostgreSQL:") and "canary-secret" not in line, line
+    # A role that may read the table but neither own it nor replicate: each error says what it lacks.
+    role = "reader_" + cdc_db.rsplit("_", 1)[1]
+    _sql(cdc_db, f"CREATE ROLE {role} LOGIN", f"GRANT SELECT ON orders TO {role}",
+         f"GRANT CREATE ON DATABASE {cdc_db.rsplit('/', 1)[1]} TO {role}")  # fmt: skip
+    monkeypatch.setenv("PG_SOURCE_DSN", cdc_db.replace("://bp@", f"://{role}@"))
+    for needs in ("cannot create publication orders_cdc for public.orders (needs the table's owner): must be owner",
+                  "cannot create replication slot orders_cdc (needs the REPLICATION attribute): "):  # fmt: skip
+        denied = cli(*_args(cdc_db, tmp_path / "out", bounded=True))
+        assert denied.returncode == 1
+        (line,) = denied.stderr.strip().splitlines()
+        assert line.startswith(f"error: Read: {needs}"), line
+        if "publication" in needs:  # the owner makes it; the slot is next
+            _sql(cdc_db, "CREATE PUBLICATION orders_cdc FOR TABLE orders")
     _sql(cdc_db, "DROP TABLE orders")
     monkeypatch.setenv("PG_SOURCE_DSN", cdc_db)
     missing = cli(*_args(cdc_db, tmp_path / "out", bounded=True))

@@ -71,8 +71,9 @@ def prepare_slot(conn, schema: str, table: str, slot: str, publication: str) -> 
 
     have = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone()
     if have is None:
-        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-            sql.Identifier(publication), sql.Identifier(schema, table)))  # fmt: skip
+        _doing(conn, f"create publication {publication} for {schema}.{table} (needs the table's owner)",
+               sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(publication),
+                                                                    sql.Identifier(schema, table)))  # fmt: skip
     else:
         listed = conn.execute(
             "SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s",
@@ -85,11 +86,23 @@ def prepare_slot(conn, schema: str, table: str, slot: str, publication: str) -> 
         (slot,),
     ).fetchone()
     if row is None:
-        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        _doing(conn, f"create replication slot {slot} (needs the REPLICATION attribute)",
+               "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))  # fmt: skip
     elif not row[2]:
         raise CdcSourceError(f"replication slot {slot} belongs to database {row[1]}: give another slot name")
     elif row[0] != "pgoutput":
         raise CdcSourceError(f"replication slot {slot} decodes with {row[0]}, not pgoutput")
+
+
+def _doing(conn, what: str, statement, params=()) -> None:
+    """Runs ``statement``; a server error becomes one line saying what could not be done and why."""
+    import psycopg
+
+    try:
+        conn.execute(statement, params)
+    except psycopg.Error as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CdcSourceError(f"cannot {what}: {first}") from None
 
 
 class _ReadChangesFn(beam.DoFn):
