@@ -136,7 +136,8 @@ class Observer:
         if self.pushgateway:
             self._delivered("pushgateway", push(self.pushgateway, text, "beam_pipelines", {"pipeline": PIPELINE}))
         if self._lineage is not None:
-            result = self._lineage.complete(run_id, PIPELINE, self.input, self.output, report, profile, when)
+            result = self._lineage.complete(run_id, PIPELINE, self.input, self.output, report, profile, when,
+                                            tables=summary.get("lakehouse"))  # fmt: skip
             self._delivered("lineage_complete", result)
         doc = {"summary": summary, "report": report, "profile": profile, "history": history,
                "anomalies": anomalies, "published": True, "audit_error": None}  # fmt: skip

@@ -239,6 +239,33 @@ def _drift(report: dict) -> str:
     return _section("drift", "Schema drift", table, "parsed records against the contract")
 
 
+def _lakehouse(tables: object) -> str:
+    """The Delta tables the run committed to (none: no section)."""
+    if not isinstance(tables, list) or not tables:
+        return ""
+    rows = []
+    for t in tables:
+        t = _dict(t)
+        commit = _dict(t.get("commit"))
+        if not commit:
+            did = "no change"
+        elif commit.get("operation") == "MERGE":
+            did = f"MERGE of {fmt_num(commit.get('source'))}: {fmt_num(commit.get('inserted'))} inserted, " \
+                  f"{fmt_num(commit.get('updated'))} updated"  # fmt: skip
+        else:
+            did = f"{esc(commit.get('operation', '').lower())} of {fmt_num(commit.get('added'))} rows"
+            if commit.get("windows"):
+                did += f" ({fmt_num(commit.get('windows'))} windows replaced)"
+        rows.append(
+            f"<tr><td><code>{esc(t.get('table'))}</code></td><td>{esc(t.get('layer'))}</td>"
+            f'<td data-v="{esc(t.get("version"))}">{esc(t.get("version"))}</td>'
+            f'<td data-v="{esc(t.get("rows"))}">{esc(fmt_num(t.get("rows")))}</td><td>{esc(did)}</td></tr>'
+        )
+    table = _table((("Table", "text"), ("Layer", "text"), ("Version", "num"), ("Rows", "num"), ("This run", "text")),
+                   rows)  # fmt: skip
+    return _section("lakehouse", "Lakehouse tables", table, "the Delta tables this run committed to")
+
+
 def _samples(samples: object) -> str:
     values = samples if isinstance(samples, list) else ([] if samples is None else [samples])
     shown = "".join(f"<code>{fmt_value(v, 60)}</code>" for v in values[:_MAX_SAMPLES])
@@ -521,6 +548,7 @@ def render_report(doc: dict) -> str:
         _drift(report),
         _expectations(expectations),
         _profiles(doc.get("profile")),
+        _lakehouse(summary.get("lakehouse")),
         _history(doc.get("history"), doc.get("anomalies")),
         f'</main><footer class="wrap muted small">{esc(title)}</footer>',
         f"<script>{_SCRIPT}</script></body></html>\n",

@@ -26,6 +26,7 @@ from openlineage.client.facet_v2 import (
     data_quality_assertions_dataset,
     data_quality_metrics_dataset,
     data_quality_metrics_input_dataset,
+    dataset_version_dataset,
     error_message_run,
     input_statistics_input_dataset,
     job_type_job,
@@ -153,6 +154,28 @@ def _column_metrics(profile: Mapping, cls) -> dict:
             max=_number(stats.get("max")),
             quantiles=_quantiles(stats.get("quantiles")),
         )
+    return out
+
+
+def _table_outputs(tables: Sequence[Mapping]) -> list[OutputDataset]:
+    """Lakehouse tables as output datasets: the Delta version as the dataset's version, and the
+    rows this run's commit wrote (appended, or merged) as its output statistics."""
+    out = []
+    for t in tables:
+        namespace, name = dataset_name(str(t["table"]))
+        facets = {}
+        if t.get("version") is not None:
+            facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=str(t["version"]), producer=PRODUCER
+            )
+        commit = t.get("commit") or {}
+        written = commit.get("source", commit.get("added"))
+        output_facets = {}
+        if written is not None:
+            output_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                rowCount=int(written), producer=PRODUCER
+            )
+        out.append(OutputDataset(namespace=namespace, name=name, facets=facets, outputFacets=output_facets))
     return out
 
 
@@ -364,6 +387,7 @@ class LineageEmitter:
         profile: Mapping | None,
         event_time: datetime,
         schemas: Mapping[str, Mapping[str, str]] | None = None,
+        tables: Sequence[Mapping] | None = None,
     ) -> LineageResult:
         """Emits COMPLETE with the outputs and their quality facets.
 
@@ -377,6 +401,8 @@ class LineageEmitter:
             event_time: When the run finished (timezone-aware).
             schemas: Optional ``{"curated"|"aggregates"|"dlq": {column: type}}`` overriding the
                 schema facets taken from the profile and the dead-letter schema.
+            tables: The lakehouse tables the run committed to (``lakehouse.commit.results``): each
+                an output dataset with its Delta version and the rows this run's commit wrote.
         """
         at = _utc_iso(event_time)
         return self._emit(
@@ -386,7 +412,7 @@ class LineageEmitter:
                 run=self._run(run_id),
                 job=self._job(job_name),
                 inputs=self._inputs(inputs, report),
-                outputs=self._outputs(outputs, report, profile, at, schemas),
+                outputs=self._outputs(outputs, report, profile, at, schemas) + _table_outputs(tables or ()),
                 producer=PRODUCER,
             )
         )

@@ -244,3 +244,21 @@ def test_a_run_killed_between_the_silver_and_gold_commits_is_completed_once(runs
     committed = entries[1]["what"]["lakehouse"]
     assert [(t["layer"], t["commit"]["version"]) for t in committed] == [(layer, 0) for layer in LAYERS]
     assert entries[2]["what"]["run_id"] == journal["run_id"] == entries[3]["what"]["completed_cut_off"]
+
+
+def test_the_report_page_and_the_lineage_events_name_the_tables_and_their_versions(runs, tmp_path):
+    out, events = tmp_path / "out", tmp_path / "lineage.jsonl"
+    argv = [f"--pipeline={SPEC}", f"--input={runs['in1']}/*.jsonl", f"--output={out}", "--history=none",
+            f"--lineage={events}"]  # fmt: skip
+    s = run(argv, clock=lambda: DAY1, out=io.StringIO())
+    page = (out / "_run" / "report.html").read_text()
+    assert "Lakehouse tables" in page
+    for layer in LAYERS:
+        assert f"<code>{out / 'lakehouse' / layer}</code>" in page
+    (complete,) = [e for e in map(json.loads, events.read_text().splitlines()) if e["eventType"] == "COMPLETE"]
+    by_name = {o["name"]: o for o in complete["outputs"]}
+    written = {"bronze": s["counts"]["read"], "silver": s["counts"]["curated"], "gold": s["counts"]["aggregates"]}
+    for layer in LAYERS:
+        dataset = by_name[str(out / "lakehouse" / layer)]
+        assert dataset["facets"]["version"]["datasetVersion"] == "0"
+        assert dataset["outputFacets"]["outputStatistics"]["rowCount"] == written[layer]
