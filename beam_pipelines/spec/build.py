@@ -18,6 +18,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.pii.wiring import Protection, redact_report
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
@@ -159,6 +160,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     """
     plan = plan or plan_for(cfg)
     streaming = plan.ctx.mode == "streaming"
+    protection = _protection(plan, cfg)
     built = {}
     source = plan.source.step.build([p], io)
     built[plan.source.step.name] = source
@@ -201,15 +203,17 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
             make_report, expectations=beam.pvalue.AsSingleton(results) if results is not None else None
         ).with_output_types(dict)
     )
+    if protection is not None:
+        report = report | "ProtectReport" >> beam.Map(redact_report, tuple(plan.pii.fields)).with_output_types(dict)
     # Streamed feature rows are written once their window and its lateness have passed: a
     # per-window profile would have fired without them (see EntityFeaturesStep).
     if io.profile is not None and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False)):
-        _profile(plan, curated, io)
+        _profile(plan, curated, io, protection)
     if streaming and checked is not None and io.checks is not None:
         checked.extra["results"] | "WriteChecks" >> io.checks
     all_dead = dead if late is None else (dead, late) | "DeadAndLate" >> beam.Flatten()
     for node in plan.sinks:
-        _write(node, built, curated, (errors, all_dead, late), io)
+        _write(node, built, curated, (errors, all_dead, late), io, protection)
     if io.report is not None:
         report | "WriteReport" >> io.report
     return {
@@ -220,8 +224,18 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     }
 
 
-def _profile(plan: Plan, curated, io: PipelineIO) -> None:
+def _protection(plan: Plan, cfg):
+    if plan.pii is None:
+        return None
+    run_time = getattr(cfg, "run_time", None)
+    return Protection(plan.pii, getattr(cfg, "output", None), (lambda: run_time) if run_time else None)
+
+
+def _profile(plan: Plan, curated, io: PipelineIO, protection=None) -> None:
     profiled = curated
+    guard = protection.for_profile() if protection is not None else None
+    if guard is not None:  # the profile, and the report and lineage made from it, see protected values only
+        profiled = profiled | "ProtectProfiled" >> guard
     if plan.ctx.mode == "streaming":
         time_field, window, lateness = plan.ctx.event_time
         early = plan.aggregates[0].step.config.get("early_firing") if plan.aggregates else None
@@ -233,7 +247,7 @@ def _profile(plan: Plan, curated, io: PipelineIO) -> None:
     profile | "WriteProfile" >> io.profile
 
 
-def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
+def _write(node, built: dict, curated, dead: tuple, io: PipelineIO, protection=None) -> None:
     step = node.step
     if step.role == "curated":
         data = curated
@@ -253,6 +267,9 @@ def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
             )
     sink = io.sink_for(step)
     if sink is not None:
+        guard = protection.for_sink(step) if protection is not None else None
+        if guard is not None:
+            data = data | f"{step.name}Protect" >> guard
         data | step.name >> sink
 
 
