@@ -6,10 +6,11 @@
     python -m beam_pipelines.pii rotate --output=OUT --from_key=REF --to_key=REF [--audit_log=PATH]
 
 ``keygen`` writes a new random key (base64, mode 0600), usable as a master or an HMAC key.
-``decrypt`` reads a Delta table (its current version), a parquet file or a directory of them
-under --output, decrypts every encrypted value with the data keys of ``<output>/_keys/`` (opened
-with the master key), and writes the rows as JSON lines; it appends a ``decrypt`` entry to the
-output's audit log first (who, which data, which columns), so no decrypt goes unrecorded.
+``decrypt`` reads a Delta table (its current version), a parquet or JSON-lines file (the dead
+letters) or a directory of them under --output, decrypts every encrypted value with the data
+keys of ``<output>/_keys/`` (opened with the master key), and writes the rows as JSON lines; it
+appends a ``decrypt`` entry to the output's audit log before it writes anything (who, which
+data, which columns, which data keys), and a ``failed`` one when the key does not open them.
 ``rotate`` re-wraps every data key under the new master key (the data is not rewritten) and
 appends a ``rotate`` entry. A mistake (a missing key, a key that does not open) is one
 ``error:`` line and exit status 1.
@@ -63,22 +64,29 @@ def _keygen(ns) -> int:
     return 0
 
 
-def _read(where: str) -> pa.Table:
+def _read_file(path: str) -> pa.Table:
     import pyarrow.parquet as pq
 
+    if path.endswith(".jsonl"):  # the dead letters
+        with open(path, encoding="utf-8") as fh:
+            return pa.Table.from_pylist([json.loads(line) for line in fh if line.strip()])
+    return pq.read_table(path, partitioning=None)
+
+
+def _read(where: str) -> pa.Table:
     if os.path.isdir(os.path.join(where, "_delta_log")):
         from beam_pipelines.lakehouse import tables
 
         return tables.read(tables.open_table(where))
     if os.path.isdir(where):
-        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs if f.endswith(".parquet")
-                       and not os.path.basename(d).startswith("_"))  # fmt: skip
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(where) for f in fs
+                       if f.endswith((".parquet", ".jsonl")) and not os.path.basename(d).startswith("_"))  # fmt: skip
         if not files:
-            raise keys.KeyUnavailable(f"no parquet files under {where}")
-        return pa.concat_tables([pq.read_table(f, partitioning=None) for f in files], promote_options="default")
+            raise keys.KeyUnavailable(f"no parquet or jsonl files under {where}")
+        return pa.concat_tables([_read_file(f) for f in files], promote_options="default")
     if not os.path.exists(where):
         raise keys.KeyUnavailable(f"{where} does not exist")
-    return pq.read_table(where, partitioning=None)
+    return _read_file(where)
 
 
 def _decrypt(ns) -> int:
@@ -95,11 +103,15 @@ def _decrypt(ns) -> int:
         raise keys.KeyUnavailable(f"no column {missing[0]!r} in {ns.path} (columns: {', '.join(table.column_names)})")
     keys_dir = join_path(ns.output, keys.KEYS_DIR)
     ids = set().union(*(key_ids(table.column(c)) for c in wanted)) if wanted else set()
-    data_keys = {i: master.unwrap(keys.read_manifest(keys_dir, i)) for i in sorted(ids)}
     log = audit_log.AuditLog(ns.audit_log or audit_log.default_path(ns.output), output=ns.output)
-    log.append("decrypt", "done", {"output": ns.output, "path": ns.path, "columns": wanted, "rows": table.num_rows,
-                                   "data_keys": sorted(ids), "master_key": master.id},
-               audit_log.who(ns.audit_user))  # fmt: skip
+    what = {"output": ns.output, "path": ns.path, "columns": wanted, "rows": table.num_rows, "data_keys": sorted(ids),
+            "master_key": master.id}  # fmt: skip
+    try:
+        data_keys = {i: master.unwrap(keys.read_manifest(keys_dir, i)) for i in sorted(ids)}
+    except keys.KeyUnavailable as e:  # a try with the wrong key is recorded too
+        log.append("decrypt", "failed", {**what, "error": str(e)}, audit_log.who(ns.audit_user))
+        raise
+    log.append("decrypt", "done", what, audit_log.who(ns.audit_user))
     for c in wanted:
         table = table.set_column(table.column_names.index(c), c, decrypt_values(table.column(c), data_keys))
     out = open(ns.to, "w") if ns.to else sys.stdout  # noqa: SIM115 - stdout is not ours to close
