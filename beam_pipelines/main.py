@@ -50,6 +50,7 @@ from beam_pipelines.runners import (
 )
 from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
 from beam_pipelines.spec import build as spec_build
+from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.warm_workers import WarmWorkers
 from transforms import faults
 from transforms.ingest.files import format_from_path, is_hidden
@@ -399,6 +400,10 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         report = read_json(join_path(staged_run, "report.json"))
         staged = summary.make_summary(run_id, cfg, options, report, publish.count_published(staging), elapsed,
                                       input_bytes, started_at)  # fmt: skip
+        if getattr(module.plan_for(cfg), "pii", None) is not None:
+            # The shuffle spills hold records as they were before the sinks protected them: a
+            # staging kept for inspection keeps the protected outputs only.
+            publish.discard(join_path(staging, SCRATCH))
         observer.audit_failed(staged, staged_run, reason)
         observer.failed(run_id, f"audit failed: {reason}", clock())
         observer.close()

@@ -142,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except (keys.KeyUnavailable, ValueError, FileExistsError, audit_log.AuditError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader stopped early (| head): nothing to say
+        return 0
     except OSError as e:
         print(f"error: {e.strerror or e}: {getattr(e, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from beam_pipelines.errors import RunError
 from beam_pipelines.lakehouse import tables
 from beam_pipelines.main import run
 from beam_pipelines.pii import keys
@@ -72,8 +73,8 @@ def _kind(relative: str) -> str:
 
 
 def _run(spec: Path, out: Path, when: datetime) -> dict:
-    argv = [f"--pipeline={spec}", f"--input={INPUT}", f"--output={out}", "--history=none",
-            f"--lineage={out}/_lineage/events.jsonl"]  # fmt: skip
+    # The default metrics history (<output>/_history) and a lineage file: both scanned too.
+    argv = [f"--pipeline={spec}", f"--input={INPUT}", f"--output={out}", f"--lineage={out}/_lineage/events.jsonl"]
     return run(argv, clock=lambda: when, out=io.StringIO())
 
 
@@ -101,6 +102,13 @@ def runs(tmp_path_factory):
         doc = re.sub(r"  pii:\n(    .*\n)+", "  pii:\n    actions: " + json.dumps(keep_all) + "\n", doc)
         (plain / "signups.yaml").write_text(doc)
         control = _run(plain / "signups.yaml", root / "out_plain", DAY1)
+        # The same spec whose email expectation stops the publish: the staging is kept.
+        strict = root / "strict"
+        shutil.copytree(EXAMPLE / "schemas", strict / "schemas")
+        (strict / "signups.yaml").write_text((EXAMPLE / "signups.yaml").read_text().replace(
+            "severity: warn, action: quarantine", "severity: error"))  # fmt: skip
+        with pytest.raises(RunError, match="audit failed"):
+            _run(strict / "signups.yaml", root / "out_failed", DAY1)
     return {"root": root, "refs": refs, "first": first, "second": second, "control": control}
 
 
@@ -112,12 +120,20 @@ def test_no_clear_text_value_of_a_protected_field_is_in_any_file_of_the_output(r
     files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     kinds = {_kind(f) for f in files}
     # Every place the run writes is there to be scanned.
-    assert {"curated", "aggregates", "dlq", "_run", "_lineage", "_audit", "_keys", "lakehouse/bronze",
+    assert {"curated", "aggregates", "dlq", "_run", "_lineage", "_history", "_audit", "_keys", "lakehouse/bronze",
             "lakehouse/silver", "lakehouse/gold"} <= kinds  # fmt: skip
     assert {"_run/report.json", "_run/report.html", "_run/profile.json"} <= set(files)
     values = clear_values()
     assert len(values) > 100
     assert scan(out, values) == {}
+
+
+def test_a_run_that_fails_its_audit_keeps_a_staging_without_clear_text(runs):
+    out = runs["root"] / "out_failed"
+    staged = [p.relative_to(out).as_posix() for p in (out / "_staging").rglob("*") if p.is_file()]
+    assert any(f.endswith("_run/report.html") for f in staged) and any("/dlq/" in f for f in staged)
+    assert not any("/_scratch/" in f for f in staged)
+    assert scan(out, clear_values()) == {}
 
 
 def test_the_scan_finds_the_values_when_the_policy_keeps_them(runs):
