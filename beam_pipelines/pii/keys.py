@@ -154,7 +154,8 @@ def master_key(ref: str | None = None) -> MasterKey:
 
 
 def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    # One line: botocore puts the service's message on a line of its own.
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _manifest_path(keys_dir: str, key_id: str) -> str:

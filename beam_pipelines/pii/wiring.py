@@ -12,7 +12,7 @@ from beam_pipelines.pii.policy import RECORD_ROLES, Policy, targets_of
 from beam_pipelines.pii.protect import Protect
 from transforms.sinks.files import join_path
 
-__all__ = ["PROTECTED", "Protection", "redact_report"]
+__all__ = ["PROTECTED", "Protection", "redact_report", "redact_window_results"]
 
 PROTECTED = "[protected]"  # what a report shows for a sample of a protected field
 
@@ -89,3 +89,10 @@ def redact_report(report: dict, fields) -> dict:
             for s in result.get("samples") or ()
         ]  # fmt: skip
     return report
+
+
+def redact_window_results(results: dict, fields) -> dict:
+    """A window's expectation results (streaming: ``{"window_start", "window_end", "results"}``)
+    with the samples of protected fields replaced, as :func:`redact_report` does."""
+    redact_report({"expectations": results.get("results")}, fields)
+    return results

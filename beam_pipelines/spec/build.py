@@ -18,7 +18,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.pii.wiring import Protection, redact_report
+from beam_pipelines.pii.wiring import Protection, redact_report, redact_window_results
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
@@ -210,7 +210,12 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     if io.profile is not None and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False)):
         _profile(plan, curated, io, protection)
     if streaming and checked is not None and io.checks is not None:
-        checked.extra["results"] | "WriteChecks" >> io.checks
+        window_results = checked.extra["results"]
+        if protection is not None:
+            window_results = window_results | "ProtectChecks" >> beam.Map(
+                redact_window_results, tuple(plan.pii.fields)
+            ).with_output_types(dict)
+        window_results | "WriteChecks" >> io.checks
     all_dead = dead if late is None else (dead, late) | "DeadAndLate" >> beam.Flatten()
     for node in plan.sinks:
         _write(node, built, curated, (errors, all_dead, late), io, protection)

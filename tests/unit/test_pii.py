@@ -22,7 +22,7 @@ from beam_pipelines.pii import keys
 from beam_pipelines.pii.__main__ import main as pii_main
 from beam_pipelines.pii.policy import CLASS_DEFAULTS
 from beam_pipelines.pii.protect import Protect, decrypt_values, encrypt, key_ids, mask, protect_table, token
-from beam_pipelines.pii.wiring import PROTECTED, redact_report
+from beam_pipelines.pii.wiring import PROTECTED, redact_report, redact_window_results
 from beam_pipelines.spec.compile import compile_spec
 from beam_pipelines.spec.config import EventsConfig
 from beam_pipelines.spec.yamlsrc import SpecError, load
@@ -259,6 +259,8 @@ def test_the_report_shows_no_sample_of_a_protected_field():
     out = redact_report(report, ("email",))["expectations"]
     assert out[0]["samples"] == [PROTECTED, PROTECTED] and out[1]["samples"] == [-1]
     assert out[2]["samples"] == [{"email": PROTECTED, "amount": 3}]
+    window = {"window_start": "2026-05-01T00:00:00Z", "results": [{"column": "email", "samples": ["x y"]}]}
+    assert redact_window_results(window, ("email",))["results"][0]["samples"] == [PROTECTED]
 
 
 # ---------------------------------------------------------------- the command line
