@@ -92,6 +92,13 @@ def runs(tmp_path_factory):
             mp.setenv(k, v)
         first = _run(EXAMPLE / "signups.yaml", root / "out1", DAY1)
         second = _run(EXAMPLE / "signups.yaml", root / "out2", DAY2)
+        # Through the command line at INFO, for its own output and logs.
+        logged = cli(f"--pipeline={EXAMPLE / 'signups.yaml'}", f"--input={INPUT}", f"--output={root / 'out_cli'}",
+                     "--log_level=INFO")  # fmt: skip
+        assert logged.returncode == 0, logged.stderr
+        (root / "out_cli" / "_cli").mkdir()
+        (root / "out_cli" / "_cli" / "stdout.log").write_text(logged.stdout)
+        (root / "out_cli" / "_cli" / "stderr.log").write_text(logged.stderr)
         # The same spec with every action keep: the scan's control.
         plain = root / "plain"
         shutil.copytree(EXAMPLE / "schemas", plain / "schemas")
@@ -126,6 +133,13 @@ def test_no_clear_text_value_of_a_protected_field_is_in_any_file_of_the_output(r
     values = clear_values()
     assert len(values) > 100
     assert scan(out, values) == {}
+
+
+def test_nor_in_the_commands_output_and_logs(runs):
+    out = runs["root"] / "out_cli"
+    assert "signups_pii on DirectRunner" in (out / "_cli" / "stdout.log").read_text()
+    assert len((out / "_cli" / "stderr.log").read_text().splitlines()) > 5  # INFO lines: Beam's and the run's
+    assert scan(out, clear_values()) == {}
 
 
 def test_a_run_that_fails_its_audit_keeps_a_staging_without_clear_text(runs):
@@ -231,3 +245,11 @@ def test_the_decrypt_command_needs_the_key(runs, tmp_path):
                       f"--master_key={other}")  # fmt: skip
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_a_redrive_is_refused_rather_than_mixing_clear_and_protected_values(runs):
+    out = runs["root"] / "out1"
+    proc = run_module("beam_pipelines.redrive", f"--pipeline={EXAMPLE / 'signups.yaml'}", f"--dlq={out}/dlq",
+                      f"--output={out}")  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: signups_pii protects personal data") and proc.stderr.count("\n") == 1
