@@ -7,6 +7,8 @@ a run encrypts with are made here, one per run and sink, and stored wrapped unde
 
 from __future__ import annotations
 
+import os
+
 from beam_pipelines.pii import keys
 from beam_pipelines.pii.policy import RECORD_ROLES, Policy, targets_of
 from beam_pipelines.pii.protect import Protect
@@ -28,6 +30,9 @@ class Protection:
 
     def __init__(self, policy: Policy, output: str | None, clock=None):
         self.policy, self.output, self._clock = policy, output, clock
+        # The references the launcher resolves travel to the workers (a reference, never a key).
+        self._master_ref = policy.master_key or os.environ.get(keys.MASTER_ENV)
+        self._hmac_ref = policy.hmac_key or os.environ.get(keys.HMAC_ENV)
         self._master = None
         self._hmac_checked = False
 
@@ -35,7 +40,7 @@ class Protection:
         # Read once at launch so a missing key stops the run before any worker starts; the
         # workers read it again from its reference (the key never goes into the job graph).
         if not self._hmac_checked and any(a == "token" for a, _ in columns.values()):
-            keys.hmac_key(self.policy.hmac_key)
+            keys.hmac_key(self._hmac_ref)
             self._hmac_checked = True
 
     @property
@@ -46,7 +51,7 @@ class Protection:
 
     def _data_key(self, target: str) -> dict:
         if self._master is None:
-            self._master = keys.master_key(self.policy.master_key)
+            self._master = keys.master_key(self._master_ref)
         return keys.new_data_key(self._master, self.keys_dir, target, self._clock() if self._clock else None)
 
     def for_sink(self, step):
@@ -58,14 +63,14 @@ class Protection:
                 return None
             fields = {f: ("encrypt", c) for f, c in p.fields.items() if p.action(f, targets, record=True) == "encrypt"}
             errors = (tuple(p.fields), "error") if step.role == "dead_letters" else None
-            return Protect(fields, records=("raw",), errors=errors, master_ref=p.master_key,
+            return Protect(fields, records=("raw",), errors=errors, master_ref=self._master_ref,
                            stored_key=self._data_key(step.name))  # fmt: skip
         columns = p.column_actions(targets, p.fields)
         if not columns:
             return None
         self._check_hmac(columns)
         encrypting = any(a == "encrypt" for a, _ in columns.values())
-        return Protect(columns, hmac_ref=p.hmac_key, master_ref=p.master_key,
+        return Protect(columns, hmac_ref=self._hmac_ref, master_ref=self._master_ref,
                        stored_key=self._data_key(step.name) if encrypting else None)  # fmt: skip
 
     def for_profile(self):
@@ -75,7 +80,7 @@ class Protection:
         if not columns:
             return None
         self._check_hmac(columns)
-        return Protect(columns, hmac_ref=self.policy.hmac_key)
+        return Protect(columns, hmac_ref=self._hmac_ref)
 
 
 def redact_report(report: dict, fields) -> dict:

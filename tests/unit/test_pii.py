@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import re
 import secrets
 from pathlib import Path
 
@@ -282,3 +283,46 @@ def test_commands_without_their_key_say_so_on_one_error_line(tmp_path, monkeypat
 def test_the_spec_schema_publishes_the_pii_section():
     schema = json.loads((ROOT / "templates" / "spec.schema.json").read_text())
     assert "pii" in json.dumps(schema)
+
+
+def test_the_whole_pipelines_job_graph_and_display_data_hold_no_key(tmp_path, monkeypatch):
+    master_ref, hmac_ref = _key_file(tmp_path / "m.key"), _key_file(tmp_path / "h.key")
+    monkeypatch.setenv(keys.MASTER_ENV, master_ref)
+    monkeypatch.setenv(keys.HMAC_ENV, hmac_ref)
+    from beam_pipelines.spec.build import build, file_io
+
+    cfg = EventsConfig(input=str(ROOT / "examples" / "pii" / "signups.jsonl"), input_format="jsonl",
+                       output=str(tmp_path / "out"), pipeline=str(SPEC))  # fmt: skip
+    plan = compile_spec(load(str(SPEC)), cfg, str(SPEC))
+    p = beam.Pipeline()
+    build(p, cfg, file_io(cfg, str(tmp_path / "out" / "_staging" / "r"), plan), plan)
+    graph = _unpacked(p.to_runner_api().SerializeToString())
+    master = keys.master_key(master_ref)
+    stored = [json.loads(f.read_text()) for f in (tmp_path / "out" / "_keys").glob("*.json")]
+    assert sorted(s["target"] for s in stored) == ["Bronze", "Silver", "WriteDeadLetters"]
+    # The graph does hold the wrapped data keys and the key references (what the workers need) ...
+    assert all(s["wrapped"].encode() in graph for s in stored) and master_ref.encode() in graph
+    assert b"ProtectProfiled" in graph and b"SilverProtect" in graph
+    # ... and no key in any form.
+    for secret in [master._key, keys.hmac_key(hmac_ref), *(master.unwrap(s) for s in stored)]:
+        for form in (secret, base64.b64encode(secret), base64.urlsafe_b64encode(secret), secret.hex().encode()):
+            assert form not in graph
+
+
+def _unpacked(graph: bytes) -> bytes:
+    """The graph with every pickled payload (base64 of bz2 or zlib, as Beam stores DoFns) appended decoded."""
+    import bz2
+    import zlib
+
+    out = [graph]
+    for blob in re.findall(rb"[A-Za-z0-9+/]{64,}={0,2}", graph):
+        try:
+            raw = base64.b64decode(blob)
+        except ValueError:
+            continue
+        for unpack in (bz2.decompress, zlib.decompress):
+            try:
+                out.append(unpack(raw))
+            except (OSError, ValueError, zlib.error):
+                continue
+    return b"\n".join(out)
