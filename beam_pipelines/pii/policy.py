@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from beam_pipelines.contracts.model import PII_CLASSES
 from beam_pipelines.spec.yamlsrc import SpecError, did_you_mean, line_of, place_of
 
-__all__ = ["ACTIONS", "CLASS_DEFAULTS", "PII_SCHEMA", "Policy", "RECORD_ROLES", "policy_of"]
+__all__ = ["ACTIONS", "CLASS_DEFAULTS", "PII_SCHEMA", "Policy", "RECORD_ROLES", "describe", "policy_of", "targets_of"]
 
 ACTIONS = ("keep", "mask", "token", "encrypt", "drop")
 # Each class's action where the spec says nothing: a token where joins need the value, a mask
@@ -176,3 +176,17 @@ def policy_of(pipe, contract, sinks, file: str | None) -> Policy | None:
                 raise SpecError(place_of(step.place, "config"), f"silver merges on {key!r}: keep it or token it (a "
                                 "mask, a drop or an encryption would make keys collide or never match)", file)  # fmt: skip
     return policy
+
+
+def describe(policy: Policy, sinks) -> list[str]:
+    """One line per sink step: what it keeps of each personal-data field (``spec check`` prints them)."""
+    lines = []
+    for step in sinks:
+        targets = targets_of(step)
+        if step.role in RECORD_ROLES:
+            lines.append(f"{step.name}: record text {policy.record_action(targets)}")
+        else:
+            lines.append(f"{step.name}: " + ", ".join(f"{f} {policy.action(f, targets)}" for f in policy.fields))
+    profiled = {f: policy.action(f, ("profile",)) for f in policy.fields}  # an encrypt profiles as a token
+    lines.append("profile: " + ", ".join(f"{f} {'token' if a == 'encrypt' else a}" for f, a in profiled.items()))
+    return lines

@@ -6,6 +6,7 @@ tests/e2e/test_pii.py."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import pickle
 import re
@@ -206,6 +207,17 @@ def test_the_most_specific_target_wins_and_classes_default():
                                                            "note": {"WriteCurated": "token", "curated": "mask"}})).pii  # fmt: skip
     assert own.action("note", targets_of(sinks["WriteCurated"])) == "token"
     assert own.action("note", targets_of(sinks["Silver"])) == "mask"
+
+
+def test_spec_check_prints_what_each_sink_keeps():
+    from beam_pipelines.spec.__main__ import check
+
+    out = io.StringIO()
+    assert check(str(SPEC), "batch", out) == 0
+    lines = [line.strip() for line in out.getvalue().splitlines() if line.strip().startswith("pii ")]
+    assert "pii Silver: email token, full_name encrypt, phone encrypt, address encrypt, ip mask, note drop" in lines
+    assert "pii Bronze: record text encrypt" in lines and "pii WriteDeadLetters: record text encrypt" in lines
+    assert lines[-1] == "pii profile: email token, full_name mask, phone mask, address drop, ip mask, note drop"
 
 
 @pytest.mark.parametrize(
