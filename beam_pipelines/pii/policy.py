@@ -171,10 +171,15 @@ def policy_of(pipe, contract, sinks, file: str | None) -> Policy | None:
     for node in sinks:
         step = node.step
         if step.type == "WriteLakehouse" and step.config.get("layer") == "silver":
-            key = getattr(step, "_key", None)
+            merged_on, what = [getattr(step, "_key", None)], "silver merges on"
+        elif step.type == "UpsertPostgres":
+            merged_on, what = list(step.config.get("keys") or ()), f"{step.name} upserts on"
+        else:
+            continue
+        for key in merged_on:
             if key in fields and policy.action(key, targets_of(step)) not in ("keep", "token"):
-                raise SpecError(place_of(step.place, "config"), f"silver merges on {key!r}: keep it or token it (a "
-                                "mask, a drop or an encryption would make keys collide or never match)", file)  # fmt: skip
+                raise SpecError(place_of(step.place, "config"), f"{what} {key!r}: keep it or token it (a mask, a drop "
+                                "or an encryption would make keys collide or never match)", file)  # fmt: skip
     return policy
 
 
