@@ -250,7 +250,8 @@ def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging
             io=None) -> dict:  # fmt: skip
     """Builds the pipeline and writes its Runner API graph as JSON; runs and submits nothing."""
     p = beam.Pipeline(runner=runner, options=options)
-    module.build(p, cfg, io or module.file_io(cfg, staging))
+    # Data keys are made (so a missing master key shows) but not stored: nothing runs on them.
+    module.build(p, cfg, dataclasses.replace(io or module.file_io(cfg, staging), store_keys=False))
     graph = p.to_runner_api(default_environment=graph_environment(runner, options))
     path = options.view_as(RunOptions).dry_run_out or join_path(cfg.output, "_run", "pipeline.json")
     try:

@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from beam_pipelines.errors import RunError
 from transforms.sinks.files import join_path
 
 __all__ = [
@@ -49,8 +50,9 @@ KEYS_DIR = "_keys"
 _LOCAL_AAD = b"beam_pipelines.pii data key"
 
 
-class KeyUnavailable(Exception):
-    """A key cannot be had or used; the message names the reference, never the key."""
+class KeyUnavailable(RunError):
+    """A key cannot be had or used; the message names the reference, never the key (a RunError:
+    the launcher reports it as one ``error:`` line, exit status 1)."""
 
 
 def _key_text(ref: str) -> bytes:
@@ -175,13 +177,14 @@ def _write(path: str, doc: dict) -> None:
         fh.write(data)
 
 
-def new_data_key(master: MasterKey, keys_dir: str, target: str, when: datetime | None = None) -> dict:
-    """Makes a data key, stores it wrapped under ``keys_dir`` and returns the stored form
-    (``key_id``, ``master``, ``wrapped``, ``target``, ``created``) — never the key itself."""
+def new_data_key(master: MasterKey, keys_dir: str | None, target: str, when: datetime | None = None) -> dict:
+    """Makes a data key, stores it wrapped under ``keys_dir`` (None: not stored) and returns the
+    stored form (``key_id``, ``master``, ``wrapped``, ``target``, ``created``), never the key itself."""
     key_id = secrets.token_hex(8)
     stored = {"key_id": key_id, "target": target, "algorithm": "AES-256-GCM",
               "created": (when or datetime.now(timezone.utc)).isoformat(), **master.wrap(secrets.token_bytes(32))}  # fmt: skip
-    _write(_manifest_path(keys_dir, key_id), stored)
+    if keys_dir is not None:
+        _write(_manifest_path(keys_dir, key_id), stored)
     return stored
 
 

@@ -26,10 +26,11 @@ class Protection:
         policy: The pipeline's checked policy.
         output: The run's --output (the data keys go under its ``_keys/``).
         clock: The run's clock (the data keys' creation time).
+        store_keys: Whether the data keys are stored (False: a dry run).
     """
 
-    def __init__(self, policy: Policy, output: str | None, clock=None):
-        self.policy, self.output, self._clock = policy, output, clock
+    def __init__(self, policy: Policy, output: str | None, clock=None, store_keys: bool = True):
+        self.policy, self.output, self._clock, self._store = policy, output, clock, store_keys
         # The references the launcher resolves travel to the workers (a reference, never a key).
         self._master_ref = policy.master_key or os.environ.get(keys.MASTER_ENV)
         self._hmac_ref = policy.hmac_key or os.environ.get(keys.HMAC_ENV)
@@ -52,7 +53,8 @@ class Protection:
     def _data_key(self, target: str) -> dict:
         if self._master is None:
             self._master = keys.master_key(self._master_ref)
-        return keys.new_data_key(self._master, self.keys_dir, target, self._clock() if self._clock else None)
+        keys_dir = self.keys_dir if self._store else None
+        return keys.new_data_key(self._master, keys_dir, target, self._clock() if self._clock else None)
 
     def for_sink(self, step):
         """The ``Protect`` composite in front of sink ``step``, or None when it writes nothing personal."""

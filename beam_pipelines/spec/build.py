@@ -97,6 +97,9 @@ class PipelineIO:
             aggregate shuffles go through files there instead of through the runner's memory.
         sinks: Sinks by spec step name; a sink step not named here takes the sink of its role
             (``curated``, ``aggregates`` or ``dead_letters`` above).
+        store_keys: Whether the data keys that encrypt personal data are stored under
+            ``<output>/_keys`` (False for a dry run: they are made and wrapped, proving the master
+            key, and not kept).
     """
 
     source: beam.PTransform
@@ -108,6 +111,7 @@ class PipelineIO:
     checks: beam.PTransform | None = None
     scratch: str | None = None
     sinks: dict | None = None
+    store_keys: bool = True
 
     def source_for(self, step) -> beam.PTransform:
         return self.source
@@ -160,7 +164,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     """
     plan = plan or plan_for(cfg)
     streaming = plan.ctx.mode == "streaming"
-    protection = _protection(plan, cfg)
+    protection = _protection(plan, cfg, io.store_keys)
     built = {}
     source = plan.source.step.build([p], io)
     built[plan.source.step.name] = source
@@ -229,11 +233,11 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     }
 
 
-def _protection(plan: Plan, cfg):
+def _protection(plan: Plan, cfg, store_keys: bool = True):
     if plan.pii is None:
         return None
     run_time = getattr(cfg, "run_time", None)
-    return Protection(plan.pii, getattr(cfg, "output", None), (lambda: run_time) if run_time else None)
+    return Protection(plan.pii, getattr(cfg, "output", None), (lambda: run_time) if run_time else None, store_keys)
 
 
 def _profile(plan: Plan, curated, io: PipelineIO, protection=None) -> None:

@@ -238,6 +238,20 @@ def test_a_run_without_its_key_stops_with_one_error_line(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "curated").exists()
 
 
+def test_a_dry_run_proves_the_keys_and_stores_none(tmp_path, monkeypatch):
+    args = [f"--pipeline={EXAMPLE / 'signups.yaml'}", f"--input={INPUT}", f"--output={tmp_path / 'out'}", "--dry_run"]
+    monkeypatch.setenv(keys.HMAC_ENV, _key(tmp_path / "hmac.key"))
+    monkeypatch.delenv(keys.MASTER_ENV, raising=False)
+    proc = cli(*args)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: no master key")
+    assert "Traceback" not in proc.stderr
+    monkeypatch.setenv(keys.MASTER_ENV, _key(tmp_path / "master.key"))
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing was run or submitted" in proc.stdout
+    assert (tmp_path / "out" / "_run" / "pipeline.json").exists() and not (tmp_path / "out" / "_keys").exists()
+
+
 def test_the_decrypt_command_needs_the_key(runs, tmp_path):
     out = runs["root"] / "out1"
     other = _key(tmp_path / "other.key")
