@@ -338,3 +338,12 @@ def _unpacked(graph: bytes) -> bytes:
             except (OSError, ValueError, zlib.error):
                 continue
     return b"\n".join(out)
+
+
+def test_schemas_show_names_each_fields_pii_class(capsys):
+    from beam_pipelines.schemas import main as schemas_main
+
+    assert schemas_main(["show", str(ROOT / "examples" / "pii" / "schemas" / "signups" / "v1.yaml")]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
+    assert rows["email"].endswith("pii email") and rows["note"].endswith("pii free_text")
+    assert "pii" not in rows["country"]
