@@ -193,7 +193,8 @@ def render(s: dict) -> str:
         "",
     ]
     lines += [f"  {name:<14}{c[name]:>12,}" for name in ("read", "curated", "dead_lettered", "duplicates", "late")]
-    lines.append(f"  {'aggregate rows':<14}{s['aggregate_rows']:>12,}  in PostgreSQL table {s['pg_table']}")
+    if s["aggregate_rows"] is not None:
+        lines.append(f"  {'aggregate rows':<14}{s['aggregate_rows']:>12,}  in PostgreSQL table {s['pg_table']}")
     if s["dead_letter_reasons"]:
         lines += [
             "",
@@ -204,17 +205,23 @@ def render(s: dict) -> str:
         "",
         f"  conservation {check}: read {c['read']:,} = curated {c['curated']:,} + dead_lettered "
         f"{c['dead_lettered']:,} + duplicates {c['duplicates']:,} + late {c['late']:,}",
-        f"  outputs: {join_path(s['output'], 'curated')}, {join_path(s['output'], 'dlq')} (late records too), "
-        f"{join_path(s['output'], '_run', 'report.json')}",
+        "  outputs: "
+        + ", ".join(
+            [join_path(s["output"], "curated")] * s.get("has_curated", True)
+            + [f"{join_path(s['output'], 'dlq')} (late records too)", join_path(s["output"], "_run", "report.json")]
+        ),
     ]
     return "\n".join(lines) + "\n"
 
 
 def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
     """Runs the streaming pipeline until its source ends (or the process is stopped)."""
-    source = module.plan_for(cfg).source.step
+    plan = module.plan_for(cfg)
+    source = plan.source.step
     preflight(cfg, source)
-    if getattr(source, "replays", True):
+    if getattr(source, "resumes", False):
+        pass  # goes on from where its sinks are (see ReadPostgresChanges): the outputs stay
+    elif getattr(source, "replays", True):
         # Rebuilt by the replay; see the module docstring.
         for name in STREAM_OUTPUTS:
             publish.discard(join_path(cfg.output, name))
@@ -254,7 +261,8 @@ def run(module, cfg: EventsConfig, options, runner, run_id: str, out) -> dict:
         "dead_letter_reasons": report["dead_letter_reasons"],
         "quality": report["quality"],
         "conservation_ok": report["conservation_ok"],
-        "aggregate_rows": _aggregate_rows(cfg),
+        "aggregate_rows": _aggregate_rows(cfg) if plan.aggregates else None,
+        "has_curated": FileSystems.exists(join_path(cfg.output, "curated")),
     }
     with FileSystems.create(join_path(cfg.output, "_run", "summary.json")) as fh:
         fh.write(json.dumps(result, indent=2, sort_keys=True).encode() + b"\n")

@@ -67,6 +67,8 @@ def lakehouse_lines(tables: list[dict]) -> list[str]:
             did = "no change" if t["staged_rows"] else "nothing staged"
         elif c["operation"] == "MERGE":
             did = f"{c['inserted']:,} inserted, {c['updated']:,} updated (MERGE of {c['source']:,})"
+            if c.get("cold"):
+                did += f"; {c['cold']:,} of them into the cold tier"
         elif "windows" in c:
             did = f"{c['windows']:,} windows replaced ({c['added']:,} rows)"
         else:

@@ -145,6 +145,10 @@ max_connections = 100
 shared_buffers = 128MB
 timezone = 'UTC'
 log_timezone = 'UTC'
+# Change data capture (ReadPostgresChanges) decodes the WAL through logical replication slots.
+wal_level = logical
+max_replication_slots = 16
+max_wal_senders = 16
 EOF
 }
 

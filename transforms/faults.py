@@ -2,15 +2,19 @@
 
 Enabled only through the environment variable ``BEAM_PIPELINES_FAULTS`` (which the tests set):
 ``point=action[,point=action...]`` where action is ``kill`` (SIGKILL of the whole run, as a
-machine crash would), ``raise`` (an exception, as a crash of the code would) or ``wait:PATH``
-(wait until the file PATH exists: the test decides when the run goes on). Without the
-variable, ``at()`` does nothing.
+machine crash would), ``raise`` (an exception, as a crash of the code would), ``wait:PATH``
+(wait until the file PATH exists: the test decides when the run goes on) or ``kill_if:PATH``
+(``kill`` once the file PATH exists: the test decides when a point met again and again, in a
+stream, is the last). Without the variable, ``at()`` does nothing.
 
 Points: ``parse``, ``dedup`` (after the dedup shuffle), ``aggregate`` (a window finalised),
 ``write:<output>`` (a file of ``curated``, ``aggregates``, ``dlq`` or ``report`` written),
 ``before_publish``, ``publish`` (one output moved into place, the others not yet),
-``lakehouse:<layer>`` (that layer's Delta table committed, the next tables not yet) and
-``report`` (published, the run's record not yet written). Points inside the pipeline run on
+``lakehouse:<layer>`` (that layer's Delta table committed, the next tables not yet),
+``tier:moved`` (maintenance: partitions appended to the cold tier, not yet deleted from the hot),
+``erase:<layer>`` (an erasure done with that layer, gold, silver or bronze; the rest not yet),
+``report`` (published, the run's record not yet written) and, streaming, ``mirror:applied`` (a
+change table committed by a CDC mirror, the source not yet told). Points inside the pipeline run on
 worker processes, so ``kill`` kills the launcher that ``arm()`` recorded (and its process group
 when it leads one), not only the worker.
 """
@@ -59,8 +63,10 @@ def at(point: str) -> None:
         if name.strip() != point:
             continue
         action = action.strip()
-        if action == "kill":
+        if action == "kill" or (action.startswith("kill_if:") and os.path.exists(action[len("kill_if:") :])):
             _kill_run()
+        elif action.startswith("kill_if:"):
+            continue
         elif action == "raise":
             raise FaultInjected(f"fault injected at {point}")
         elif action.startswith("wait:"):

@@ -16,6 +16,7 @@ from transforms import colscan
 from transforms.colscan import string_buffers
 
 __all__ = [
+    "CHANGE_COLUMNS",
     "DEAD_LETTER_SCHEMA",
     "ArrowTableCoder",
     "as_array",
@@ -34,6 +35,10 @@ __all__ = [
     "string_buffers",
     "typed",
 ]
+
+# A change stream's own columns (see ``transforms.ingest.pgoutput``): parsing and validation
+# carry them past the contract's fields, so sinks can apply each change as what it is.
+CHANGE_COLUMNS = ("_op", "_lsn", "_seq", "_commit_time", "_before")
 
 DEAD_LETTER_SCHEMA = pa.schema(
     [

@@ -1,6 +1,8 @@
 """The lakehouse: medallion layers (bronze, silver, gold) as Delta Lake tables (README: Lakehouse).
 
-``tables`` holds the Delta writes; ``commit`` commits a run's staged rows at publish time.
+``tables`` holds the Delta writes; ``commit`` commits a run's staged rows at publish time;
+``maintain`` keeps the tables (with ``tiers``, the cold tier); ``erasure`` removes a data subject
+(README.md here has the map).
 """
 
 from __future__ import annotations

@@ -16,6 +16,11 @@ committing anything twice.
 - bronze: appended (records as received, with ``ingest_date`` and ``run_id`` added);
 - silver: MERGEd on the record key (``dt``, the event day, added);
 - gold: the windows this run computed replaced (``dt``, the window's day, added).
+
+With a cold tier (``tiers.py``), silver's records whose key the cold table holds are MERGEd
+there (one commit, before the hot table's, skipped when the cold table holds the entry's
+transaction), and gold's windows are deleted from the cold table before the hot table's
+replace-where, so a key or a window is never in both tiers.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from deltalake.exceptions import DeltaError
 
-from beam_pipelines.lakehouse import tables
+from beam_pipelines.lakehouse import tables, tiers
 from transforms.sinks.files import join_path
 
 __all__ = ["LAYERS", "complete", "prepare", "results"]
@@ -153,8 +158,12 @@ def _commit(entry: dict, table) -> None:
         props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
         tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
     elif layer == "silver":
-        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
-        reader = _reader(entry)
+        reader, to_cold = _reader(entry), {}
+        if entry.get("cold"):
+            data = reader.read_all()
+            reader = _merge_cold(entry, data)
+            to_cold = {"cold_rows": str(data.num_rows - reader.num_rows)}  # the summary adds them to the source
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, **to_cold)
         if table is None:
             tables.append(entry["table"], reader, [DAY], props)
         else:
@@ -164,7 +173,41 @@ def _commit(entry: dict, table) -> None:
         data = _reader(entry).read_all()
         windows = len(tables.windows_of(data, WINDOW))
         props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, windows=str(windows))
+        if entry.get("cold"):
+            _drop_cold_windows(entry, data)
         tables.replace_windows(entry["table"], data, WINDOW, DAY, props)
+
+
+def _cold_table(entry: dict):
+    return tables.open_table(entry["cold"], tiers.storage_options(entry["cold"]))
+
+
+def _merge_cold(entry: dict, data: pa.Table) -> pa.Table:
+    """MERGEs the rows of ``data`` whose key the cold tier holds into it; returns the others."""
+    cold = _cold_table(entry)
+    if cold is None or not data.num_rows:
+        return data
+    key = entry["key"]
+    held = tiers.query(cold, f"SELECT {tables.quote(key)} FROM t").column(0)
+    there = pc.is_in(data.column(key), value_set=pc.unique(held)) if len(held) else None
+    if there is None or not pc.any(there).as_py():
+        return data
+    if tables.txn_version(cold) < entry["txn"]:
+        props = tables.commit_properties(entry["run_id"], entry["txn"], step=entry["step"], layer="silver", tier="cold")
+        newer = tuple(entry["newer"]) if entry.get("newer") else None
+        tables.merge(cold, data.filter(there), key, newer, props, level=entry.get("cold_level"), insert=False)
+    return data.filter(pc.invert(there))
+
+
+def _drop_cold_windows(entry: dict, data: pa.Table) -> None:
+    """Deletes ``data``'s windows from the cold tier (the hot table's replace-where then holds them)."""
+    cold = _cold_table(entry)
+    if cold is None or not data.num_rows:
+        return
+    days = pc.unique(data.column(DAY)).to_pylist()
+    where = (f"{tables.quote(DAY)} IN ({', '.join(tables.sql_string(d.isoformat()) for d in days)}) AND "
+             f"{tables.quote(WINDOW)} IN ({', '.join(tables.sql_timestamp(w) for w in tables.windows_of(data, WINDOW))})")  # fmt: skip
+    cold.delete(where, commit_properties=tables.commit_properties(entry["run_id"], step=entry["step"], tier="cold"))
 
 
 def results(entries: list[dict]) -> list[dict]:
@@ -190,5 +233,8 @@ def results(entries: list[dict]) -> list[dict]:
                 commit.update(added=m.get("num_added_rows", 0), files_removed=m.get("num_removed_files", 0))
             if f"{tables.APP_ID}.windows" in mine:
                 commit["windows"] = int(mine[f"{tables.APP_ID}.windows"])
+            if f"{tables.APP_ID}.cold_rows" in mine:  # the run's records whose keys the cold tier holds
+                commit["cold"] = int(mine[f"{tables.APP_ID}.cold_rows"])
+                commit["source"] = commit.get("source", commit.get("added", 0)) + commit["cold"]
         out.append({**row, "version": table.version(), "rows": table.count(), "commit": commit})
     return out

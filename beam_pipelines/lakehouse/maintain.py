@@ -7,12 +7,16 @@ For each ``WriteLakehouse`` table of the spec, in this order:
 1. **Retention**: partitions older than the step's ``retention`` (whole days before today, UTC;
    bronze by ``ingest_date``, silver and gold by ``dt``) are deleted in one commit. Without
    ``retention`` a layer is kept (gold, typically).
-2. **Compaction**: each partition's small files are joined into files of about
+2. **Tiering** (a step with ``cold``): partitions older than ``cold.after_days`` move to the
+   cold tier, a Delta table at ``cold.location`` written at zstd ``cold.compression_level``
+   (``tiers.py``: two commits, safe to repeat when cut off between them).
+3. **Compaction**: each partition's small files are joined into files of about
    ``target_file_mb`` (delta-rs ``optimize.compact``; one commit, the rows unchanged).
-3. **Vacuum**: files no version younger than ``keep_versions`` refers to are removed: those
+4. **Vacuum**: files no version younger than ``keep_versions`` refers to are removed: those
    replaced by merges, compaction and retention, and orphans (files in the table's directory that
    no commit names, left by a write that died). Old log entries go the same way.
 
+The cold tier is then maintained the same way (retention, compaction at its level, vacuum).
 It takes the output's lease, as a run does, so it never runs beside a run publishing into the
 same tables, and appends what it did per table to the output's audit log (``audit_log.py``).
 ``--dry_run`` lists what each step would do and changes nothing (no lease taken, nothing logged).
@@ -29,7 +33,7 @@ import pyarrow as pa
 
 from beam_pipelines import audit_log, lease, publish
 from beam_pipelines.errors import RunError, UsageError
-from beam_pipelines.lakehouse import tables
+from beam_pipelines.lakehouse import tables, tiers
 from beam_pipelines.lakehouse.commit import DAY, INGEST_DATE
 
 __all__ = ["maintain_table", "run"]
@@ -79,13 +83,13 @@ def _mb(n: int) -> str:
 
 def maintain_table(entry: dict, today: date, dry_run: bool, run_id: str) -> dict:
     """Maintains one table (see the module docstring); returns what was (or would be) done."""
-    table = tables.open_table(entry["table"])
+    table = tables.open_table(entry["table"], entry.get("storage_options"))
     if table is None:
-        return {"table": entry["table"], "missing": True}
+        return {"table": entry["table"], "missing": True, "tier": entry.get("tier")}
     column = _partition_column(entry["layer"])
     files = _files(table)
     result = {"table": entry["table"], "layer": entry["layer"], "version": table.version(), "files": len(files),
-              "bytes": sum(f["bytes"] for f in files)}  # fmt: skip
+              "bytes": sum(f["bytes"] for f in files), "tier": entry.get("tier", "hot" if entry.get("cold") else None)}  # fmt: skip
 
     # 1. Retention.
     expired: dict[str, list[dict]] = {}
@@ -101,21 +105,33 @@ def maintain_table(entry: dict, today: date, dry_run: bool, run_id: str) -> dict
         metrics = table.delete(predicate, commit_properties=tables.commit_properties(run_id, maintenance="retention"))
         result["rows_deleted"] = metrics.get("num_deleted_rows")
 
-    # 2. Compaction: partitions with more than one file smaller than the target.
+    # 2. Tiering: the partitions before the cold cut-off (and not expired) move to the cold tier.
+    moving: list[str] = []
+    if entry.get("cold"):
+        kept = [f for f in files if f["partition"] not in expired]
+        result["tier_cutoff"], moving = tiers.cutoff_days(kept, entry["cold"]["after_days"], today)
+        result["cold_table"] = entry["cold"]["table"]
+        result["to_move"] = {p: sum(f["bytes"] for f in kept if f["partition"] == p) for p in moving}
+        if moving and not dry_run:
+            result["moved"] = tiers.move_partitions(table, entry["cold"]["table"], column, moving,
+                                                    entry["cold"]["level"], run_id)  # fmt: skip
+
+    # 3. Compaction: partitions with more than one file smaller than the target.
     small: dict[str | None, int] = {}
-    for f in _files(table) if not dry_run else [f for f in files if f["partition"] not in expired]:
+    gone = set(expired) | set(moving)
+    for f in _files(table) if not dry_run else [f for f in files if f["partition"] not in gone]:
         if f["bytes"] < entry["target_bytes"]:
             small[f["partition"]] = small.get(f["partition"], 0) + 1
     result["compactable"] = {p: n for p, n in small.items() if n > 1}
     if result["compactable"] and not dry_run:
         metrics = table.optimize.compact(
             target_size=entry["target_bytes"],
-            writer_properties=tables.writer_properties(),
+            writer_properties=tables.writer_properties(entry.get("level")),
             commit_properties=tables.commit_properties(run_id, maintenance="compaction"),
         )
         result["compacted"] = (metrics.get("numFilesRemoved", 0), metrics.get("numFilesAdded", 0))
 
-    # 3. Vacuum: replaced, deleted and orphan files older than keep_versions. Full: the directory
+    # 4. Vacuum: replaced, deleted and orphan files older than keep_versions. Full: the directory
     # is listed, so files no commit names (a dead writer's) go too, not only those the log removed.
     def vacuum(dry: bool) -> list[str]:
         return table.vacuum(
@@ -128,9 +144,13 @@ def maintain_table(entry: dict, today: date, dry_run: bool, run_id: str) -> dict
 
     root = entry["table"].rstrip("/")
     # Sizes are read before the files go. A remove action's file vacuumed earlier is listed again
-    # by delta-rs' dry run: only files still there count.
-    found = [g for g in vacuum(True) if os.path.exists(os.path.join(root, g))]
-    result["vacuumed"] = sum(_size(os.path.join(root, g)) for g in found)
+    # by delta-rs' dry run: only files still there count (on a local disk; an object store's
+    # listing is taken as it is, sizes unknown).
+    if tiers.is_remote(root):
+        found, result["vacuumed"] = vacuum(True), None
+    else:
+        found = [g for g in vacuum(True) if os.path.exists(os.path.join(root, g))]
+        result["vacuumed"] = sum(_size(os.path.join(root, g)) for g in found)
     result["vacuumed_files"] = len(found if dry_run or not found else vacuum(False))
     if not dry_run:
         table.cleanup_metadata()
@@ -144,8 +164,8 @@ def _audited(r: dict) -> dict:
     """What the audit log keeps of one table's maintenance."""
     if r.get("missing"):
         return {"table": r["table"], "missing": True}
-    keys = ("table", "layer", "version", "cutoff", "expired", "rows_deleted", "compacted", "vacuumed_files",
-            "vacuumed", "version_after", "files_after")  # fmt: skip
+    keys = ("table", "layer", "tier", "version", "cutoff", "expired", "rows_deleted", "tier_cutoff", "moved",
+            "compacted", "vacuumed_files", "vacuumed", "version_after", "files_after")  # fmt: skip
     return {k: r[k] for k in keys if r.get(k) is not None}
 
 
@@ -158,9 +178,12 @@ def _size(path: str) -> int:
 
 def _describe(r: dict, dry_run: bool) -> list[str]:
     if r.get("missing"):
+        if r.get("tier") == "cold":
+            return [f"  {r['table']}: no cold tier yet (no partition has moved there)"]
         return [f"  {r['table']}: no table yet (no run has published into it)"]
     would = "would " if dry_run else ""
-    head = f"  {r['table']}  {r['layer']}  v{r['version']}  {r['files']} files, {_mb(r['bytes'])}"
+    tier = f" ({r['tier']})" if r.get("tier") else ""
+    head = f"  {r['table']}  {r['layer']}{tier}  v{r['version']}  {r['files']} files, {_mb(r['bytes'])}"
     lines = [head]
     if "cutoff" not in r:
         lines.append("    retention: kept (no retention)")
@@ -171,16 +194,48 @@ def _describe(r: dict, dry_run: bool) -> list[str]:
                      f"{deleted}")  # fmt: skip
     else:
         lines.append(f"    retention: nothing before {r['cutoff']}")
+    if "tier_cutoff" in r:
+        if r["to_move"]:
+            parts = ", ".join(f"{p} ({_mb(b)})" for p, b in r["to_move"].items())
+            moved = r.get("moved")
+            done = f"; {moved['appended']:,} rows appended there, {moved['deleted']:,} deleted here" if moved else ""
+            lines.append(f"    tiering: {would}move {len(r['to_move'])} partition(s) before {r['tier_cutoff']} to "
+                         f"{r['cold_table']}: {parts}{done}")  # fmt: skip
+        else:
+            lines.append(f"    tiering: nothing before {r['tier_cutoff']}")
     if r["compactable"]:
         n = sum(r["compactable"].values())
         done = f": {r['compacted'][0]} files -> {r['compacted'][1]}" if r.get("compacted") else ""
         lines.append(f"    compaction: {would}join {n} small files in {len(r['compactable'])} partition(s){done}")
     else:
         lines.append("    compaction: nothing to join")
-    lines.append(f"    vacuum: {would}remove {r['vacuumed_files']} unreferenced file(s) ({_mb(r['vacuumed'])})")
+    size = "" if r["vacuumed"] is None else f" ({_mb(r['vacuumed'])})"
+    lines.append(f"    vacuum: {would}remove {r['vacuumed_files']} unreferenced file(s){size}")
     if not dry_run:
         lines.append(f"    now v{r['version_after']}, {r['files_after']} files")
     return lines
+
+
+def _tables_of(pipeline: str, output: str, plan_for, config) -> list:
+    """The spec's sink steps that keep Delta tables: WriteLakehouse in batch, MirrorDelta in
+    streaming (a spec without a mode's source has none of its steps)."""
+    from beam_pipelines.spec.yamlsrc import SpecError
+
+    found, names = [], set()
+    for streaming in (False, True):
+        try:
+            # Planning only: no source is read and no database reached (a streaming plan wants a DSN).
+            flags = {"streaming": True, "pg_dsn": "postgresql://planning-only"} if streaming else {}
+            plan = plan_for(config(pipeline=pipeline, output=output, input="-", input_format="jsonl", **flags))
+        except SpecError:
+            if streaming and not found:
+                raise
+            continue
+        for n in plan.sinks:
+            if n.step.type in ("WriteLakehouse", "MirrorDelta") and (n.step.type, n.step.name) not in names:
+                names.add((n.step.type, n.step.name))
+                found.append(n)
+    return found
 
 
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> list[dict]:
@@ -198,10 +253,12 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     from beam_pipelines.spec import EventsConfig
     from beam_pipelines.spec.build import plan_for
 
-    plan = plan_for(EventsConfig(pipeline=ns.pipeline, output=ns.output, input="-", input_format="jsonl"))
-    entries = [n.step.maintenance(ns.output) for n in plan.sinks if n.step.type == "WriteLakehouse"]
+    entries = []
+    for n in _tables_of(ns.pipeline, ns.output, plan_for, EventsConfig):
+        entry = n.step.maintenance(ns.output)
+        entries += [entry] + ([tiers.cold_entry(entry)] if entry.get("cold") else [])
     if not entries:
-        raise UsageError(f"{ns.pipeline} has no WriteLakehouse step: there is no table to maintain")
+        raise UsageError(f"{ns.pipeline} has no WriteLakehouse or MirrorDelta step: there is no table to maintain")
     now = clock()
     today = ns.as_of or now.date()
     run_id = "maintain-" + publish.new_run_id(clock)

@@ -28,11 +28,12 @@ RUN_ID_KEY = "beam_pipelines.run_id"  # the commit's custom metadata naming the 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a contract's field names (contracts.model.FIELD_NAME)
 
 
-def writer_properties():
-    """zstd parquet, as the plain-parquet lake writes."""
+def writer_properties(level: int | None = None):
+    """zstd parquet, as the plain-parquet lake writes; ``level`` for a cold tier (default: zstd's
+    fastest, the hot tier's)."""
     from deltalake import WriterProperties
 
-    return WriterProperties(compression="ZSTD")
+    return WriterProperties(compression="ZSTD", compression_level=level)
 
 
 def quote(name: str) -> str:
@@ -96,17 +97,33 @@ def commit_properties(run_id: str, txn: int | None = None, **metadata: str):
     )
 
 
-def append(uri_or_table, data, partition_by: list[str], props=None, storage_options: dict | None = None) -> None:
+def append(
+    uri_or_table,
+    data,
+    partition_by: list[str],
+    props=None,
+    storage_options: dict | None = None,
+    level: int | None = None,
+) -> None:
     """Appends ``data`` (a table or a RecordBatchReader); creates the table when missing. Added
-    columns are added to the table (a contract's evolution adds fields)."""
+    columns are added to the table (a contract's evolution adds fields). ``level``: the zstd level
+    (a cold tier's)."""
     from deltalake import write_deltalake
 
     write_deltalake(uri_or_table, data, mode="append", partition_by=partition_by or None, schema_mode="merge",
-                    writer_properties=writer_properties(), commit_properties=props,
+                    writer_properties=writer_properties(level), commit_properties=props,
                     storage_options=None if not isinstance(uri_or_table, str) else storage_options)  # fmt: skip
 
 
-def merge(table, data, key: str, newer: tuple[str, str] | None = None, props=None) -> dict:
+def merge(
+    table,
+    data,
+    key: str,
+    newer: tuple[str, str] | None = None,
+    props=None,
+    level: int | None = None,
+    insert: bool = True,
+) -> dict:
     """MERGE ``data`` (a table or a RecordBatchReader) into ``table`` on ``key``: new keys
     inserted; a matched row replaced when the incoming one differs and, with
     ``newer=(column, keep)``, is not older (``keep='last'``: its ``column`` is at least the stored
@@ -114,7 +131,8 @@ def merge(table, data, key: str, newer: tuple[str, str] | None = None, props=Non
     same rows again is a no-op (and writes no commit). Columns the table lacks are added.
 
     ``data`` holds each key at most once (deltalake refuses a target row matched twice).
-    Returns deltalake's merge metrics."""
+    ``insert=False`` only updates keys the table holds (a cold tier's). Returns deltalake's merge
+    metrics."""
     held = {f.name for f in pa.schema(table.schema().to_arrow())}
     on = f"t.{quote(key)} = s.{quote(key)}"
     differs = [
@@ -127,8 +145,9 @@ def merge(table, data, key: str, newer: tuple[str, str] | None = None, props=Non
         op = ">=" if keep == "last" else "<="
         when = f"(s.{quote(column)} {op} t.{quote(column)}) AND {when}"
     merger = table.merge(data, on, source_alias="s", target_alias="t", merge_schema=True,
-                         writer_properties=writer_properties(), commit_properties=props)  # fmt: skip
-    return merger.when_matched_update_all(predicate=when).when_not_matched_insert_all().execute()
+                         writer_properties=writer_properties(level), commit_properties=props)  # fmt: skip
+    merger = merger.when_matched_update_all(predicate=when)
+    return (merger.when_not_matched_insert_all() if insert else merger).execute()
 
 
 def windows_of(data: pa.Table, window_column: str) -> list[datetime]:

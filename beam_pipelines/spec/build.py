@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.pii.wiring import Protection, redact_report, redact_window_results
@@ -148,6 +149,16 @@ class _LateCountFn(beam.DoFn):
             yield {"read": table.num_rows, "late": table.num_rows}
 
 
+class _RejectedCountFn(beam.DoFn):
+    # A record the source read but could not hand on: read, and dead-lettered by its reason.
+    def process(self, table: pa.Table):
+        if table.num_rows:
+            counts = {"read": table.num_rows, "dead_lettered": table.num_rows}
+            for item in pc.value_counts(table.column("reason")).to_pylist():
+                counts[f"dead_lettered.{item['values']}"] = item["counts"]
+            yield counts
+
+
 def _early(plan: Plan, seconds) -> int | None:
     """Processing-time (early) firings: for live streams only. A bounded stream fires every window
     when it ends; and Prism 2.77 panics when an early-firing timer outlives its window, which the
@@ -169,6 +180,11 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     source = plan.source.step.build([p], io)
     built[plan.source.step.name] = source
     late = source.extra.get("late")
+    # Records the source itself could not hand on (e.g. a change it cannot represent): read and
+    # dead-lettered, and like late records they go to every WriteDeadLetters step.
+    rejected = source.extra.get("rejected")
+    if rejected is not None:
+        late = rejected if late is None else (late, rejected) | "LateAndRejected" >> beam.Flatten()
     for node in plan.chain[1:]:
         built[node.step.name] = node.step.build([built[node.inputs[0][0]].main], io)
     curated = built[plan.curated.step.name].main
@@ -189,11 +205,16 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
             aggregates[0] if len(aggregates) == 1 else tuple(aggregates) | "AllAggregates" >> beam.Flatten()
         )
         count_parts.append(all_aggregates | "CountAggregates" >> CountRows("aggregates"))
-    if late is not None:
+    if source.extra.get("late") is not None:
         count_parts.append(
-            late
+            source.extra["late"]
             | "CountLate" >> beam.ParDo(_LateCountFn()).with_input_types(pa.Table).with_output_types(dict)
             | "LateGlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+        )
+    if rejected is not None:
+        count_parts.append(
+            rejected
+            | "CountRejected" >> beam.ParDo(_RejectedCountFn()).with_input_types(pa.Table).with_output_types(dict)
         )
     counts = tuple(count_parts) | "AllCounts" >> beam.Flatten()
     checked = next((built[n.step.name] for n in plan.chain if "results" in built[n.step.name].extra), None)
@@ -211,7 +232,12 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
         report = report | "ProtectReport" >> beam.Map(redact_report, tuple(plan.pii.fields)).with_output_types(dict)
     # Streamed feature rows are written once their window and its lateness have passed: a
     # per-window profile would have fired without them (see EntityFeaturesStep).
-    if io.profile is not None and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False)):
+    unwindowed = streaming and plan.ctx.event_time is None  # a change stream: no windows to profile by
+    if (
+        io.profile is not None
+        and not unwindowed
+        and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False))
+    ):
         _profile(plan, curated, io, protection)
     if streaming and checked is not None and io.checks is not None:
         window_results = checked.extra["results"]
@@ -248,7 +274,7 @@ def _profile(plan: Plan, curated, io: PipelineIO, protection=None) -> None:
     if plan.ctx.mode == "streaming":
         time_field, window, lateness = plan.ctx.event_time
         early = plan.aggregates[0].step.config.get("early_firing") if plan.aggregates else None
-        profiled = curated | "WindowCurated" >> WindowTables(
+        profiled = profiled | "WindowCurated" >> WindowTables(
             time_field, window, lateness, _early(plan, early), late_firings=True
         )
     columns = tuple(c for c in plan.curated.columns if not c.startswith("_"))

@@ -117,7 +117,7 @@ def test_maintenance_waits_for_no_run_it_takes_the_outputs_lease(tmp_path):
 def test_bad_flags_are_usage_errors(tmp_path):
     with pytest.raises(UsageError, match="--pipeline and --output are required"):
         run(f"--output={tmp_path}")
-    with pytest.raises(UsageError, match="no WriteLakehouse step"):
+    with pytest.raises(UsageError, match="no WriteLakehouse or MirrorDelta step"):
         run("--pipeline=events", f"--output={tmp_path}")
     with pytest.raises(UsageError, match="unknown flags"):
         run(f"--pipeline={spec(tmp_path)}", f"--output={tmp_path}", "--nope")

@@ -27,7 +27,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     slot_schema,
 )
-from transforms.records import as_array, dead_letters, json_text, record_struct, typed
+from transforms.records import CHANGE_COLUMNS, as_array, dead_letters, json_text, record_struct, typed
 
 __all__ = ["FORMATS", "ParseRecords"]
 
@@ -386,7 +386,8 @@ def _floor_div(values: pa.Array, by: int) -> pa.Array:
 
 def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
     n = table.num_rows
-    data = table.drop_columns([c for c in ("_raw", "_source") if c in table.column_names])
+    changes = [c for c in CHANGE_COLUMNS if c in table.column_names]
+    data = table.drop_columns([c for c in ("_raw", "_source", *changes) if c in table.column_names])
     columns = {}
     for f in fields:
         if f in data.column_names:
@@ -406,7 +407,10 @@ def _parse_arrow_records(table: pa.Table, fields: tuple[str, ...]) -> pa.Table:
         source = _strings(table.column("_source"))
     else:
         source = pa.nulls(n, pa.string())
-    return _slot_table(fields, columns, raw, source, extras, unknown)
+    slots = _slot_table(fields, columns, raw, source, extras, unknown)
+    for c in changes:  # a change stream's own columns ride along (see records.CHANGE_COLUMNS)
+        slots = slots.append_column(c, table.column(c))
+    return slots
 
 
 class _ParseFn(beam.DoFn):

@@ -32,7 +32,7 @@ from transforms.ingest.slots import (
     KIND_TIMESTAMP,
     Slots,
 )
-from transforms.records import as_array, dead_letters, iso_text, typed
+from transforms.records import CHANGE_COLUMNS, as_array, dead_letters, iso_text, typed
 
 __all__ = [
     "BooleanField",
@@ -913,6 +913,12 @@ def validate_table(
     # Per row: the first failure's kind and the index of the rule that failed.
     code = np.zeros(n, dtype=np.int8)
     which = np.full(n, -1, dtype=np.int16)
+    # A change stream's deletes carry only the old image's columns (the key, by default).
+    deleting = (
+        pc.fill_null(pc.equal(parsed.column("_op"), "delete"), False).to_numpy(zero_copy_only=False)
+        if "_op" in parsed.column_names
+        else None
+    )
     for i, rule in enumerate(rules):
         out = rule.apply(Slots(parsed, rule.name), done)
         done[rule.name] = out.value
@@ -922,6 +928,8 @@ def validate_table(
             if mask is None:
                 continue
             hit = mask.to_numpy(zero_copy_only=False) & (code == _OK)
+            if kind == _MISSING and deleting is not None:
+                hit &= ~deleting
             if kind == _INVALID and mode != "discard_row" and hit.any():
                 if mode == "freeze":
                     shown = _shown(out.text(pa.array(np.flatnonzero(hit)[:1])) if callable(out.text)
@@ -956,6 +964,9 @@ def validate_table(
     columns = dict(done)
     columns["extras"] = extras
     columns["_raw"] = as_array(parsed.column("_raw"))
+    for c in CHANGE_COLUMNS:
+        if c in parsed.column_names:
+            columns[c] = as_array(parsed.column(c))
     table = pa.table(columns)
     ok = code == _OK
     valid = table.filter(pa.array(ok)) if not ok.all() else table

@@ -3,6 +3,7 @@
 from beam_pipelines.spec.steps import (  # noqa: F401  (registers the types)
     aggregate,
     bigquery,
+    changes,
     derive,
     features,
     http,

@@ -71,6 +71,9 @@ class Context:
             unique in the curated records.
         record_order: The Deduplicate step's ``(order_by, keep)``: which of a key's records wins.
         tables: Table paths under --output that sinks have claimed so far (path -> step name).
+        change_source: The ReadPostgresChanges step, when the records are a change stream.
+        change_consumers: ``(dsn, consumer)`` of the sinks applying that stream (set as they are
+            checked): the source confirms its slot up to what all of them applied.
     """
 
     mode: str
@@ -84,6 +87,8 @@ class Context:
     record_key: str | None = None
     record_order: tuple | None = None
     tables: dict = field(default_factory=dict)
+    change_source: object = None
+    change_consumers: list = field(default_factory=list)
 
 
 @dataclass

@@ -7,6 +7,7 @@ killed run leaves every table as it was (see ``beam_pipelines/lakehouse/commit.p
 
 from __future__ import annotations
 
+from beam_pipelines.lakehouse.tiers import COLD_LEVEL
 from beam_pipelines.publish import OUTPUTS, is_local
 from beam_pipelines.spec.shape import duration, duration_seconds
 from beam_pipelines.spec.steps.base import register
@@ -84,6 +85,34 @@ class WriteLakehouse(Sink):
                 "older version, before vacuum removes them (orphans too). Default: 7d.",
                 minimum=0,
             ),
+            "cold": {
+                "type": "object",
+                "description": "Hot and cold tiers: `python -m beam_pipelines.lakehouse maintain` moves partitions "
+                "older than after_days to a Delta table at location, written at a higher zstd level; the table is "
+                "the union of both tiers.",
+                "properties": {
+                    "after_days": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Partitions before this many whole days ago (UTC) move.",
+                    },
+                    "location": {
+                        "type": "string",
+                        "pattern": r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.=/-]*)?|(?!/)(?!.*(^|/)\.\.(/|$))"
+                        r"(?!_)[A-Za-z0-9_.=/-]+)$",
+                        "description": "The cold table: an s3:// URI (another bucket or prefix; the endpoint and "
+                        "credentials from the AWS_* environment) or a directory under --output.",
+                    },
+                    "compression_level": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 22,
+                        "description": "zstd level of the cold tier's files. Default: 19.",
+                    },
+                },
+                "required": ["after_days", "location"],
+                "additionalProperties": False,
+            },  # fmt: skip
             "target_file_mb": {
                 "type": "integer",
                 "minimum": 1,
@@ -105,6 +134,7 @@ class WriteLakehouse(Sink):
             raise self.error("partition_by", "bronze is partitioned by the day the records were received "
                                              "(ingest_date): partition_by does not apply")  # fmt: skip
         self._check_path()
+        self._check_cold()
         cols = inputs[0]
         if layer == "silver":
             self._silver(cols)
@@ -129,6 +159,30 @@ class WriteLakehouse(Sink):
         output = getattr(self.ctx.cfg, "output", None)
         if output and not is_local(output):
             raise self.error(None, f"Delta tables are written on local disks only for now; --output is {output}")
+
+    def _check_cold(self) -> None:
+        cold = self.config.get("cold")
+        if cold is None:
+            return
+        retention = self.config.get("retention")
+        if retention is not None and cold["after_days"] * 86_400 >= duration_seconds(retention):
+            raise self.error("cold.after_days", f"partitions are deleted after {retention} (retention): moving them "
+                                                f"after {cold['after_days']} days would never happen")  # fmt: skip
+        location = cold["location"].rstrip("/")
+        if not location.startswith("s3://"):
+            for other, step in self.ctx.tables.items():
+                if _nested(location, other):
+                    raise self.error("cold.location", f"{location!r} overlaps table {other!r} of step {step}: the cold "
+                                                      "tier needs its own directory")  # fmt: skip
+            self.ctx.tables[location] = self.name
+
+    def _cold(self, output: str) -> dict | None:
+        cold = self.config.get("cold")
+        if cold is None:
+            return None
+        location = cold["location"].rstrip("/")
+        table = location if location.startswith("s3://") else join_path(output, location)
+        return {"table": table, "after_days": cold["after_days"], "level": cold.get("compression_level", COLD_LEVEL)}
 
     def _silver(self, cols) -> None:
         c, ctx = self.config, self.ctx
@@ -191,6 +245,9 @@ class WriteLakehouse(Sink):
             "staged": join_path(staging, STAGED, self.name),
             "partition_by": None if layer == "bronze" else self._partition,
         }
+        cold = self._cold(output)
+        if cold is not None:
+            entry.update(cold=cold["table"], cold_level=cold["level"])
         if layer == "silver":
             entry.update(key=self._key, newer=list(self._newer) if self._newer else None)
         return entry
@@ -199,7 +256,7 @@ class WriteLakehouse(Sink):
         """What ``lakehouse maintain`` does to this step's table (see ``lakehouse.maintain``)."""
         c = self.config
         retention = c.get("retention")
-        return {
+        entry = {
             "step": self.name,
             "layer": c["layer"],
             "table": join_path(output, c["path"].rstrip("/")),
@@ -207,3 +264,5 @@ class WriteLakehouse(Sink):
             "keep_versions_hours": -(-duration_seconds(c.get("keep_versions", "7d")) // 3_600),
             "target_bytes": c.get("target_file_mb", 128) * 1024 * 1024,
         }
+        cold = self._cold(output)
+        return {**entry, "cold": cold} if cold is not None else entry

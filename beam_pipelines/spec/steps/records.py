@@ -137,6 +137,10 @@ class Validate(Step):
         cols = {f.name: arrow_type(f) for f in self.ctx.contract.fields}
         cols["extras"] = pa.string()
         cols["_raw"] = pa.string()
+        if self.ctx.change_source is not None:
+            from beam_pipelines.spec.steps.changes import change_columns
+
+            cols.update(change_columns())
         return cols
 
     def build(self, inputs, io):
