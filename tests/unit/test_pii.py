@@ -347,3 +347,45 @@ def test_schemas_show_names_each_fields_pii_class(capsys):
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
     assert rows["email"].endswith("pii email") and rows["note"].endswith("pii free_text")
     assert "pii" not in rows["country"]
+
+
+def test_in_streaming_the_profile_checks_and_sinks_see_protected_records_only(tmp_path, monkeypatch):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.pipeline import PipelineVisitor
+
+    from beam_pipelines.spec.build import build, stream_io
+
+    monkeypatch.setenv(keys.MASTER_ENV, _key_file(tmp_path / "m.key"))
+    monkeypatch.setenv(keys.HMAC_ENV, _key_file(tmp_path / "h.key"))
+    doc = load(str(SPEC))
+    steps = doc["pipeline"]["transforms"]
+    steps[0]["mode"] = "batch"
+    steps.insert(1, {"name": "ReadStream", "type": "ReadKafka", "mode": "streaming",
+                     "config": {"bootstrap": "127.0.0.1:1", "topic": "signups"}})  # fmt: skip
+    for t in steps:
+        if t["type"] == "WriteLakehouse":
+            t["mode"] = "batch"
+        if t["type"] == "Deduplicate":  # a stream keeps a key's first record
+            t["config"] = {"key": "signup_id"}
+    cfg = EventsConfig(input=None, input_format="jsonl", output=str(tmp_path / "out"), streaming=True,
+                       kafka_bootstrap="127.0.0.1:1", kafka_topic="signups", pg_dsn="postgresql://x@h/d")  # fmt: skip
+    plan = compile_spec(doc, cfg, str(SPEC))
+    p = beam.Pipeline(options=PipelineOptions(["--streaming"]))
+    build(p, cfg, stream_io(cfg, str(tmp_path / "out" / "_s"), plan), plan)
+
+    class _Inputs(PipelineVisitor):
+        def __init__(self):
+            self.of = {}
+
+        def visit_transform(self, node):
+            self.of[node.full_label] = [pc.producer.full_label for pc in node.inputs if getattr(pc, "producer", None)]
+
+        enter_composite_transform = visit_transform
+
+    graph = _Inputs()
+    p.visit(graph)
+    assert graph.of["ProtectProfiled"] == ["Curated"]
+    assert graph.of["WindowCurated"] == ["ProtectProfiled/Protect"]  # the windows hold protected rows
+    assert graph.of["WriteChecks"] == ["ProtectChecks"]
+    for sink in ("WriteCurated", "WriteAggregates", "WriteDeadLetters"):
+        assert graph.of[sink] == [f"{sink}Protect/Protect"]
