@@ -50,6 +50,7 @@ from beam_pipelines.runners import (
 )
 from beam_pipelines.spec import ConfigError, EventsConfig, SpecError
 from beam_pipelines.spec import build as spec_build
+from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.warm_workers import WarmWorkers
 from transforms import faults
 from transforms.ingest.files import format_from_path, is_hidden
@@ -249,7 +250,8 @@ def dry_run(module, cfg: EventsConfig, options: PipelineOptions, runner, staging
             io=None) -> dict:  # fmt: skip
     """Builds the pipeline and writes its Runner API graph as JSON; runs and submits nothing."""
     p = beam.Pipeline(runner=runner, options=options)
-    module.build(p, cfg, io or module.file_io(cfg, staging))
+    # Data keys are made (so a missing master key shows) but not stored: nothing runs on them.
+    module.build(p, cfg, dataclasses.replace(io or module.file_io(cfg, staging), store_keys=False))
     graph = p.to_runner_api(default_environment=graph_environment(runner, options))
     path = options.view_as(RunOptions).dry_run_out or join_path(cfg.output, "_run", "pipeline.json")
     try:
@@ -399,6 +401,10 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
         report = read_json(join_path(staged_run, "report.json"))
         staged = summary.make_summary(run_id, cfg, options, report, publish.count_published(staging), elapsed,
                                       input_bytes, started_at)  # fmt: skip
+        if getattr(module.plan_for(cfg), "pii", None) is not None:
+            # The shuffle spills hold records as they were before the sinks protected them: a
+            # staging kept for inspection keeps the protected outputs only.
+            publish.discard(join_path(staging, SCRATCH))
         observer.audit_failed(staged, staged_run, reason)
         observer.failed(run_id, f"audit failed: {reason}", clock())
         observer.close()

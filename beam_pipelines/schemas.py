@@ -162,6 +162,8 @@ def _rules(f: Field) -> str:
         parts.append(f"required if {f.required_if.describe()}")
     if f.aliases:
         parts.append("aliases " + ", ".join(f.aliases))
+    if f.pii:
+        parts.append(f"pii {f.pii}")
     return "; ".join(parts)
 
 

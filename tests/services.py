@@ -14,6 +14,7 @@ Pytest fixtures (session scope unless noted; loaded for every test by ``pytest_p
   ``pubsub_messages(host, topic)`` tells how often each message of a topic was delivered and acknowledged.
 * ``kinesis_endpoint``: ``"http://127.0.0.1:PORT"`` of a Kinesis server (``scripts/kinesis.sh``: moto's server), the
   ``endpoint_url`` of boto3's kinesis client; any credentials, region ``us-east-1``.
+* ``kms_endpoint``: the same moto server's URL, as the endpoint of boto3's KMS client (``AWS_ENDPOINT_URL``).
 
 A server that cannot start fails the test with the script's error; it is never skipped. Without pytest, call
 ``start_kafka``/``stop_kafka``, ``create_topic`` and ``start_postgres``/``stop_postgres``; these raise
@@ -47,6 +48,7 @@ __all__ = [
     "kafka_bootstrap",
     "kafka_topic",
     "kinesis_endpoint",
+    "kms_endpoint",
     "new_topic",
     "pg_dsn",
     "pubsub_emulator",
@@ -278,6 +280,12 @@ def kinesis_endpoint():
     url = _start_or_fail("the Kinesis server (scripts/kinesis.sh start)", start_kinesis, stop_kinesis, port)
     yield url
     stop_kinesis(port)
+
+
+@pytest.fixture(scope="session")
+def kms_endpoint(kinesis_endpoint):
+    """AWS KMS on moto's server (the same process that serves Kinesis); its endpoint URL."""
+    return kinesis_endpoint
 
 
 @pytest.fixture(scope="session")

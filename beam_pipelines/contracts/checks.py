@@ -21,6 +21,7 @@ _KEY_TYPES = {
     "decimals": ("double",),
     "precision": ("decimal",),
     "scale": ("decimal",),
+    "pii": ("id", "string"),
     "minimum": ("int", "long", "double", "decimal", "timestamp"),
     "maximum": ("int", "long", "double", "decimal", "timestamp"),
 }
@@ -267,4 +268,5 @@ def build_field(doc, place: str, file: str | None, earlier: dict[str, Field], la
         required_if=_required_if(c, earlier, later),
         doc=doc.get("doc"),
         data_type=(doc.get("evolution") or {}).get("data_type"),
+        pii=doc.get("pii"),
     )

@@ -7,7 +7,14 @@ of the field's type) is checked in ``contracts.checks``.
 
 from __future__ import annotations
 
-from beam_pipelines.contracts.model import COLUMN_POLICIES, CONTRACT_NAME, DATA_TYPE_POLICIES, FIELD_NAME, TYPES
+from beam_pipelines.contracts.model import (
+    COLUMN_POLICIES,
+    CONTRACT_NAME,
+    DATA_TYPE_POLICIES,
+    FIELD_NAME,
+    PII_CLASSES,
+    TYPES,
+)
 
 __all__ = ["CONTRACT_SCHEMA", "FIELD_SCHEMA"]
 
@@ -72,6 +79,12 @@ FIELD_SCHEMA = {
             "type": "object",
             "description": "This field's own policy, over the contract's evolution.",
             "properties": {"data_type": _DATA_TYPE},
+        },
+        "pii": {
+            "enum": list(PII_CLASSES),
+            "description": "string and id only: the field holds personal data of this kind; the spec's pii "
+            "actions (or the class's defaults) say what each layer and sink keeps of it: keep, mask, token, encrypt "
+            "or drop (README: PII protection).",
         },
         "required_if": {
             "type": "object",

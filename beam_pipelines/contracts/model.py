@@ -16,6 +16,7 @@ __all__ = [
     "Evolution",
     "FIELD_NAME",
     "Field",
+    "PII_CLASSES",
     "RequiredIf",
     "TIMESTAMP_BOUNDS",
     "TYPES",
@@ -29,6 +30,8 @@ DATA_TYPE_POLICIES = ("evolve", "discard_row", "discard_value", "freeze")
 # The timestamp rule's bounds when a contract gives none (transforms.ingest.validate.TimestampField).
 TIMESTAMP_BOUNDS = ("2000-01-01T00:00:00+00:00", "2100-01-01T00:00:00+00:00")
 DECIMAL_DEFAULTS = (18, 2)  # precision, scale
+# What kind of personal data a field holds (beam_pipelines/pii: what each layer and sink does with it).
+PII_CLASSES = ("email", "name", "phone", "address", "ip", "free_text")
 
 _US = pa.timestamp("us", tz="UTC")
 _ARROW = {
@@ -86,6 +89,7 @@ class Field:
     required_if: RequiredIf | None = None
     doc: str | None = None
     data_type: str | None = None  # this field's own evolution.data_type, over the contract's
+    pii: str | None = None  # one of PII_CLASSES: personal data, protected per layer and sink
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -144,6 +148,11 @@ class Contract:
             if f.name == name:
                 return f
         raise KeyError(name)
+
+    @property
+    def pii_fields(self) -> dict[str, str]:
+        """Field name -> PII class of the fields that hold personal data, in declaration order."""
+        return {f.name: f.pii for f in self.fields if f.pii}
 
     def data_type_policy(self, name: str) -> str:
         """What a value unusable as field ``name``'s type does: the field's own policy, else its

@@ -71,6 +71,12 @@ def check_plan(plan: Plan) -> None:
     """Raises UsageError when a redrive cannot stage and publish this plan's outputs."""
     if plan.ctx.mode != "batch":
         raise UsageError("a redrive runs in batch mode: drop --streaming")
+    if getattr(plan, "pii", None) is not None:
+        # Its published curated rows are protected (tokens, masks, nulls): merging replayed records
+        # into them, and recomputing aggregates from them, would mix protected and clear values.
+        raise UsageError(f"{plan.name} protects personal data (its contract's pii fields): a redrive cannot merge "
+                         "replayed records into protected outputs; decrypt the dead letters "
+                         "(python -m beam_pipelines.pii decrypt) and run the pipeline on them")  # fmt: skip
     for node in plan.sinks:
         if node.step.type not in FILE_SINKS:
             raise UsageError(f"a redrive writes files only ({', '.join(FILE_SINKS)}); step {node.step.name} is "

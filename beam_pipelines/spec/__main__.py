@@ -48,6 +48,11 @@ def check(path: str, mode: str, out=None) -> int:
             out.write(f"  aggregate {n.step.name}: {', '.join(n.columns)}\n")
         for n in plan.sinks:
             out.write(f"  sink {n.step.name} ({n.step.type}): {n.step.describe()}\n")
+        if plan.pii is not None:
+            from beam_pipelines.pii.policy import describe
+
+            for line in describe(plan.pii, [n.step for n in plan.sinks]):
+                out.write(f"  pii {line}\n")
     return 0
 
 

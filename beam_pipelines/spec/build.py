@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines.pii.wiring import Protection, redact_report, redact_window_results
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
@@ -97,6 +98,9 @@ class PipelineIO:
             aggregate shuffles go through files there instead of through the runner's memory.
         sinks: Sinks by spec step name; a sink step not named here takes the sink of its role
             (``curated``, ``aggregates`` or ``dead_letters`` above).
+        store_keys: Whether the data keys that encrypt personal data are stored under
+            ``<output>/_keys`` (False for a dry run: they are made and wrapped, proving the master
+            key, and not kept).
     """
 
     source: beam.PTransform
@@ -108,6 +112,7 @@ class PipelineIO:
     checks: beam.PTransform | None = None
     scratch: str | None = None
     sinks: dict | None = None
+    store_keys: bool = True
 
     def source_for(self, step) -> beam.PTransform:
         return self.source
@@ -170,6 +175,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     """
     plan = plan or plan_for(cfg)
     streaming = plan.ctx.mode == "streaming"
+    protection = _protection(plan, cfg, io.store_keys)
     built = {}
     source = plan.source.step.build([p], io)
     built[plan.source.step.name] = source
@@ -222,6 +228,8 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
             make_report, expectations=beam.pvalue.AsSingleton(results) if results is not None else None
         ).with_output_types(dict)
     )
+    if protection is not None:
+        report = report | "ProtectReport" >> beam.Map(redact_report, tuple(plan.pii.fields)).with_output_types(dict)
     # Streamed feature rows are written once their window and its lateness have passed: a
     # per-window profile would have fired without them (see EntityFeaturesStep).
     unwindowed = streaming and plan.ctx.event_time is None  # a change stream: no windows to profile by
@@ -230,12 +238,17 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
         and not unwindowed
         and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False))
     ):
-        _profile(plan, curated, io)
+        _profile(plan, curated, io, protection)
     if streaming and checked is not None and io.checks is not None:
-        checked.extra["results"] | "WriteChecks" >> io.checks
+        window_results = checked.extra["results"]
+        if protection is not None:
+            window_results = window_results | "ProtectChecks" >> beam.Map(
+                redact_window_results, tuple(plan.pii.fields)
+            ).with_output_types(dict)
+        window_results | "WriteChecks" >> io.checks
     all_dead = dead if late is None else (dead, late) | "DeadAndLate" >> beam.Flatten()
     for node in plan.sinks:
-        _write(node, built, curated, (errors, all_dead, late), io)
+        _write(node, built, curated, (errors, all_dead, late), io, protection)
     if io.report is not None:
         report | "WriteReport" >> io.report
     return {
@@ -246,12 +259,22 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     }
 
 
-def _profile(plan: Plan, curated, io: PipelineIO) -> None:
+def _protection(plan: Plan, cfg, store_keys: bool = True):
+    if plan.pii is None:
+        return None
+    run_time = getattr(cfg, "run_time", None)
+    return Protection(plan.pii, getattr(cfg, "output", None), (lambda: run_time) if run_time else None, store_keys)
+
+
+def _profile(plan: Plan, curated, io: PipelineIO, protection=None) -> None:
     profiled = curated
+    guard = protection.for_profile() if protection is not None else None
+    if guard is not None:  # the profile, and the report and lineage made from it, see protected values only
+        profiled = profiled | "ProtectProfiled" >> guard
     if plan.ctx.mode == "streaming":
         time_field, window, lateness = plan.ctx.event_time
         early = plan.aggregates[0].step.config.get("early_firing") if plan.aggregates else None
-        profiled = curated | "WindowCurated" >> WindowTables(
+        profiled = profiled | "WindowCurated" >> WindowTables(
             time_field, window, lateness, _early(plan, early), late_firings=True
         )
     columns = tuple(c for c in plan.curated.columns if not c.startswith("_"))
@@ -259,7 +282,7 @@ def _profile(plan: Plan, curated, io: PipelineIO) -> None:
     profile | "WriteProfile" >> io.profile
 
 
-def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
+def _write(node, built: dict, curated, dead: tuple, io: PipelineIO, protection=None) -> None:
     step = node.step
     if step.role == "curated":
         data = curated
@@ -279,6 +302,9 @@ def _write(node, built: dict, curated, dead: tuple, io: PipelineIO) -> None:
             )
     sink = io.sink_for(step)
     if sink is not None:
+        guard = protection.for_sink(step) if protection is not None else None
+        if guard is not None:
+            data = data | f"{step.name}Protect" >> guard
         data | step.name >> sink
 
 

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from beam_pipelines.orchestrate.schedule import SCHEDULE_SCHEMA, schedule_of
+from beam_pipelines.pii.policy import PII_SCHEMA, policy_of
 from beam_pipelines.spec import contract_ref
 from beam_pipelines.spec.shape import check
 from beam_pipelines.spec.steps import STEP_TYPES, Context, Step
@@ -64,6 +65,7 @@ SPEC_SCHEMA = {
                 },
                 "transforms": {"type": "array", "minItems": 1, "items": TRANSFORM_SCHEMA},
                 "schedule": SCHEDULE_SCHEMA,
+                "pii": PII_SCHEMA,
             },
             "required": ["name", "contract", "transforms"],
         }
@@ -164,6 +166,8 @@ class Plan:
         aggregates: The aggregate nodes.
         sinks: The sink nodes (each with a ``role``: curated, aggregates or dead_letters).
         errors: Every error output, as ``(step name, output name)``.
+        pii: The PII policy (``beam_pipelines.pii.policy``), or None when the contract has no
+            personal-data field.
     """
 
     name: str
@@ -175,6 +179,7 @@ class Plan:
     aggregates: list
     sinks: list
     errors: list = field(default_factory=list)
+    pii: object = None
 
     @property
     def curated(self) -> Node:
@@ -373,7 +378,8 @@ def _link(nodes: list[Node], ctx: Context, file, transforms, pipe) -> Plan:
     for n in reversed(nodes):
         n.step.later_reads = set(later)
         later |= n.step.reads()
-    return Plan(pipe["name"], file, ctx, nodes, sources[0], chain, aggregates, sinks, errors)
+    pii = policy_of(pipe, ctx.contract, sinks, file)
+    return Plan(pipe["name"], file, ctx, nodes, sources[0], chain, aggregates, sinks, errors, pii)
 
 
 def _event_time(step: Step):
