@@ -37,7 +37,7 @@ def _nested(a: str, b: str) -> bool:
 @register
 class WriteLakehouse(Sink):
     type = "WriteLakehouse"
-    modes = ("batch",)
+    modes = ("batch", "streaming")
     doc = (
         "A medallion layer as a Delta Lake table under --output, committed when the run publishes (after its "
         "audit): bronze appends the records as received (by ingest date), silver MERGEs the curated records on "
@@ -130,6 +130,12 @@ class WriteLakehouse(Sink):
         for k in _SILVER_ONLY:
             if k in c and layer != "silver":
                 raise self.error(k, f"{k} applies to layer silver only")
+        if self.ctx.mode == "streaming":
+            if layer != "silver":
+                raise self.error("layer", f"a stream writes layer silver only (a MERGE per batch); {layer} is "
+                                          "written by batch runs")  # fmt: skip
+            if "cold" in c:
+                raise self.error("cold", "cold tiers are kept by batch runs: give a stream's silver no cold tier")
         if layer == "bronze" and "partition_by" in c:
             raise self.error("partition_by", "bronze is partitioned by the day the records were received "
                                              "(ingest_date): partition_by does not apply")  # fmt: skip
@@ -226,6 +232,11 @@ class WriteLakehouse(Sink):
         from transforms.sinks.lake import WriteLake
 
         cfg, layer = self.ctx.cfg, self.config["layer"]
+        if self.ctx.mode == "streaming":  # silver: a MERGE per batch, straight into the table
+            from beam_pipelines.lakehouse.stream_merge import MergeSilver
+
+            uri = join_path(cfg.output, self.config["path"].rstrip("/"))
+            return MergeSilver(uri, self._key, self._newer, self._partition, tuple(self._columns))
         staged = join_path(root, STAGED, self.name)
         spill = join_path(root, SCRATCH, "lakehouse", self.name)
         if layer == "bronze":
