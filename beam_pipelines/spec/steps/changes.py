@@ -179,16 +179,7 @@ class MirrorPostgres(Sink):
     }
 
     def columns(self, inputs):
-        super().columns(inputs)
-        source = self.ctx.change_source
-        if source is None:
-            raise self.error(None, "MirrorPostgres applies a change stream: the source must be ReadPostgresChanges")
-        for col in _APPLIED:
-            if col not in inputs[0]:
-                raise self.error(None, f"the change column {col} does not reach this step: take the validated records "
-                                       "(a Select must keep _op, _lsn and _seq)")  # fmt: skip
-        for i, k in enumerate(self.config["keys"]):
-            self.need(inputs[0], k, f"keys.{i}")
+        source = _change_sink_checks(self, inputs)
         self._schema = pa.schema([(c, t) for c, t in inputs[0].items() if not c.startswith("_")])
         self.consumer = f"{source.config['slot']}/{self.config['table']}"
         self.ctx.change_consumers.append(("postgres", self.config["dsn"], self.consumer))
@@ -224,16 +215,7 @@ class MirrorDelta(Sink):
     }
 
     def columns(self, inputs):
-        super().columns(inputs)
-        source = self.ctx.change_source
-        if source is None:
-            raise self.error(None, "MirrorDelta applies a change stream: the source must be ReadPostgresChanges")
-        for col in _APPLIED:
-            if col not in inputs[0]:
-                raise self.error(None, f"the change column {col} does not reach this step: take the validated records "
-                                       "(a Select must keep _op, _lsn and _seq)")  # fmt: skip
-        for i, k in enumerate(self.config["keys"]):
-            self.need(inputs[0], k, f"keys.{i}")
+        source = _change_sink_checks(self, inputs)
         output = self.ctx.cfg.output
         if output and "://" in output:
             raise self.error(None, "MirrorDelta writes under a local --output (object-store tables are not built yet)")
@@ -256,6 +238,22 @@ class MirrorDelta(Sink):
         from transforms.sinks.lake_mirror import MirrorDelta as Mirror
 
         return Mirror(os.path.abspath(self._uri), tuple(self.config["keys"]), self._columns, self.consumer)
+
+
+def _change_sink_checks(step: Sink, inputs) -> Source:
+    """A mirror's checks: a change stream reaches it with its change columns and its keys; returns
+    the stream's source step."""
+    Sink.columns(step, inputs)
+    source = step.ctx.change_source
+    if source is None:
+        raise step.error(None, f"{step.type} applies a change stream: the source must be ReadPostgresChanges")
+    for col in _APPLIED:
+        if col not in inputs[0]:
+            raise step.error(None, f"the change column {col} does not reach this step: take the validated records "
+                                   "(a Select must keep _op, _lsn and _seq)")  # fmt: skip
+    for i, k in enumerate(step.config["keys"]):
+        step.need(inputs[0], k, f"keys.{i}")
+    return source
 
 
 def change_columns() -> dict:
