@@ -42,7 +42,7 @@ CURSOR_TYPES = ("timestamp with time zone", "timestamp without time zone")
 
 def check_identifier(name: str, what: str) -> str:
     """``name`` when it is a plain SQL name (letters, digits, ``_``; at most 63), else ValueError."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(f"{what} must be a plain SQL name ({IDENTIFIER}), got {name!r}")
     return name
 

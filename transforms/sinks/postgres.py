@@ -53,7 +53,7 @@ def pg_type(arrow_type: pa.DataType) -> str:
 
 
 def _check_ident(name: str, what: str) -> str:
-    if not _IDENT.match(name):
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ValueError(f"{what} {name!r} must match {_IDENT.pattern}")
     return name
 
