@@ -22,8 +22,8 @@ __all__ = ["SCRATCH"]
 SCRATCH = "_scratch"
 _RELATIVE = {
     "type": "string",
-    "pattern": r"^(?!/)(?!.*(^|/)\.\.(/|$))(?!_)[A-Za-z0-9_.=/-]+$",
-    "description": "A directory under --output (relative, no '..', not starting with '_').",
+    "pattern": r"^(?!/)(?!.*(^|/)\.{1,2}(/|$))(?!.*//)(?!_)[A-Za-z0-9_.=/-]+$",
+    "description": "A directory under --output (relative, no '..' or '.' parts, not starting with '_').",
 }
 
 
