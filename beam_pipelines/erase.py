@@ -102,6 +102,7 @@ def _plan(ns, column: str) -> dict:
     from transforms.windows import WindowedAggregate
 
     plan = plan_for(EventsConfig(pipeline=ns.pipeline, output=ns.output, input="-", input_format="jsonl"))
+    publish.check_output_paths(ns.output, plan)
     nodes = {n.step.name: n for n in plan.nodes}
     layers: dict[str, list] = {}
     for n in plan.sinks:

@@ -232,6 +232,7 @@ def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdou
     from beam_pipelines.spec.build import plan_for
 
     plan = plan_for(EventsConfig(pipeline=ns.pipeline, output=ns.output, input="-", input_format="jsonl"))
+    publish.check_output_paths(ns.output, plan)
     entries = []
     for n in plan.sinks:
         if n.step.type == "WriteLakehouse":

@@ -80,8 +80,11 @@ def scrub(message: str, dsn: str) -> str:
     secrets = [dsn]
     try:
         password = conninfo_to_dict(dsn).get("password")
-    except Exception:  # noqa: BLE001 - a malformed string has no password to find; the whole is still hidden
+    except Exception:  # noqa: BLE001 - a malformed string has no password to find: hide every piece of it
         password = None
+        # libpq names the piece it choked on (``missing "=" after "<piece>"``): a secrets file that
+        # holds only a password, or the wrong file, would show it.
+        secrets += [piece for piece in re.split(r"[\s=]+", dsn) if len(piece) >= 3]
     if password:
         secrets.append(password)
     for s in sorted(secrets, key=len, reverse=True):
