@@ -1,5 +1,5 @@
 """A canary secret in every place a secret goes (the PostgreSQL password in a source's dsn_file and
-a sink's --pg_dsn, the HTTP API's bearer token, the S3 secret key), representative runs through
+a sink's --pg_dsn, the HTTP API's bearer token, the S3 secret key, PGPASSWORD), representative runs (batch, HTTP, S3, streaming CDC) through
 the CLI, and then a scan: stdout and stderr, every file under the outputs (report, report.html,
 summary, lineage events, profiles, dead letters, _audit), the job graph of a dry run with its
 pickled payloads opened (base64, bz2, zlib), and the Flex Template metadata. The canary must appear
@@ -21,7 +21,9 @@ from psycopg import sql
 
 from tests.e2e.helpers import ROOT, cli, datagen, report
 from tests.http_api import FakeApi, make_records
+from tests.integration import test_streaming_cdc
 
+cdc_db = test_streaming_cdc.cdc_db  # a database of its own for the CDC example
 CANARY = "cnry" + uuid.uuid4().hex[:16]
 _B64 = re.compile(rb"[A-Za-z0-9+/=_-]{24,}")
 
@@ -172,3 +174,24 @@ def test_the_flex_template_metadata_names_no_secret_default():
         assert CANARY not in text
         # Parameters that take secrets carry no default value in the metadata.
         assert not re.search(r'"name":\s*"[^"]*(password|secret|token)[^"]*"[^}]*"defaultValue"', text, re.I), f
+
+
+@pytest.mark.timeout(600)
+def test_streaming_cdc(prism_binary, cdc_db, tmp_path, monkeypatch):
+    from tests.integration.test_streaming_cdc import INSERTS, SPEC, _sql, _table
+
+    monkeypatch.setenv("PG_SOURCE_DSN", with_password(cdc_db))
+    monkeypatch.setenv("PGPASSWORD", CANARY)  # the mirror's password: not in --pg_dsn (see Security)
+    out, graph = tmp_path / "out", tmp_path / "graph.json"
+    flags = (f"--pipeline={SPEC}", "--streaming", "--runner=PrismRunner", f"--pg_dsn={cdc_db}", "--kafka_stop_at_end",
+             "--log_level=DEBUG")  # fmt: skip
+    first = cli(*flags, f"--output={out}")  # creates the slot
+    assert first.returncode == 0, first.stderr
+    _sql(cdc_db, INSERTS.format(lo=1, hi=200))
+    second = cli(*flags, f"--output={out}")
+    assert second.returncode == 0, second.stderr
+    assert len(_table(cdc_db, "orders_mirror")) == 200
+    dry = cli(*flags, f"--output={tmp_path / 'dry'}", "--dry_run", f"--dry_run_out={graph}")
+    assert dry.returncode == 0, dry.stderr
+    assert_no_canary(texts=(first.stdout, first.stderr, second.stdout, second.stderr, dry.stdout, dry.stderr),
+                     roots=(out, tmp_path / "dry"), graphs=(graph,))  # fmt: skip
