@@ -102,6 +102,7 @@ def _plan(ns, column: str) -> dict:
     from transforms.windows import WindowedAggregate
 
     plan = plan_for(EventsConfig(pipeline=ns.pipeline, output=ns.output, input="-", input_format="jsonl"))
+    publish.check_output_paths(ns.output, plan)
     nodes = {n.step.name: n for n in plan.nodes}
     layers: dict[str, list] = {}
     for n in plan.sinks:
@@ -271,21 +272,28 @@ def _scrub_text(output: str, skip: list[str], values: list[str], dry_run: bool) 
     return changed
 
 
+def _sqlite_name(name: str) -> str:
+    """A table or column name read from an SQLite file under the output, quoted (any name a file
+    holds, quotes included, stays one name)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _scrub_sqlite(path: str, values: list[str], dry_run: bool) -> int:
     con = sqlite3.connect(path)
     try:
         n = 0
         for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-            cols = [r[1] for r in con.execute(f'PRAGMA table_info("{name}")').fetchall()]
-            for col in cols:
+            table = _sqlite_name(name)
+            cols = [r[1] for r in con.execute("SELECT * FROM pragma_table_info(?)", (name,)).fetchall()]
+            for col in map(_sqlite_name, cols):
                 for v in values:
                     like = f"%{v}%"
                     k = con.execute(
-                        f'SELECT count(*) FROM "{name}" WHERE CAST("{col}" AS TEXT) LIKE ?', (like,)
+                        f"SELECT count(*) FROM {table} WHERE CAST({col} AS TEXT) LIKE ?", (like,)
                     ).fetchone()[0]
                     if k and not dry_run:
-                        con.execute(f'UPDATE "{name}" SET "{col}" = replace(CAST("{col}" AS TEXT), ?, ?) '
-                                    f'WHERE CAST("{col}" AS TEXT) LIKE ?', (v, ERASED, like))  # fmt: skip
+                        con.execute(f"UPDATE {table} SET {col} = replace(CAST({col} AS TEXT), ?, ?) "
+                                    f"WHERE CAST({col} AS TEXT) LIKE ?", (v, ERASED, like))  # fmt: skip
                     n += k
         if n and not dry_run:
             con.commit()

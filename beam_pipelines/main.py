@@ -129,12 +129,17 @@ def events_config(options: PipelineOptions, run_time: datetime | None = None) ->
     cfg = _events_config(options, run, ev, run_time or datetime.now(timezone.utc))
     plan = spec_build.plan_for(cfg)  # a bad spec or expectations file fails here, before any data is read
     plan.check_io()
+    publish.check_output_paths(cfg.output, plan)
     if not cfg.streaming:  # the source the spec reads, whether or not it came from --input
         source = plan.source.step
         cfg = dataclasses.replace(cfg, input=source.input_name(), input_format=source.format())
-    upserts = [n.step.config for n in plan.sinks if n.step.type == "UpsertPostgres"]
+    upserts = [n.step for n in plan.sinks if n.step.type == "UpsertPostgres"]
     if upserts:  # the table the spec upserts into (the launcher clears it on a restart and counts it)
-        cfg = dataclasses.replace(cfg, pg_dsn=upserts[0]["dsn"], pg_table=upserts[0]["table"])
+        try:
+            dsn = upserts[0].dsn()
+        except ValueError as e:
+            raise UsageError(f"{upserts[0].name}: {e}") from None
+        cfg = dataclasses.replace(cfg, pg_dsn=dsn, pg_table=upserts[0].config["table"])
     return cfg
 
 

@@ -39,6 +39,43 @@ def _local(path: str) -> str:
     return path[len("file://") :] if path.startswith("file://") else path
 
 
+# The launcher's own directories under an output, besides the spec's sink paths.
+OWN_DIRS = ("_staging", "_run", "_state", "_audit", "_erasure", "_lineage", "_history", "_profiles")
+
+
+def escaping(output: str, paths) -> list[tuple[str, str]]:
+    """``(path, where it leads)`` of each of ``paths`` (relative to the local ``output``) that a
+    symbolic link under the output resolves to outside it: a run writing there would write
+    outside the output."""
+    root = os.path.realpath(_local(output))
+    out = []
+    for rel in dict.fromkeys(p.rstrip("/") for p in paths if p):
+        real = os.path.realpath(os.path.join(root, rel))
+        if os.path.commonpath([root, real]) != root:
+            out.append((rel, real))
+    return out
+
+
+def check_output_paths(output: str, plan) -> None:
+    """UsageError when a path a run writes under a local ``output`` (a sink's, a table's, a local
+    cold tier's, the launcher's own) leads outside it through a symbolic link."""
+    from beam_pipelines.errors import UsageError
+
+    if "\x00" in output:
+        raise UsageError(f"--output={output!r} holds a NUL byte")
+    if not is_local(output):
+        return
+    paths = [*OWN_DIRS]
+    for n in plan.sinks:
+        paths.append(n.step.config.get("path"))
+        cold = n.step.config.get("cold") or {}
+        if cold and not cold["location"].startswith("s3://"):
+            paths.append(cold["location"])
+    for rel, real in escaping(output, [p for p in paths if isinstance(p, str)]):
+        raise UsageError(f"--output={output}: {rel} leads to {real} through a symbolic link, outside the output "
+                         "(a run writes only under its output)")  # fmt: skip
+
+
 def new_run_id(clock) -> str:
     """A run id from the injected clock plus randomness (sorts by start time)."""
     return clock().strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]

@@ -259,7 +259,7 @@ class FeatureSet:
             taken[c] = "a kept column"
         defined: dict[str, Feature] = {}
         for f in self.features:
-            if not isinstance(f.name, str) or not _NAME.match(f.name) or f.name.startswith("_"):
+            if not isinstance(f.name, str) or not _NAME.fullmatch(f.name) or f.name.startswith("_"):
                 raise FeatureError(f"features.{f.name}", "a feature name is a plain column name, not starting with _")
             if f.name in taken or f.name in defined:
                 raise FeatureError(f"features.{f.name}", f"{f.name!r} is already {taken.get(f.name, 'a feature')}")

@@ -127,7 +127,7 @@ class Registry:
                 continue
             for name in sorted(os.listdir(root)):
                 versions = self._versions_in(root, name)
-                if re.match(CONTRACT_NAME, name) and versions:
+                if re.fullmatch(CONTRACT_NAME, name) and versions:
                     out.append((name, root, versions, name in seen))
                     seen.add(name)
         return out

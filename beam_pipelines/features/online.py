@@ -37,7 +37,12 @@ class OnlineStore:
         import psycopg
         from psycopg import sql
 
-        self.table = table
+        from transforms.sinks.postgres import _check_ident
+
+        try:
+            self.table = _check_ident(table, "table")  # the sink's names: to_regclass would fail on others
+        except ValueError as e:
+            raise OnlineStoreError(str(e)) from None
         try:
             self._conn = psycopg.connect(dsn, connect_timeout=connect_timeout, autocommit=True)
         except psycopg.Error as e:

@@ -37,7 +37,9 @@ _WORD = "A-Za-z0-9_-"  # characters that continue an identifier: a value inside 
 
 def word_pattern(value: str) -> str:
     """A regular expression (Rust and Python syntax) matching ``value`` as a whole word."""
-    escaped = "".join("\\" + c if not c.isalnum() else c for c in value)
+    # Only ASCII punctuation is escaped: Rust's regex refuses an escaped letter outside ASCII
+    # (``\€``), and no character outside ASCII is special in either syntax.
+    escaped = "".join("\\" + c if c.isascii() and not c.isalnum() else c for c in value)
     return f"(^|[^{_WORD}]){escaped}($|[^{_WORD}])"
 
 

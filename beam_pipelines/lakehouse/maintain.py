@@ -227,6 +227,7 @@ def _tables_of(pipeline: str, output: str, plan_for, config) -> list:
             # Planning only: no source is read and no database reached (a streaming plan wants a DSN).
             flags = {"streaming": True, "pg_dsn": "postgresql://planning-only"} if streaming else {}
             plan = plan_for(config(pipeline=pipeline, output=output, input="-", input_format="jsonl", **flags))
+            publish.check_output_paths(output, plan)  # no table reached through a symbolic link
         except SpecError:
             if streaming and not found:
                 raise

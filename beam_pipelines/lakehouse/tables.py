@@ -38,7 +38,7 @@ def writer_properties(level: int | None = None):
 
 def quote(name: str) -> str:
     """A column name as a SQL identifier (quoted: unquoted names are folded to lower case)."""
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"not a plain column name: {name!r}")
     return f'"{name}"'
 

@@ -184,7 +184,7 @@ def push(
         raise ValueError("job is required")
     path = [_segment("job", job)]
     for label, value in (grouping or {}).items():
-        if not _LABEL.match(label) or label == "job":
+        if not _LABEL.fullmatch(label) or label == "job":
             raise ValueError(f"invalid grouping label name {label!r}")
         path.append(_segment(label, str(value)))
     url = f"{base}/metrics/" + "/".join(path)

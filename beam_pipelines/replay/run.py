@@ -174,6 +174,7 @@ def redrive(cfg, request: Request, options, runner, run_id: str, clock, out, hel
     ``audit``: the audit log's Recorder (audit_log.py), told the outcome when it is not ``failed``."""
     plan = plan_for(cfg)
     check_plan(plan)
+    publish.check_output_paths(cfg.output, plan)
     original = _published_report(cfg.output)
     paths, letters = _letters(request.dlq)
     matching = request.selection.matches(letters)

@@ -90,7 +90,7 @@ class EventsConfig:
                 raise ConfigError("--streaming reads JSON messages: --input_format must be jsonl")
             if 86_400 % self.window_seconds:
                 raise ConfigError("--window_seconds must divide a day when --streaming (windowed file names)")
-            if self.pg_table is not None and not re.match(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
+            if self.pg_table is not None and not re.fullmatch(r"^[a-z_][a-z0-9_]{0,62}$", self.pg_table):
                 raise ConfigError(f"--pg_table must be a plain lower-case SQL name, got {self.pg_table!r}")
         if self.dlq_topic is not None and not self.streaming:
             raise ConfigError("--dlq_topic needs --streaming (batch runs write dlq/ files)")

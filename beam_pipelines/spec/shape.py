@@ -9,6 +9,7 @@ minimum, maximum, pattern, anyOf and description.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from beam_pipelines.spec.yamlsrc import SpecError, did_you_mean, line_of, place_of
@@ -26,6 +27,27 @@ _TYPES = {
 }
 DURATION = r"^[0-9]+(ms|s|m|h|d|w)$"
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@functools.lru_cache(maxsize=512)
+def _pattern(pattern: str) -> re.Pattern:
+    """``pattern`` as JSON Schema (ECMA-262) reads it: ``$`` is the end of the text. Python's
+    ``$`` also matches before a final newline, which let ``"curated\\n"`` or ``"orders\\n"``
+    through a name or path pattern."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        out.append(r"\Z" if c == "$" and not in_class else c)
+        i += 1
+    return re.compile("".join(out))
 
 
 def duration(description: str, minimum: int = 1) -> dict:
@@ -83,7 +105,7 @@ def check(value, schema: dict, place: str, file: str | None, parent=None, key=No
     if "enum" in schema and value not in schema["enum"]:
         hint = did_you_mean(value, [str(v) for v in schema["enum"]]) if isinstance(value, str) else ""
         fail(f"must be one of {', '.join(str(v) for v in schema['enum'])}; got {_shown(value)}{hint}")
-    if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
+    if isinstance(value, str) and "pattern" in schema and not _pattern(schema["pattern"]).search(value):
         fail(f"{schema.get('description', 'must match ' + schema['pattern']).rstrip('.')}; got {_shown(value)}")
     if _is(value, "number"):
         if "minimum" in schema and value < schema["minimum"]:

@@ -117,7 +117,7 @@ CASES = [
         SILVER,
         SILVER.replace("lakehouse/silver", "../silver"),
         "transforms[12].config.path",
-        "The table's directory under --output (relative, no '..', not starting with '_'; not curated, aggregates "
+        "The table's directory under --output (relative, no '..' or '.' parts, not starting with '_'; not curated, aggregates "
         "or dlq, which are replaced whole); got '../silver'",
     ),
 ]

@@ -42,7 +42,7 @@ CURSOR_TYPES = ("timestamp with time zone", "timestamp without time zone")
 
 def check_identifier(name: str, what: str) -> str:
     """``name`` when it is a plain SQL name (letters, digits, ``_``; at most 63), else ValueError."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(f"{what} must be a plain SQL name ({IDENTIFIER}), got {name!r}")
     return name
 
@@ -80,8 +80,11 @@ def scrub(message: str, dsn: str) -> str:
     secrets = [dsn]
     try:
         password = conninfo_to_dict(dsn).get("password")
-    except Exception:  # noqa: BLE001 - a malformed string has no password to find; the whole is still hidden
+    except Exception:  # noqa: BLE001 - a malformed string has no password to find: hide every piece of it
         password = None
+        # libpq names the piece it choked on (``missing "=" after "<piece>"``): a secrets file that
+        # holds only a password, or the wrong file, would show it.
+        secrets += [piece for piece in re.split(r"[\s=]+", dsn) if len(piece) >= 3]
     if password:
         secrets.append(password)
     for s in sorted(secrets, key=len, reverse=True):

@@ -259,7 +259,7 @@ class ReadPostgres(beam.PTransform):
                 raise ValueError("columns must be a non-empty list of distinct names")
         if bool(dsn_env) == bool(dsn_file):
             raise ValueError("give exactly one of dsn_env and dsn_file")
-        if dsn_env is not None and not pg_sql.IDENTIFIER_ENV.match(dsn_env):
+        if dsn_env is not None and not pg_sql.IDENTIFIER_ENV.fullmatch(dsn_env):
             raise ValueError(f"dsn_env must name an environment variable, got {dsn_env!r}")
         if ranges < 1 or batch_rows < 1 or statement_timeout_s < 1 or lookback_s < 0:
             raise ValueError("ranges, batch_rows and statement_timeout_s must be >= 1, lookback_s >= 0")

@@ -62,6 +62,8 @@ def _connect(dsn: str, timeout_s: float):
 
 def prepare_slot(conn, schema: str, table: str, slot: str, publication: str) -> None:
     """Checks ``wal_level``, creates the publication (for the table) and the slot when missing."""
+    for name, what in ((schema, "schema"), (table, "table"), (slot, "slot"), (publication, "publication")):
+        pg_sql.check_identifier(name, what)  # before anything is created: a bad slot name leaves no publication
     level = conn.execute("SHOW wal_level").fetchone()[0]
     if level != "logical":
         raise CdcSourceError(f"wal_level is {level!r}: change data capture needs wal_level = logical on the server")

@@ -115,7 +115,7 @@ class Expectation:
     severity: str = "error"
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise ExpectationError(f"expectation {self.name!r}: name must match [a-z0-9_]+")
         try:
             if self.severity not in ("warn", "error"):

@@ -561,7 +561,7 @@ class WriteBigQuery(beam.PTransform):
             raise ValueError(f"endpoint must be an http(s) URL, got {endpoint!r}")
         labels = dict(labels or {})
         for k, v in labels.items():
-            if not (re.match(LABEL_KEY, str(k)) and re.match(LABEL_VALUE, str(v))):
+            if not (re.fullmatch(LABEL_KEY, str(k)) and re.fullmatch(LABEL_VALUE, str(v))):
                 raise ValueError(f"label {k}={v} must match {LABEL_KEY} = {LABEL_VALUE}")
         if not retry_for_s > 0 or not first_wait_s > 0:
             raise ValueError(f"retry_for_s and first_wait_s must be > 0, got {retry_for_s}, {first_wait_s}")

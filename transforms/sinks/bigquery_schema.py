@@ -67,7 +67,7 @@ class SchemaChangeRefused(ValueError):
 
 
 def _check(value: str, pattern: str, what: str) -> str:
-    if not isinstance(value, str) or not re.match(pattern, value):
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
         raise ValueError(f"{what} {value!r} must match {pattern}")
     return value
 

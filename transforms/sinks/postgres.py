@@ -53,7 +53,7 @@ def pg_type(arrow_type: pa.DataType) -> str:
 
 
 def _check_ident(name: str, what: str) -> str:
-    if not _IDENT.match(name):
+    if not isinstance(name, str) or not _IDENT.fullmatch(name):
         raise ValueError(f"{what} {name!r} must match {_IDENT.pattern}")
     return name
 
@@ -136,12 +136,19 @@ class _UpsertFn(beam.DoFn):
         retry_for_s: float,
         version: str | None = None,
         row_security: RowSecurity | None = None,
+        dsn_env: str | None = None,
+        dsn_file: str | None = None,
     ):
         self._dsn, self._table, self._keys, self._schema, self._retry_for_s = dsn, table, keys, schema, retry_for_s
         self._version, self._row_security = version, row_security
+        self._dsn_env, self._dsn_file = dsn_env, dsn_file
         self._conn = None
 
     def setup(self):
+        if not self._dsn:  # read on the worker: the connection string never sits in the job graph
+            from transforms.ingest.pg_sql import resolve_dsn
+
+            self._dsn = resolve_dsn(self._dsn_env, self._dsn_file)
         self._rows = beam.metrics.Metrics.counter("postgres", "rows_upserted")
         self._stale = beam.metrics.Metrics.counter("postgres", "rows_older_firing_skipped")
         self._sql = self._statements()
@@ -257,7 +264,9 @@ class UpsertPostgres(beam.PTransform):
     """Upserts the rows of each table into ``table`` by ``keys``.
 
     Args:
-        dsn: libpq connection string or URL (``postgresql://user@host:port/db``).
+        dsn: libpq connection string or URL (``postgresql://user@host:port/db``). It travels in
+            the job graph with the sink: a password belongs in ``dsn_env`` / ``dsn_file`` (or
+            libpq's ``PGPASSWORD`` / ``PGPASSFILE`` on the workers).
         table: Target table name (created when missing, typed from ``schema``).
         keys: Natural key columns (the primary key). A null key value is stored as ''
             because a primary key cannot be null; ``''`` therefore means "no value".
@@ -269,13 +278,15 @@ class UpsertPostgres(beam.PTransform):
             stored row is replaced only by one of the same or a higher version. Default: the
             firing (pane) each row came from.
         row_security: Row-level security by a tenant key column (see ``RowSecurity``).
+        dsn_env: Instead of ``dsn``: the environment variable holding it, read on the worker.
+        dsn_file: Instead of ``dsn``: a file holding it, read on the worker.
 
     Returns a PCollection of row counts, one per element written.
     """
 
     def __init__(
         self,
-        dsn: str,
+        dsn: str | None,
         table: str,
         keys: tuple[str, ...],
         schema: pa.Schema,
@@ -283,10 +294,14 @@ class UpsertPostgres(beam.PTransform):
         version: str | None = None,
         row_security: RowSecurity | None = None,
         label: str | None = None,
+        dsn_env: str | None = None,
+        dsn_file: str | None = None,
     ):
         super().__init__(label)
-        if not dsn:
-            raise ValueError("dsn is required")
+        if sum(x is not None and x != "" for x in (dsn, dsn_env, dsn_file)) != 1:
+            raise ValueError("give the connection string: dsn, dsn_env or dsn_file (exactly one)")
+        if dsn_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", dsn_env):
+            raise ValueError(f"dsn_env must be an environment variable's name, got {dsn_env!r}")
         _check_ident(table, "table")
         for name in schema.names:
             _check_ident(name, "column")
@@ -310,9 +325,9 @@ class UpsertPostgres(beam.PTransform):
                     f"row_security.column {row_security.column!r} must be a key column: two tenants' rows with "
                     "the same other keys would replace each other"
                 )
-        self._args, self._version = (dsn, table, tuple(keys), schema, float(retry_for_s)), version
-        self._row_security = row_security
+        self._args, self._version = (dsn or None, table, tuple(keys), schema, float(retry_for_s)), version
+        self._row_security, self._dsn_from = row_security, {"dsn_env": dsn_env, "dsn_file": dsn_file}
 
     def expand(self, tables):
-        upsert = _UpsertFn(*self._args, self._version, self._row_security)
+        upsert = _UpsertFn(*self._args, self._version, self._row_security, **self._dsn_from)
         return tables | "Upsert" >> beam.ParDo(upsert).with_input_types(pa.Table).with_output_types(int)

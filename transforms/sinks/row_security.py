@@ -49,7 +49,7 @@ class RowSecurity:
             if not isinstance(tenant, str) or not tenant:
                 raise ValueError(f"row_security.roles: tenant values must be non-empty strings, got {tenant!r}")
         for role in named:
-            if not isinstance(role, str) or not _ROLE.match(role):
+            if not isinstance(role, str) or not _ROLE.fullmatch(role):
                 raise ValueError(f"row_security: role {role!r} must match {_ROLE.pattern}")
         if len(set(named)) < len(named):
             raise ValueError("row_security: each role reads one tenant (or, as shared_role, the session's)")

@@ -105,7 +105,7 @@ class WriteBigQuery(Sink):
                                                  "partition to replace: partition by a required field of the contract "
                                                  "(or an aggregate's window_start)")  # fmt: skip
         for k in c.get("labels") or {}:
-            if not re.match(LABEL_KEY, k):
+            if not re.fullmatch(LABEL_KEY, k):
                 raise self.error("labels", f"label {k!r} must match {LABEL_KEY}")
         name = f"bigquery:{c['project']}.{c['dataset']}.{c['table']}"
         if name in self.ctx.tables:

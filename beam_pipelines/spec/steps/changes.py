@@ -17,7 +17,7 @@ import os
 import pyarrow as pa
 
 from beam_pipelines.spec.steps.base import register
-from beam_pipelines.spec.steps.io import _RELATIVE, Sink, Source
+from beam_pipelines.spec.steps.io import _RELATIVE, Sink, Source, _password_in
 from transforms.ingest.pg_sql import IDENTIFIER
 from transforms.records import CHANGE_COLUMNS
 from transforms.sinks.files import join_path
@@ -166,7 +166,11 @@ class MirrorPostgres(Sink):
     config_schema = {
         "type": "object",
         "properties": {
-            "dsn": {"type": "string", "description": "postgresql://user@host:port/db (e.g. ${pg_dsn})."},
+            "dsn": {
+                "type": "string",
+                "description": "postgresql://user@host:port/db (e.g. ${pg_dsn}), without a password: it travels in "
+                "the job graph. The password goes in PGPASSWORD or PGPASSFILE on the workers.",
+            },
             "table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,62}$", "description": "A plain SQL name."},
             "keys": {"type": "array", "minItems": 1, "items": {"type": "string"}},
             "retry_for_seconds": {
@@ -180,6 +184,9 @@ class MirrorPostgres(Sink):
 
     def columns(self, inputs):
         source = _change_sink_checks(self, inputs)
+        if _password_in(self.config["dsn"]):
+            raise self.error("dsn", "holds a password, which would travel in the job graph: give the password by "
+                                    "PGPASSWORD or PGPASSFILE on the workers")  # fmt: skip
         self._schema = pa.schema([(c, t) for c, t in inputs[0].items() if not c.startswith("_")])
         self.consumer = f"{source.config['slot']}/{self.config['table']}"
         self.ctx.change_consumers.append(("postgres", self.config["dsn"], self.consumer))

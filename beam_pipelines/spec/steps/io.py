@@ -7,6 +7,7 @@ so a test swaps them for ``Create`` and captured outputs.
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 import pyarrow as pa
@@ -22,8 +23,8 @@ __all__ = ["SCRATCH"]
 SCRATCH = "_scratch"
 _RELATIVE = {
     "type": "string",
-    "pattern": r"^(?!/)(?!.*(^|/)\.\.(/|$))(?!_)[A-Za-z0-9_.=/-]+$",
-    "description": "A directory under --output (relative, no '..', not starting with '_').",
+    "pattern": r"^(?!/)(?!.*(^|/)\.{1,2}(/|$))(?!.*//)(?!_)[A-Za-z0-9_.=/-]+$",
+    "description": "A directory under --output (relative, no '..' or '.' parts, not starting with '_').",
 }
 
 
@@ -272,7 +273,21 @@ class UpsertPostgres(Sink):
     config_schema = {
         "type": "object",
         "properties": {
-            "dsn": {"type": "string", "description": "postgresql://user@host:port/db (e.g. ${pg_dsn})."},
+            "dsn": {
+                "type": "string",
+                "description": "postgresql://user@host:port/db (e.g. ${pg_dsn}), without a password: it travels in "
+                "the job graph. A password goes in dsn_env or dsn_file (or PGPASSWORD/PGPASSFILE on the workers).",
+            },
+            "dsn_env": {
+                "type": "string",
+                "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+                "description": "Or the environment variable holding the connection string, read on the workers.",
+            },
+            "dsn_file": {
+                "type": "string",
+                "description": "Or a file holding the connection string (a mounted secret; relative to the spec), "
+                "read on the workers.",
+            },
             "table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,62}$", "description": "A plain SQL name."},
             "keys": {"type": "array", "minItems": 1, "items": {"type": "string"}},
             "retry_for_seconds": {
@@ -310,11 +325,17 @@ class UpsertPostgres(Sink):
                 "additionalProperties": False,
             },
         },
-        "required": ["dsn", "table", "keys"],
+        "required": ["table", "keys"],
     }
 
     def columns(self, inputs):
         super().columns(inputs)
+        given = [k for k in ("dsn", "dsn_env", "dsn_file") if k in self.config]
+        if len(given) != 1:
+            raise self.error(None, "give the connection string's place: dsn, dsn_env or dsn_file (exactly one)")
+        if given == ["dsn"] and _password_in(self.config["dsn"]):
+            raise self.error("dsn", "holds a password, which would travel in the job graph: give the connection "
+                                    "string by dsn_env or dsn_file, or the password by PGPASSWORD/PGPASSFILE")  # fmt: skip
         for i, k in enumerate(self.config["keys"]):
             self.need(inputs[0], k, f"keys.{i}")
         version = self.config.get("version")
@@ -349,14 +370,27 @@ class UpsertPostgres(Sink):
 
         c = self.config
         return Upsert(
-            c["dsn"],
+            c.get("dsn"),
             c["table"],
             tuple(c["keys"]),
             self._schema,
             retry_for_s=c.get("retry_for_seconds", 300.0),
             version=c.get("version"),
             row_security=self._row_security(),
+            dsn_env=c.get("dsn_env"),
+            dsn_file=self._dsn_file(),
         )
+
+    def _dsn_file(self) -> str | None:
+        f = self.config.get("dsn_file")
+        return None if f is None else os.path.join(self.ctx.base_dir, f)
+
+    def dsn(self) -> str:
+        """The connection string, wherever the spec says it is (the launcher's own use: it clears
+        and counts the table of a streaming run)."""
+        from transforms.ingest.pg_sql import resolve_dsn
+
+        return self.config["dsn"] if "dsn" in self.config else resolve_dsn(self.config.get("dsn_env"), self._dsn_file())
 
     def _row_security(self):
         rls = self.config.get("row_security")
@@ -394,3 +428,12 @@ class WriteKafka(Sink):
         c = self.config
         timeout = float(duration_seconds(c["timeout"])) if "timeout" in c else 30.0
         return WriteKafkaJson(c["bootstrap"], c["topic"], key_column=c.get("key"), timeout_s=timeout)
+
+
+def _password_in(dsn: str) -> bool:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return bool(conninfo_to_dict(dsn).get("password"))
+    except Exception:  # noqa: BLE001 - a malformed string fails when the sink connects, with its own error
+        return False

@@ -53,7 +53,7 @@ class WriteLakehouse(Sink):
             },
             "path": {
                 **_RELATIVE,
-                "description": "The table's directory under --output (relative, no '..', not "
+                "description": "The table's directory under --output (relative, no '..' or '.' parts, not "
                 "starting with '_'; not curated, aggregates or dlq, which are replaced whole).",
             },  # fmt: skip
             "partition_by": {
@@ -98,8 +98,8 @@ class WriteLakehouse(Sink):
                     },
                     "location": {
                         "type": "string",
-                        "pattern": r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.=/-]*)?|(?!/)(?!.*(^|/)\.\.(/|$))"
-                        r"(?!_)[A-Za-z0-9_.=/-]+)$",
+                        "pattern": r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?!.*/\.{1,2}(/|$))(/[A-Za-z0-9_.=/-]*)?|(?!/)"
+                        r"(?!.*(^|/)\.{1,2}(/|$))(?!.*//)(?!_)[A-Za-z0-9_.=/-]+)$",
                         "description": "The cold table: an s3:// URI (another bucket or prefix; the endpoint and "
                         "credentials from the AWS_* environment) or a directory under --output.",
                     },
