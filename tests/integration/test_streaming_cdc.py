@@ -39,9 +39,18 @@ def cdc_db(pg_dsn):
     dsn = pg_dsn.rsplit("/", 1)[0] + "/" + name
     _sql(dsn, SEED)
     yield dsn
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
-                     (name,))  # fmt: skip
+    # A killed job's server process may still hold its slot for a moment: end the database's
+    # sessions, then drop the slots once free (slot names are the server's, not the database's).
+    deadline = time.monotonic() + 60
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        while True:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE database = %s AND NOT active", (name,))  # fmt: skip
+            left = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s", (name,)).fetchone()[0]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     _sql(pg_dsn, f"DROP DATABASE {name} WITH (FORCE)")
 
 
