@@ -42,18 +42,7 @@ class _MirrorFn(beam.DoFn):
         self._conn = None
         self._applied = beam.metrics.Metrics.counter("mirror", "changes_applied")
         self._skipped = beam.metrics.Metrics.counter("mirror", "changes_skipped")
-        cols = [*self._schema.names, LSN]
-        q = [f'"{c}"' for c in cols]
-        keys = ", ".join(f'"{k}"' for k in self._keys)
-        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c, n in zip(q, cols) if n not in self._keys)
-        self._sql = {
-            "upsert": f'INSERT INTO "{self._table}" ({", ".join(q)}) SELECT {", ".join(q)} FROM bp_mirror_up '
-            f"ON CONFLICT ({keys}) DO " + (f"UPDATE SET {sets}" if sets else "NOTHING"),
-            "delete": f'DELETE FROM "{self._table}" t USING bp_mirror_del d WHERE '
-            + " AND ".join(f't."{k}" = d."{k}"' for k in self._keys),
-            "copy_up": f"COPY bp_mirror_up ({', '.join(q)}) FROM STDIN (FORMAT csv)",
-            "copy_del": f"COPY bp_mirror_del ({keys}) FROM STDIN (FORMAT csv)",
-        }
+        self._sql = _statements(self._table, [*self._schema.names, LSN], self._keys)
 
     def teardown(self):
         if self._conn is not None:
@@ -66,15 +55,21 @@ class _MirrorFn(beam.DoFn):
         return self._conn
 
     def _prepare(self, conn) -> None:
-        defs = [f'"{f.name}" {pg_type(f.type)}' for f in self._schema] + [f'"{LSN}" bigint NOT NULL']
-        keys = ", ".join(f'"{k}"' for k in self._keys)
+        from psycopg import sql
+
+        defs = [sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f.type))) for f in self._schema]
+        keys = sql.SQL(", ").join(map(sql.Identifier, self._keys))
+        lsn = sql.SQL("{} bigint NOT NULL").format(sql.Identifier(LSN))
+        every = sql.SQL(", ").join([*defs, lsn])
         with conn.transaction():
-            conn.execute(f'CREATE TABLE IF NOT EXISTS "{self._table}" ({", ".join(defs)}, PRIMARY KEY ({keys}))')
+            conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                sql.Identifier(self._table), every, keys))  # fmt: skip
             conn.execute(change_progress.create_sql())
-        cols = ", ".join(defs)
-        key_defs = ", ".join(d for d, f in zip(defs, self._schema) if f.name in self._keys)
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS bp_mirror_up ({cols}) ON COMMIT DELETE ROWS")
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS bp_mirror_del ({key_defs}) ON COMMIT DELETE ROWS")
+        key_defs = sql.SQL(", ").join(d for d, f in zip(defs, self._schema) if f.name in self._keys)
+        conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS bp_mirror_up ({}) ON COMMIT DELETE ROWS").format(every))
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS bp_mirror_del ({}) ON COMMIT DELETE ROWS").format(key_defs)
+        )
         conn.commit()
 
     def process(self, table: pa.Table):
@@ -124,6 +119,27 @@ class _MirrorFn(beam.DoFn):
         faults.at("mirror:applied")
         yield {"table": self._table, "applied": fresh.num_rows, "upserts": ups.num_rows, "deletes": dels.num_rows,
                "lsn": top}  # fmt: skip
+
+
+def _statements(table: str, cols: list[str], keys: tuple[str, ...]) -> dict:
+    """The apply statements, names quoted by psycopg (they are checked plain names too)."""
+    from psycopg import sql
+
+    name = sql.Identifier
+    col_list = sql.SQL(", ").join(map(name, cols))
+    key_list = sql.SQL(", ").join(map(name, keys))
+    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=name(c)) for c in cols if c not in keys]
+    action = sql.SQL("UPDATE SET ") + sql.SQL(", ").join(sets) if sets else sql.SQL("NOTHING")
+    return {
+        "upsert": sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM bp_mirror_up ON CONFLICT ({k}) DO ").format(
+            t=name(table), c=col_list, k=key_list
+        )
+        + action,  # fmt: skip
+        "delete": sql.SQL("DELETE FROM {t} t USING bp_mirror_del d WHERE ").format(t=name(table))
+        + sql.SQL(" AND ").join(sql.SQL("t.{k} = d.{k}").format(k=name(k)) for k in keys),
+        "copy_up": sql.SQL("COPY bp_mirror_up ({c}) FROM STDIN (FORMAT csv)").format(c=col_list),
+        "copy_del": sql.SQL("COPY bp_mirror_del ({k}) FROM STDIN (FORMAT csv)").format(k=key_list),
+    }
 
 
 def last_per_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
