@@ -10,6 +10,7 @@ import apache_beam as beam
 import psycopg
 import pyarrow as pa
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from transforms import change_progress
 from transforms.ingest.pgoutput import ChangeDecoder, parse_lsn
@@ -137,7 +138,7 @@ def test_a_server_without_logical_decoding_or_a_missing_table_is_one_line(pg_dsn
 
 def _mirror(pg_dsn: str, source: str, *, bounded=True) -> None:
     consumer = f"{source}/{source}_mirror"
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         out = p | "Read" >> ReadPostgresChanges(
             source, source, consumers=[(pg_dsn, consumer)], dsn=pg_dsn, stop_at_end=bounded
         )
@@ -193,7 +194,7 @@ def test_the_mirror_skips_changes_it_already_applied_so_a_redelivery_changes_not
     )
     second = _changes([(2, None, None, "delete", 300, 0), (3, "c", 3.0, "insert", 300, 1)])
     consumer = f"test/{table}"
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         (
             p
             | beam.Create([first, second, first, second], reshuffle=False)  # delivered twice, in order
@@ -242,7 +243,7 @@ def test_the_delta_mirror_ends_equal_to_the_table_and_records_its_progress_in_it
     for more in (None, f"DELETE FROM {source} WHERE id < 100"):  # a second run goes on from the slot
         if more:
             _sql(pg_dsn, more, f"INSERT INTO {source} VALUES (7, 'back@x.org', 0)")
-        with beam.Pipeline(runner="DirectRunner") as p:
+        with beam.Pipeline(runner=FnApiRunner()) as p:
             out = p | "Read" >> ReadPostgresChanges(
                 source, source, consumers=[("delta", uri, consumer)], dsn=pg_dsn, stop_at_end=True
             )
@@ -259,7 +260,7 @@ def test_the_delta_mirror_skips_changes_it_already_applied(tmp_path):
         [(1, "a", 1.0, "insert", 100, 0), (2, "b", 2.0, "insert", 100, 1), (1, "a", 3.0, "update", 200, 0)]
     )
     second = _changes([(2, None, None, "delete", 300, 0), (3, "c", 3.0, "insert", 300, 1)])
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         (
             p
             | beam.Create([first, second, first, second], reshuffle=False)

@@ -12,6 +12,7 @@ import apache_beam as beam
 import psycopg
 import pyarrow as pa
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that
 from psycopg import sql
 
@@ -105,7 +106,7 @@ def test_the_mirror_applies_hostile_values_and_keys_through_copy(pg_dsn, decoy):
     schema = pa.schema([("code", pa.string()), ("note", pa.string())])
     inserts = _changes([(v, v, "insert", 100, 0) for v in VALUES])
     deletes = _changes([(v, None, "delete", 200, 0) for v in VALUES[::2]])
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         (p | beam.Create([inserts, deletes], reshuffle=False)
          | MirrorPostgres(pg_dsn, table, ("code",), schema, f"sec/{table}"))  # fmt: skip
     kept = VALUES[1::2]

@@ -9,6 +9,7 @@ from pathlib import Path
 import apache_beam as beam
 import pyarrow as pa
 import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from beam_pipelines.lakehouse import tables
 from beam_pipelines.lakehouse.stream_merge import MergeSilver
@@ -40,7 +41,7 @@ def test_each_batch_is_merged_and_the_newest_version_of_a_key_wins_whatever_the_
         _batch([("c", 3, "home"), ("b", 0, "old")]),  # b older than stored: not replaced
         _batch([("b", 5, "done"), ("d", 60 * 13, "late-night")]),  # next day for d
     ]
-    with beam.Pipeline(runner="DirectRunner") as p:
+    with beam.Pipeline(runner=FnApiRunner()) as p:
         (
             p
             | beam.Create([*batches, batches[0]], reshuffle=False)  # the first again: a replay changes nothing
