@@ -117,6 +117,12 @@ def _prism(options: PipelineOptions, check: bool) -> None:
             raise RunnerUnavailable(f"prism binary not found ({path}); run `make runners` (builds it with Go)")
         # Always set: without it Beam would download prism from the internet.
         prism.prism_location = str(path)
+    # Beam shares one Prism job server per process, made from the options of the first pipeline
+    # that asked for one: a plain DirectRunner pipeline asks too (it tries Prism first, without
+    # this binary, and falls back), and its failed server would then serve this pipeline.
+    debug = options.view_as(DebugOptions)
+    if not debug.lookup_experiment("disable_prism_server_singleton"):
+        debug.add_experiment("disable_prism_server_singleton")
     if not _given(options, "prism_log_level"):
         prism.prism_log_level = "warn"  # its info lines would be printed as each job starts and ends
     if options.view_as(StandardOptions).streaming:

@@ -159,3 +159,23 @@ def test_flex_template_dockerfile_points_at_the_project():
         ("FLEX_TEMPLATE_PYTHON_SETUP_FILE", "setup.py"),
     ):
         assert f'{var}="${{WORKDIR}}/{rel}"' in text and (ROOT / rel).is_file(), var
+
+
+def test_a_prism_pipeline_after_a_plain_direct_runner_one_in_the_same_process(prism_binary, tmp_path):
+    # Beam's DirectRunner tries Prism first, without the project's binary (it would download one),
+    # and falls back; the failed job server it leaves must not serve the next Prism pipeline.
+    script = tmp_path / "two.py"
+    script.write_text(
+        "import apache_beam as beam\n"
+        "from apache_beam.options.pipeline_options import PipelineOptions\n"
+        "from beam_pipelines.runners import make_runner\n"
+        "with beam.Pipeline(runner='DirectRunner') as p:\n"
+        "    p | beam.Create([1, 2]) | beam.Map(lambda x: x)\n"
+        "opts = PipelineOptions(['--runner=PrismRunner'])\n"
+        "with beam.Pipeline(runner=make_runner(opts), options=opts) as p:\n"
+        "    p | 'C2' >> beam.Create([3]) | 'M2' >> beam.Map(lambda x: print('prism ran', x))\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prism ran 3" in proc.stdout

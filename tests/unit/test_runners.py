@@ -78,10 +78,12 @@ def test_streaming_on_prism_never_splits_a_bundle_of_keyed_state():
     # Prism 2.77 frees a split bundle's keys while it still runs them: keyed state lost writes.
     streaming = PipelineOptions(["--runner=prism", "--streaming", "--experiments=other"])
     make_runner(streaming, check_artifacts=False)
-    assert streaming.view_as(DebugOptions).experiments == ["other", "prism_disable_sdf_split"]
+    assert streaming.view_as(DebugOptions).experiments == [
+        "other", "disable_prism_server_singleton", "prism_disable_sdf_split"
+    ]  # fmt: skip
     batch = PipelineOptions(["--runner=prism"])
     make_runner(batch, check_artifacts=False)
-    assert not batch.view_as(DebugOptions).experiments
+    assert batch.view_as(DebugOptions).experiments == ["disable_prism_server_singleton"]
 
 
 @pytest.mark.parametrize("runner", ["prism", "flink", "spark"])
