@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from deltalake.exceptions import DeltaError
 
 from beam_pipelines import audit_log, lease, publish
-from beam_pipelines.errors import RunError, UsageError
+from beam_pipelines.errors import RunError, UsageError, parse_flags
 from beam_pipelines.lakehouse import erasure, tables, tiers
 from transforms import faults
 from transforms.sinks.files import join_path
@@ -426,12 +426,7 @@ def subject_digest(column: str, value: str, salt: str) -> str:
 
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> dict:
     """Erases one subject from one output from CLI flags; returns the receipt."""
-    try:
-        ns, rest = _parser().parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        raise UsageError(str(e)) from e
-    if rest:
-        raise UsageError(f"unknown flags: {' '.join(rest)}")
+    ns = parse_flags(_parser(), argv)
     if not ns.pipeline or not ns.output:
         raise UsageError("--pipeline and --output are required (the spec whose tables, and the output they are under)")
     column, value = _subject(ns.subject)

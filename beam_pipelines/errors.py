@@ -11,3 +11,17 @@ class UsageError(ValueError):
 
 class RunError(RuntimeError):
     """The run could not complete: exit status 1."""
+
+
+def parse_flags(parser, argv: list[str]):
+    """``parser``'s namespace for ``argv`` (built with ``exit_on_error=False``); a bad or unknown
+    flag is a UsageError (exit status 2), not argparse's exit."""
+    import argparse
+
+    try:
+        ns, rest = parser.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from e
+    if rest:
+        raise UsageError(f"unknown flags: {' '.join(rest)}")
+    return ns

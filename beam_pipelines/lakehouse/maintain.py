@@ -32,7 +32,7 @@ from datetime import date, datetime, timedelta, timezone
 import pyarrow as pa
 
 from beam_pipelines import audit_log, lease, publish
-from beam_pipelines.errors import RunError, UsageError
+from beam_pipelines.errors import RunError, UsageError, parse_flags
 from beam_pipelines.lakehouse import tables, tiers
 from beam_pipelines.lakehouse.commit import DAY, INGEST_DATE
 
@@ -241,12 +241,7 @@ def _tables_of(pipeline: str, output: str, plan_for, config) -> list:
 
 def run(argv: list[str], clock=lambda: datetime.now(timezone.utc), out=sys.stdout) -> list[dict]:
     """Maintains the tables of one output from CLI flags; returns each table's result."""
-    try:
-        ns, rest = _parser().parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        raise UsageError(str(e)) from e
-    if rest:
-        raise UsageError(f"unknown flags: {' '.join(rest)}")
+    ns = parse_flags(_parser(), argv)
     if not ns.pipeline or not ns.output:
         raise UsageError("--pipeline and --output are required (the spec whose tables, and the output they are under)")
     if not publish.is_local(ns.output):
