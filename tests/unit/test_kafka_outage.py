@@ -29,7 +29,8 @@ class Consumer:
         return []
 
     def get_watermark_offsets(self, tp, timeout=None, cached=False):
-        assert not cached  # a cached answer says nothing about the broker
+        if cached:  # librdkafka's last fetch answer: says nothing about the broker, and asks nothing
+            return -1001, -1001
         self.asks += 1
         if not self.up:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Connection refused"))

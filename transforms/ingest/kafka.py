@@ -49,7 +49,9 @@ instance keeps one consumer per partition it reads (created on first use, closed
 The time budget is ``max_batch_seconds`` while the reader keeps up (results soon), and grows
 to ``catch_up_seconds`` while ``catch_up_backlog`` messages or more still wait after the last
 table (a backlog: after a restart or a burst, fewer and larger bundles catch up faster, and
-nobody is waiting on results that are late already).
+nobody is waiting on results that are late already). A table asks the consumer only for the
+messages its last fetch says are waiting (``consume(n)`` waits its whole timeout when fewer than
+n come): the end of a backlog goes out at once, not after the catch-up budget.
 
 Outages. librdkafka reconnects on its own, and to ``consume()`` a broker that is down looks like
 an idle partition. So an idle partition asks the broker for its end offset every few seconds; once
@@ -415,15 +417,28 @@ class _ReadPartitionFn(beam.DoFn):
         times: list[np.ndarray] = []
         ended = idle = polled = False
         in_step = True
+        table_started = self._clock()
         while len(values) < most and not (ended or idle):
-            wait = deadline - self._clock()
+            now = self._clock()
+            wait = deadline - now
             if wait <= 0 and polled:
                 break
             polled = True
             want = most - len(values)
+            position = offsets[-1] + 1 if offsets else next_offset
             if span.stop != _UNBOUNDED:
                 # consume() waits for as many messages as asked: never ask past the range's end.
-                want = min(want, span.stop - (offsets[-1] + 1 if offsets else next_offset))
+                want = min(want, span.stop - position)
+            # Nor past the messages known to wait (the last fetch's high watermark): a backlog's
+            # last table would otherwise wait out a catch-up budget for messages not yet produced.
+            # Once they are read, the table waits at most the keeping-up budget for more.
+            known = self._backlog(consumer, partition, span, position)
+            if known > 0:
+                want = min(want, known)
+            elif values:
+                wait = min(wait, table_started + s["max_batch_seconds"] - now)
+                if wait <= 0:
+                    break
             messages = consumer.consume(want, timeout=max(wait, _MIN_POLL_SECONDS))
             if not messages:
                 ended, idle = self._past_end(consumer, tracker, partition, span.stop), True
