@@ -13,7 +13,6 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.pvalue import TaggedOutput
 
 from transforms.ingest.kafka import _UNBOUNDED, ReadKafka, _PartitionRange, _PartitionTracker, _ReadUnboundedPartitionFn
-from transforms.ingest.kafka_time import NO_TIME
 
 T0 = 1_709_280_000_000_000  # 2024-03-01T08:00:00Z
 
