@@ -188,6 +188,10 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     for node in plan.chain[1:]:
         built[node.step.name] = node.step.build([built[node.inputs[0][0]].main], io)
     curated = built[plan.curated.step.name].main
+    # In streaming, the curated file writes and per-window profiles run in their own stage: fused
+    # with the aggregates they added their parquet and sketch work to every firing's latency.
+    # On Prism a Reshuffle is only that fusion break; no data moves between workers.
+    off_path = (curated | "OffLatencyPath" >> beam.Reshuffle().with_output_types(pa.Table)) if streaming else curated
     aggregates = []
     for node in plan.aggregates:
         built[node.step.name] = node.step.build([curated], io)
@@ -238,7 +242,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
         and not unwindowed
         and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False))
     ):
-        _profile(plan, curated, io, protection)
+        _profile(plan, off_path, io, protection)
     if streaming and checked is not None and io.checks is not None:
         window_results = checked.extra["results"]
         if protection is not None:
@@ -248,7 +252,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
         window_results | "WriteChecks" >> io.checks
     all_dead = dead if late is None else (dead, late) | "DeadAndLate" >> beam.Flatten()
     for node in plan.sinks:
-        _write(node, built, curated, (errors, all_dead, late), io, protection)
+        _write(node, built, off_path, (errors, all_dead, late), io, protection)
     if io.report is not None:
         report | "WriteReport" >> io.report
     return {

@@ -92,12 +92,12 @@ def reader(clock: Clock, **settings):
     return fn
 
 
-def one_bundle(fn, consumer: Consumer, start: int = 0) -> tuple[int, _PartitionRange]:
-    """Runs one bundle of partition 0 (of 1); returns the rows read and the residual range."""
+def one_bundle(fn, consumer: Consumer, start: int = 0, partitions: int = 1) -> tuple[int, _PartitionRange]:
+    """Runs one bundle of partition 0 (of ``partitions``); returns the rows read and the residual range."""
     fn._consumers[0] = consumer
     fn._at[0] = start
     tracker = Tracker(_PartitionRange(start, _UNBOUNDED, T0))
-    out = list(fn._process((0, start, -1, 1), tracker, ManualWatermarkEstimator(None)))
+    out = list(fn._process((0, start, -1, partitions), tracker, ManualWatermarkEstimator(None)))
     return sum(len(v.value) for v in out if not isinstance(v, TaggedOutput)), tracker.residual
 
 
@@ -121,6 +121,16 @@ def test_keeping_up_a_table_collects_for_the_keeping_up_budget():
     rows, residual = one_bundle(fn, consumer)
     assert rows == 0 and residual.start == 0
     assert consumer.asks == [(5000, 0.25)]  # nothing known to wait: collect up to the budget
+
+
+def test_partitions_read_one_after_another_share_the_keeping_up_budget():
+    clock = Clock()
+    fn = reader(clock, max_batch_records=5000, max_batch_seconds=0.25)
+    for p in range(2):  # the other partition has a watermark too: neither waits for the other
+        fn._report(ManualWatermarkEstimator(None), p, 2, T0)
+    consumer = Consumer(clock, produced=0)
+    one_bundle(fn, consumer, partitions=2)
+    assert consumer.asks == [(5000, 0.125)]  # a bundle holding both partitions still ends within 0.25 s
 
 
 def test_without_a_known_high_watermark_the_budget_still_bounds_the_wait():

@@ -46,7 +46,8 @@ range (``stop_at_end``) finishes when its last offset is claimed; its watermark 
 +infinity. Without ``stop_at_end`` the read is unbounded (streaming runners only). Each DoFn
 instance keeps one consumer per partition it reads (created on first use, closed in
 ``teardown()``), so a range resumed where its consumer stands keeps the prefetched messages.
-The time budget is ``max_batch_seconds`` while the reader keeps up (results soon), and grows
+The time budget is ``max_batch_seconds`` while the reader keeps up (results soon; shared by the
+partitions, since a runner may read them one after another in one bundle), and grows
 to ``catch_up_seconds`` while ``catch_up_backlog`` messages or more still wait after the last
 table (a backlog: after a restart or a burst, fewer and larger bundles catch up faster, and
 nobody is waiting on results that are late already). A table asks the consumer only for the
@@ -127,11 +128,21 @@ PROGRESS_LOGGER = __name__ + ".progress"
 _progress = logging.getLogger(PROGRESS_LOGGER)
 
 
-def bundle_seconds(backlog: int, s: dict) -> float:
-    """A bundle's time budget: short while the reader keeps up, longer over a backlog."""
+def keep_up_seconds(s: dict, partitions: int) -> float:
+    """One partition's share of the keeping-up budget.
+
+    A runner may hand one bundle every partition of the topic (Prism does), read one after
+    another: each takes its share, so the bundle's output is committed within the budget
+    whatever the partition count.
+    """
+    return max(s["max_batch_seconds"] / max(partitions, 1), _MIN_POLL_SECONDS)
+
+
+def bundle_seconds(backlog: int, s: dict, partitions: int = 1) -> float:
+    """A partition's time budget in a bundle: short while the reader keeps up, longer over a backlog."""
     if backlog >= s["catch_up_backlog"]:
         return max(s["catch_up_seconds"], s["max_batch_seconds"])
-    return s["max_batch_seconds"]
+    return keep_up_seconds(s, partitions)
 
 
 class KafkaSourceError(RuntimeError):
@@ -354,12 +365,13 @@ class _ReadPartitionFn(beam.DoFn):
         # Tables of up to max_batch_records until the partition is idle, the range ends, or
         # max_batch_seconds have passed: then the bundle ends and its output is committed.
         started = self._clock()
-        deadline = started + self._s["max_batch_seconds"]
+        keep_up = keep_up_seconds(self._s, count)
+        deadline = started + keep_up
         batch_start, next_offset = span.watermark_us, span.start
         while True:  # at least one table per bundle, however the clock runs
             most = min(_START_BATCH, self._s["max_batch_records"]) if floor == NO_TIME else self._s["max_batch_records"]
             values, offsets, ts, ended, idle, in_step = self._read_batch(
-                consumer, tracker, partition, span, next_offset, deadline, most
+                consumer, tracker, partition, span, next_offset, deadline, most, keep_up
             )
             if partition in self._announce and in_step:
                 self._announce.discard(partition)
@@ -369,7 +381,9 @@ class _ReadPartitionFn(beam.DoFn):
                 yield from self._emit(partition, values, offsets, ts, batch_start, floor)
                 batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
                 floor = self._report(watermark, partition, count, batch_start)
-                deadline = started + bundle_seconds(self._backlog(consumer, partition, span, next_offset), self._s)
+                deadline = started + bundle_seconds(
+                    self._backlog(consumer, partition, span, next_offset), self._s, count
+                )
             if ended or idle or self._clock() >= deadline or self._waits_for_others(floor, batch_start):
                 break
         # Other partitions may have moved the floor while this one was idle.
@@ -404,7 +418,15 @@ class _ReadPartitionFn(beam.DoFn):
         return max(0, high - next_offset)
 
     def _read_batch(
-        self, consumer: Consumer, tracker, partition: int, span, next_offset: int, deadline: float, most: int
+        self,
+        consumer: Consumer,
+        tracker,
+        partition: int,
+        span,
+        next_offset: int,
+        deadline: float,
+        most: int,
+        keep_up: float | None = None,
     ):
         """Claims and reads up to one table.
 
@@ -436,7 +458,7 @@ class _ReadPartitionFn(beam.DoFn):
             if known > 0:
                 want = min(want, known)
             elif values:
-                wait = min(wait, table_started + s["max_batch_seconds"] - now)
+                wait = min(wait, table_started + (keep_up or s["max_batch_seconds"]) - now)
                 if wait <= 0:
                     break
             messages = consumer.consume(want, timeout=max(wait, _MIN_POLL_SECONDS))
@@ -582,7 +604,8 @@ class ReadKafka(beam.PTransform):
             finish (a bounded read); otherwise read forever (streaming runners).
         max_batch_records: Most messages per emitted table.
         max_batch_seconds: A bundle's time budget while the reader keeps up: its tables are
-            emitted and committed at most this long after the bundle began.
+            emitted and committed at most this long after the bundle began (shared by the
+            partitions a bundle reads one after another).
         catch_up_seconds: The budget while at least ``catch_up_backlog`` messages still wait
             after the last table (never less than ``max_batch_seconds``).
         catch_up_backlog: How many waiting messages make a backlog.
