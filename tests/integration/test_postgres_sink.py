@@ -19,6 +19,13 @@ W0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 W1 = datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
 
 
+def upsert(fn, table, pane_info=None) -> None:
+    """A bundle of one element: process() buffers its rows, the bundle's end writes them."""
+    fn.start_bundle()
+    fn.process(table, pane_info=pane_info)
+    fn.finish_bundle()
+
+
 def firing(rows) -> pa.Table:
     return pa.Table.from_pylist(
         [
@@ -81,7 +88,7 @@ def test_workers_creating_the_table_at_once_do_not_fail(pg_dsn):
         t.join()
     assert errors == []
     for fn in fns:
-        assert list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)]))) == [1]
+        upsert(fn, firing([(W0, "view", "US", 1, 1, 0.0)]))
         fn.teardown()
     assert table_rows(pg_dsn, "agg_race") == [(W0, "view", "US", 1, 1, 0.0)]
 
@@ -99,13 +106,13 @@ def test_an_upsert_rides_out_a_server_restart(own_pg):
     port, dsn = own_pg
     fn = _UpsertFn(dsn, "agg_restart", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 120.0)
     fn.setup()
-    assert list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)]))) == [1]
+    upsert(fn, firing([(W0, "view", "US", 1, 1, 0.0)]))
     stop_postgres(port, keep_data=True)
     # Down for longer than the sink's old budget of a few tries (about 7 s): the budget is in time now.
     restart = threading.Timer(12.0, start_postgres, args=(port, os.getpid()))
     restart.start()
     try:
-        assert list(fn.process(firing([(W0, "view", "US", 2, 2, 0.0), (W1, "click", "DE", 1, 1, 0.0)]))) == [2]
+        upsert(fn, firing([(W0, "view", "US", 2, 2, 0.0), (W1, "click", "DE", 1, 1, 0.0)]))
     finally:
         restart.join()
         fn.teardown()
@@ -121,7 +128,7 @@ def test_an_outage_longer_than_the_budget_is_one_clear_error_without_the_passwor
     stop_postgres(port, keep_data=True)
     try:
         with pytest.raises(PostgresUnavailable, match=r"upsert into agg_outage: PostgreSQL not reachable for 2s") as e:
-            list(fn.process(firing([(W0, "view", "US", 1, 1, 0.0)])))
+            upsert(fn, firing([(W0, "view", "US", 1, 1, 0.0)]))
         assert "canary-secret-7" not in str(e.value)
     finally:
         fn.teardown()
@@ -139,9 +146,9 @@ def test_an_older_firing_delivered_after_a_newer_one_does_not_replace_it(pg_dsn)
     try:
         newer = firing([(W0, "view", "US", 5, 4, 2.5), (W0, "click", "US", 1, 1, 0.0)])
         older = firing([(W0, "view", "US", 3, 3, 1.5), (W0, "click", "DE", 2, 2, 0.0)])
-        assert list(fn.process(newer, pane_info=pane(2))) == [2]
-        assert list(fn.process(older, pane_info=pane(1))) == [2]  # a retried bundle of the earlier firing
-        assert list(fn.process(newer, pane_info=pane(2))) == [2]  # the same firing again changes nothing
+        upsert(fn, newer, pane(2))
+        upsert(fn, older, pane(1))  # a retried bundle of the earlier firing
+        upsert(fn, newer, pane(2))  # the same firing again changes nothing
     finally:
         fn.teardown()
     assert table_rows(pg_dsn, "agg_panes") == [
@@ -154,6 +161,28 @@ def test_an_older_firing_delivered_after_a_newer_one_does_not_replace_it(pg_dsn)
     assert panes == [("click", "DE", 1), ("click", "US", 2), ("view", "US", 2)]
 
 
+def test_a_bundle_of_several_firings_writes_each_key_newest_in_one_transaction(pg_dsn):
+    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+    def pane(index):
+        return PaneInfo(index == 0, False, PaneInfoTiming.EARLY, index, -1)
+
+    fn = _UpsertFn(pg_dsn, "agg_bundle", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0)
+    fn.setup()
+    try:
+        fn.start_bundle()
+        # A catch-up bundle: firings 1 and 3 of one window, firing 2 after 3 (out of order).
+        fn.process(firing([(W0, "view", "US", 1, 1, 0.5)]), pane_info=pane(1))
+        fn.process(firing([(W0, "view", "US", 3, 2, 1.5), (W1, "click", "DE", 1, 1, 0.0)]), pane_info=pane(3))
+        fn.process(firing([(W0, "view", "US", 2, 2, 1.0)]), pane_info=pane(2))
+        with psycopg.connect(pg_dsn) as conn:  # nothing is written before the bundle ends
+            assert conn.execute("SELECT to_regclass('agg_bundle')").fetchone() == (None,)
+        fn.finish_bundle()
+    finally:
+        fn.teardown()
+    assert table_rows(pg_dsn, "agg_bundle") == [(W0, "view", "US", 3, 2, 1.5), (W1, "click", "DE", 1, 1, 0.0)]
+
+
 def test_a_table_made_before_the_pane_column_gets_it(pg_dsn):
     with psycopg.connect(pg_dsn) as conn:
         conn.execute(
@@ -164,7 +193,7 @@ def test_a_table_made_before_the_pane_column_gets_it(pg_dsn):
     fn = _UpsertFn(pg_dsn, "agg_old", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0)
     fn.setup()
     try:
-        assert list(fn.process(firing([(W0, "view", "US", 2, 2, 0.0)]), pane_info=None)) == [1]
+        upsert(fn, firing([(W0, "view", "US", 2, 2, 0.0)]), pane_info=None)
     finally:
         fn.teardown()
     assert table_rows(pg_dsn, "agg_old") == [(W0, "view", "US", 2, 2, 0.0)]

@@ -153,6 +153,7 @@ class _UpsertFn(beam.DoFn):
         self._stale = beam.metrics.Metrics.counter("postgres", "rows_older_firing_skipped")
         self._sql = self._statements()
         self._ready = False
+        self.start_bundle()
         # Connected here so a wrong DSN fails at start; an outage is ridden out in process().
         self._conn = connect(self._dsn, RetryBudget(self._retry_for_s))
 
@@ -207,17 +208,38 @@ class _UpsertFn(beam.DoFn):
         )
         return {"create": create, "pane": add_pane, "upsert": upsert}
 
+    def start_bundle(self):
+        self._pending: dict[tuple, tuple] = {}  # key -> (order, row): the bundle's newest row per key
+        self._began = None
+
     def process(self, table: pa.Table, pane_info=beam.DoFn.PaneInfoParam):
+        """Buffers the element's rows; the bundle's rows are written in one transaction when it ends."""
         if table.num_rows == 0:
             return
-        import psycopg
-
+        if self._began is None:
+            self._began = time.time()
         # Outside a runner (called directly) there is no pane: firing 0.
         index = pane_info.index if isinstance(pane_info, PaneInfo) else 0
-        rows = table.select(self._schema.names).to_pylist()
-        params = [(*(_key_value(r[c]) if c in self._keys else r[c] for c in self._schema.names), index) for r in rows]
+        names, keys, version = self._schema.names, self._keys, self._version
+        for r in table.select(names).to_pylist():
+            row = (*(_key_value(r[c]) if c in keys else r[c] for c in names), index)
+            order = index if version is None else r[version]
+            key = tuple(_key_value(r[k]) for k in keys)
+            held = self._pending.get(key)
+            # Several firings of a window in one bundle: the newest wins here, as in the table.
+            if held is None or (order is not None and (held[0] is None or held[0] <= order)):
+                self._pending[key] = (order, row)
+
+    def finish_bundle(self):
+        if self._pending:
+            self._write([row for _, row in self._pending.values()])
+        self.start_bundle()
+
+    def _write(self, params: list[tuple]) -> None:
+        import psycopg
+
         retry = RetryBudget(self._retry_for_s)
-        began = time.time()
+        began = self._began or time.time()
         while True:
             try:
                 if self._conn is None:
@@ -230,7 +252,7 @@ class _UpsertFn(beam.DoFn):
                 self._conn.commit()
                 break
             except psycopg.OperationalError as e:
-                # The transaction is lost with the connection; the whole element is upserted again.
+                # The transaction is lost with the connection; the whole bundle is upserted again.
                 self._close()
                 _LOG.warning(
                     "upsert into %s failed (try %d): %s; reconnecting", self._table, retry.tries, _first_line(e)
@@ -240,11 +262,10 @@ class _UpsertFn(beam.DoFn):
                         f"upsert into {self._table}: PostgreSQL not reachable for {self._retry_for_s:.0f}s "
                         f"({retry.tries} tries): {_first_line(e)}"
                     ) from e
-        record("upsert", table=self._table, began=began, rows=len(rows))
-        self._rows.inc(len(rows))
-        if 0 <= written < len(rows):
-            self._stale.inc(len(rows) - written)
-        yield len(rows)
+        record("upsert", table=self._table, began=began, rows=len(params))
+        self._rows.inc(len(params))
+        if 0 <= written < len(params):
+            self._stale.inc(len(params) - written)
 
     def _close(self):
         if self._conn is not None:
@@ -281,7 +302,8 @@ class UpsertPostgres(beam.PTransform):
         dsn_env: Instead of ``dsn``: the environment variable holding it, read on the worker.
         dsn_file: Instead of ``dsn``: a file holding it, read on the worker.
 
-    Returns a PCollection of row counts, one per element written.
+    Rows are written when each bundle ends, in one transaction (a bundle holding several
+    firings of a window writes its newest). Returns an empty PCollection.
     """
 
     def __init__(
