@@ -7,8 +7,6 @@ one period, for sliding windows) and is timestamped at its start, so Beam's own 
 element into every window that holds it. Each element is pre-aggregated to one row per
 (group keys, distinct values) before the shuffle; a CombineFn merges those partial tables per
 window, so what crosses the shuffle is small and grows with distinct values, not with rows.
-With early or late firings the merge is a ``RunningCombine``: a firing merges only the partials
-that arrived since the last one into the window's running value.
 Bounded input can instead shuffle its partials through files (window_spill). Sessions are in
 ``sessions``.
 """
@@ -38,7 +36,6 @@ from transforms.partials import (
     window_starts,
 )
 from transforms.records import ArrowTableCoder, slices_by
-from transforms.running_combine import RunningCombine
 from transforms.sessions import KEYED, SessionAggregate, SessionRuns
 from transforms.window_spill import WINDOW_COLUMN, SpilledPartials
 
@@ -136,16 +133,6 @@ class _MergePartialsFn(_TablesCombineFn):
         self._s = spec
 
     def _merge(self, tables):
-        return merge_partials(tables, self._s)
-
-
-class _MergePartials:
-    """Partial tables of one window -> one (RunningCombine's merge)."""
-
-    def __init__(self, spec: AggregateSpec):
-        self._s = spec
-
-    def __call__(self, tables: list[pa.Table]) -> pa.Table:
         return merge_partials(tables, self._s)
 
 
@@ -454,6 +441,6 @@ class WindowedAggregate(beam.PTransform):
             tables
             | "SplitWindows" >> beam.ParDo(_SplitByWindowFn(s)).with_input_types(pa.Table).with_output_types(pa.Table)
             | "Window" >> self._window_into()
-            | "Combine" >> RunningCombine(_MergePartials(s), ArrowTableCoder(), pa.Table)
+            | "Combine" >> beam.CombineGlobally(_MergePartialsFn(s)).without_defaults().with_output_types(pa.Table)
             | "Finalize" >> beam.ParDo(_FinalizeFn(s)).with_output_types(pa.Table)
         )

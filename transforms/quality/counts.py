@@ -6,8 +6,6 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms.trigger import AccumulationMode, AfterProcessingTime, AfterWatermark
 
-from transforms.running_combine import RunningCombine
-
 __all__ = ["CountRows", "MergeCounts"]
 
 
@@ -93,5 +91,5 @@ class MergeCounts(beam.PTransform):
                 trigger=AfterWatermark(early=AfterProcessingTime(self._early)),
                 accumulation_mode=AccumulationMode.ACCUMULATING,
             )
-            | "Sum" >> RunningCombine(_sum_dicts, beam.coders.PickleCoder(), dict)
+            | "Sum" >> beam.CombineGlobally(_sum_dicts).without_defaults()
         )

@@ -23,7 +23,6 @@ from apache_beam.transforms import window as beam_window
 from transforms.quality.hll import LG_K_RANGE
 from transforms.quality.sketches import BOOLEAN, NUMERIC, STRING, TIMESTAMP, ColumnSketch, normalised
 from transforms.records import iso_text
-from transforms.running_combine import RunningCombine
 
 __all__ = ["ProfileColumns", "profile_tables"]
 
@@ -172,12 +171,10 @@ class _SketchFn(beam.DoFn):
             yield acc
 
 
-def _merge_profiles(profiles: list[_Profile]) -> _Profile:
-    """Merges into the first (RunningCombine's merge)."""
-    out = profiles[0]
-    for other in profiles[1:]:
-        out.merge(other)
-    return out
+class _MergeProfilesFn(_ProfileFn):
+    def add_input(self, acc: _Profile, profile: _Profile) -> _Profile:
+        acc.merge(profile)
+        return acc
 
 
 def _summarise(acc: _Profile, cfg: _Config) -> dict:
@@ -332,7 +329,10 @@ class ProfileColumns(beam.PTransform):
         return (
             tables
             | "Sketch" >> beam.ParDo(_SketchFn(self._cfg)).with_input_types(pa.Table).with_output_types(_Profile)
-            | "Combine" >> RunningCombine(_merge_profiles, _ProfileCoder(), _Profile)
-            | "Summarise" >> beam.Map(_summarise, self._cfg).with_output_types(dict)
+            | "Combine"
+            >> beam.CombineGlobally(_MergeProfilesFn(self._cfg))
+            .without_defaults()
+            .with_input_types(_Profile)
+            .with_output_types(dict)
             | "WithWindow" >> beam.ParDo(_WithWindowFn()).with_output_types(dict)
         )
