@@ -1,0 +1,62 @@
+"""In streaming, the curated file writes and per-window profiles hang off a Reshuffle (a fusion
+break on Prism), so their work is not part of each firing's latency; the aggregates take the
+curated records directly. Batch has no such break. Checked on the built job graph (not run)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipelines.spec import EventsConfig
+from beam_pipelines.spec.build import build, file_io, plan_for, stream_io
+
+STREAM = dict(streaming=True, kafka_bootstrap="k:9092", kafka_topic="t", pg_dsn="postgresql://x")
+
+
+def consumers(p: beam.Pipeline) -> dict[str, set[str]]:
+    """Full label of each transform -> full labels of the leaf transforms reading its outputs."""
+    producers, readers = {}, {}
+    for t in _walk(p._root_transform()):
+        for out in t.outputs.values():
+            producers[id(out)] = t.full_label
+    for t in _walk(p._root_transform()):
+        if t.parts:
+            continue
+        for pc in t.main_inputs.values():
+            readers.setdefault(producers.get(id(pc)), set()).add(t.full_label)
+    return readers
+
+
+def _walk(t):
+    yield t
+    for part in t.parts:
+        yield from _walk(part)
+
+
+def built(tmp_path, **kw) -> beam.Pipeline:
+    cfg = EventsConfig(input=str(tmp_path / "in.jsonl"), input_format="jsonl", output=str(tmp_path / "out"),
+                       pipeline="events", **kw)  # fmt: skip
+    plan = plan_for(cfg)
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = bool(kw.get("streaming"))
+    p = beam.Pipeline(options=options)
+    io = (stream_io if kw.get("streaming") else file_io)(cfg, str(tmp_path / "out"), plan)
+    build(p, cfg, io, plan)
+    return p
+
+
+def test_streaming_writes_and_profiles_read_the_curated_records_after_a_fusion_break(tmp_path):
+    readers = consumers(built(tmp_path, **STREAM))
+    off = {r for label, rs in readers.items() if label and label.startswith("OffLatencyPath/") for r in rs}
+    off = {r for r in off if not r.startswith("OffLatencyPath/")}  # the steps after the break
+    assert any(label.startswith("WriteCurated/") for label in off), off
+    assert any(label.startswith("ProfileCurated/") or label.startswith("WindowCurated/") for label in off), off
+    curated = next(label for label in readers if label and label.startswith("SelectCurated"))
+    direct = readers[curated]
+    assert any(label.startswith("HourlyAggregate/") for label in direct)  # the latency path: no break
+    assert not any(label.startswith("WriteCurated/") for label in direct)
+
+
+def test_batch_has_no_break(tmp_path):
+    readers = consumers(built(tmp_path))
+    assert not any(label and "OffLatencyPath" in label for label in readers)
