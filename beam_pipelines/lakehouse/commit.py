@@ -225,8 +225,11 @@ def results(entries: list[dict]) -> list[dict]:
         commit = None
         if mine is not None:
             m = mine.get("operationMetrics", {})
-            commit = {"version": mine["version"], "operation": mine["operation"]}
-            if mine["operation"] == "MERGE":
+            merged = f"{tables.APP_ID}.merge.operation" in mine  # a MERGE computed in Arrow (arrow_merge)
+            commit = {"version": mine["version"], "operation": "MERGE" if merged else mine["operation"]}
+            if merged:
+                commit.update({k: int(mine[f"{tables.APP_ID}.merge.{k}"]) for k in ("source", "inserted", "updated")})
+            elif mine["operation"] == "MERGE":
                 commit.update(source=m.get("num_source_rows", 0), inserted=m.get("num_target_rows_inserted", 0),
                               updated=m.get("num_target_rows_updated", 0))  # fmt: skip
             else:
