@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["APP_ID", "applies", "merge"]
+__all__ = ["APP_ID", "applies", "file_stats", "local_root", "merge", "table_schema"]
 
 APP_ID = "beam_pipelines"  # tables.APP_ID (not imported: tables imports this module)
 DAY = "dt"
@@ -56,14 +56,14 @@ _VIEWS = {pa.string_view(): pa.string(), pa.large_string(): pa.string(), pa.bina
           pa.large_binary(): pa.binary()}  # fmt: skip
 
 
-def _root(table) -> str | None:
+def local_root(table) -> str | None:
     uri = table.table_uri
     if uri.startswith("file://"):
         return unquote(urlparse(uri).path)
     return uri if uri.startswith("/") else None
 
 
-def _schema(table) -> pa.Schema:
+def table_schema(table) -> pa.Schema:
     held = pa.schema(table.schema().to_arrow())
     return pa.schema([f.with_type(_VIEWS.get(f.type, f.type)) for f in held])
 
@@ -71,13 +71,13 @@ def _schema(table) -> pa.Schema:
 def applies(table, data: pa.Table, key: str) -> bool:
     """Whether ``merge`` can MERGE ``data`` into ``table`` (see the module docstring)."""
     protocol = table.protocol()
-    if _root(table) is None or protocol.reader_features or protocol.writer_features:
+    if local_root(table) is None or protocol.reader_features or protocol.writer_features:
         return False
     if protocol.min_reader_version > 1 or protocol.min_writer_version > 2:
         return False
     if table.metadata().partition_columns != [DAY] or table.metadata().configuration.get("delta.appendOnly") == "true":
         return False
-    held = _schema(table)
+    held = table_schema(table)
     if set(held.names) != set(data.schema.names):
         return False
     for f in data.schema:
@@ -95,7 +95,7 @@ def merge(table, data: pa.Table, key: str, newer: tuple[str, str] | None, props,
     Retries on a concurrent commit; raises deltalake's CommitFailedError when every try met one."""
     from deltalake.exceptions import CommitFailedError
 
-    data = data.cast(_schema(table)).combine_chunks()
+    data = data.cast(table_schema(table)).combine_chunks()
     for attempt in range(_CONFLICT_TRIES):
         plan = _plan(table, data, key, newer, insert)
         if plan["commit"] is None:
@@ -107,7 +107,7 @@ def merge(table, data: pa.Table, key: str, newer: tuple[str, str] | None, props,
             table.update_incremental()  # the caller's table object at the new version, as after delta-rs' MERGE
             return plan["metrics"]
         except CommitFailedError:
-            root = _root(table)
+            root = local_root(table)
             for add in written:
                 os.remove(os.path.join(root, add.path))
             if attempt == _CONFLICT_TRIES - 1:
@@ -124,7 +124,8 @@ def _files(table) -> pa.Table:
 def _candidates(files: pa.Table, keys: pa.Array, key: str) -> list[int]:
     """The files whose key range can hold one of ``keys`` (all of them when a file has no statistics)."""
     lo_col, hi_col = f"min.{key}", f"max.{key}"
-    if lo_col not in files.column_names or hi_col not in files.column_names:
+    exact = pa.types.is_integer(keys.type) or pa.types.is_string(keys.type)  # others' statistics are rounded
+    if not exact or lo_col not in files.column_names or hi_col not in files.column_names:
         return list(range(files.num_rows))
     ordered = pc.sort_indices(keys)
     sorted_keys = keys.take(ordered)
@@ -171,7 +172,7 @@ def _distinct(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _plan(table, data: pa.Table, key: str, newer, insert: bool) -> dict:
-    root, schema = _root(table), _schema(table)
+    root, schema = local_root(table), table_schema(table)
     files = _files(table)
     candidates = _candidates(files, data.column(key), key) if files.num_rows else []
     paths = files.column("path").to_pylist()
@@ -277,8 +278,10 @@ def _stat(v, t: pa.DataType, upper: bool):
     return v
 
 
-def _stats(rows: pa.Table) -> str:
-    lows, highs, nulls = {}, {}, {}
+def file_stats(rows: pa.Table, extra_nulls: dict | None = None) -> str:
+    """The Delta statistics (JSON) of a file holding ``rows`` (and columns ``extra_nulls``, whose
+    null counts are given: no minimum or maximum)."""
+    lows, highs, nulls = {}, {}, dict(extra_nulls or {})
     for f in rows.schema:
         col = rows.column(f.name)
         nulls[f.name] = col.null_count
@@ -295,7 +298,7 @@ def _write(table, commit: dict, level: int | None) -> list:
     """Writes the commit's rows as parquet files under their day partitions; returns their add actions."""
     from deltalake.transaction import AddAction
 
-    root, rows = _root(table), commit["rows"]
+    root, rows = local_root(table), commit["rows"]
     days = pc.unique(rows.column(DAY))
     jobs = []
     for day in days.to_pylist():
@@ -311,7 +314,7 @@ def _write(table, commit: dict, level: int | None) -> list:
         path = os.path.join(root, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         pq.write_table(chunk, path, compression="zstd", compression_level=level or 1)
-        return AddAction(rel, os.path.getsize(path), {DAY: value}, int(time.time() * 1000), True, _stats(chunk))
+        return AddAction(rel, os.path.getsize(path), {DAY: value}, int(time.time() * 1000), True, file_stats(chunk))
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
         return list(pool.map(write, jobs))

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from deltalake.exceptions import DeltaError
 
-from beam_pipelines.lakehouse import tables, tiers
+from beam_pipelines.lakehouse import bronze_files, tables, tiers
 from transforms.sinks.files import join_path
 
 __all__ = ["LAYERS", "complete", "prepare", "results"]
@@ -109,6 +109,8 @@ def _with_layer_columns(batch, entry: dict):
     """``batch`` (a record batch or table) with the columns its layer adds."""
     if entry["layer"] == "bronze":
         day = pc.cast(batch.column("ingest_time"), pa.date32())
+        if "run_id" in batch.schema.names:  # staged by a launched run (WriteReceived with its id)
+            return type(batch).from_arrays([*batch.columns, day], [*batch.schema.names, INGEST_DATE])
         run = pa.repeat(pa.scalar(entry["run_id"], pa.string()), batch.num_rows)
         return type(batch).from_arrays([*batch.columns, day, run], [*batch.schema.names, INGEST_DATE, "run_id"])
     day = pc.cast(batch.column(entry["partition_by"]), pa.date32())  # UTC: the columns are UTC timestamps
@@ -155,8 +157,10 @@ def complete(entry: dict) -> bool:
 def _commit(entry: dict, table) -> None:
     layer, run_id, txn = entry["layer"], entry["run_id"], entry["txn"]
     if layer == "bronze":
-        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
-        tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, added=str(entry["rows"]))
+        staged = [join_path(entry["staged"], f) for f in entry["files"]]
+        if not bronze_files.commit(entry, table, props, staged):
+            tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
     elif layer == "silver":
         reader, to_cold = _reader(entry), {}
         if entry.get("cold"):
@@ -233,7 +237,8 @@ def results(entries: list[dict]) -> list[dict]:
                 commit.update(source=m.get("num_source_rows", 0), inserted=m.get("num_target_rows_inserted", 0),
                               updated=m.get("num_target_rows_updated", 0))  # fmt: skip
             else:
-                commit.update(added=m.get("num_added_rows", 0), files_removed=m.get("num_removed_files", 0))
+                added = m.get("num_added_rows", int(mine.get(f"{tables.APP_ID}.added", 0)))  # bronze_files: no metrics
+                commit.update(added=added, files_removed=m.get("num_removed_files", 0))
             if f"{tables.APP_ID}.windows" in mine:
                 commit["windows"] = int(mine[f"{tables.APP_ID}.windows"])
             if f"{tables.APP_ID}.cold_rows" in mine:  # the run's records whose keys the cold tier holds
