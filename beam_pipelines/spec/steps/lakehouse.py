@@ -240,7 +240,7 @@ class WriteLakehouse(Sink):
         staged = join_path(root, STAGED, self.name)
         spill = join_path(root, SCRATCH, "lakehouse", self.name)
         if layer == "bronze":
-            return WriteReceived(staged, cfg.run_time, buckets=cfg.curated_buckets, spill_dir=spill, run_id=cfg.run_id)
+            return WriteReceived(staged, cfg.run_time, scratch_dir=spill, run_id=cfg.run_id)
         if layer == "silver":
             return WriteLake(staged, columns=tuple(self._columns), sort_by=(self._key,), buckets=cfg.curated_buckets,
                              bucket_key=self._key, spill_dir=spill)  # fmt: skip
