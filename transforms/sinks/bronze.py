@@ -9,20 +9,13 @@ for the run).
 
 from __future__ import annotations
 
-import posixpath
-import uuid
 from datetime import datetime
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.records import json_text
-from transforms.sinks.files import dictionary_columns, join_path, statistics_columns
+from transforms.sinks.files import WriteBundles
 
 __all__ = ["RECEIVED_SCHEMA", "RUN_ID", "WriteReceived", "received_rows"]
 
@@ -61,60 +54,18 @@ def received_rows(batch: pa.Table, ingest_time: datetime, run_id: str | None = N
     return rows.append_column(RUN_ID, pa.repeat(pa.scalar(run_id, pa.string()), batch.num_rows))
 
 
-class _WriteBundleFn(beam.DoFn):
-    """Writes the received rows of a bundle into one parquet file under ``scratch`` as they come;
-    outputs its path and rows when the bundle finishes. A retried bundle's earlier file stays in
-    scratch: only the outputs of the bundle that succeeded are moved into place (``_SettleFn``)."""
-
-    def __init__(self, scratch: str, ingest_time: datetime, run_id: str | None):
-        self._scratch, self._ingest_time, self._run_id = scratch, ingest_time, run_id
-
-    def start_bundle(self):
-        self._fh = self._writer = None
-        self._rows = 0
+class _ReceivedFn(beam.DoFn):
+    def __init__(self, ingest_time: datetime, run_id: str | None):
+        self._ingest_time, self._run_id = ingest_time, run_id
 
     def process(self, batch: pa.Table):
-        if not batch.num_rows:
-            return
-        rows = received_rows(batch, self._ingest_time, self._run_id)
-        if self._writer is None:
-            dictionary = dictionary_columns(rows)
-            self._path = join_path(self._scratch, f"{uuid.uuid4().hex}.parquet")
-            self._fh = FileSystems.create(self._path, mime_type="application/octet-stream")
-            self._writer = pq.ParquetWriter(self._fh, rows.schema, compression="zstd", use_dictionary=dictionary,
-                                            write_statistics=statistics_columns(rows, dictionary))  # fmt: skip
-        self._writer.write_table(rows)
-        self._rows += rows.num_rows
-
-    def finish_bundle(self):
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._fh.close()
-        yield WindowedValue({"path": self._path, "rows": self._rows}, MIN_TIMESTAMP, [GlobalWindow()])
-
-
-class _SettleFn(beam.DoFn):
-    def __init__(self, root: str):
-        self._root = root
-
-    def setup(self):
-        try:
-            FileSystems.mkdirs(self._root)  # a local rename needs the directory; object stores have none
-        except OSError:  # there already (or nothing to make)
-            pass
-
-    def process(self, written: dict):
-        path = join_path(self._root, f"part-{posixpath.basename(written['path'])}")
-        FileSystems.rename([written["path"]], [path])
-        beam.metrics.Metrics.counter("write", "files").inc()
-        yield {"path": path, "rows": written["rows"]}
+        if batch.num_rows:
+            yield received_rows(batch, self._ingest_time, self._run_id)
 
 
 class WriteReceived(beam.PTransform):
-    """Writes the records as received of a source's raw batches as parquet under ``root``: each
-    bundle's rows straight into a file of its own (no shuffle: the rows need no grouping), written
-    under ``scratch_dir`` and moved into ``root`` once the bundle has succeeded.
+    """Writes the records as received of a source's raw batches as parquet under ``root``, each
+    bundle's rows into a file of its own (``WriteBundles``: no shuffle, the rows need no grouping).
 
     Args:
         root: Output directory on any Beam filesystem.
@@ -133,11 +84,11 @@ class WriteReceived(beam.PTransform):
         self._root, self._ingest_time, self._scratch, self._run_id = root, ingest_time, scratch_dir, run_id
 
     def expand(self, raw):
-        written = raw | "Write" >> beam.ParDo(_WriteBundleFn(self._scratch, self._ingest_time, self._run_id)
-                                              ).with_input_types(pa.Table).with_output_types(dict)  # fmt: skip
-        # The shuffle keeps only the outputs of bundles that succeeded.
         return (
-            written
-            | "Settle" >> beam.Reshuffle()
-            | "Move" >> beam.ParDo(_SettleFn(self._root)).with_input_types(dict).with_output_types(dict)
+            raw
+            | "Received"
+            >> beam.ParDo(_ReceivedFn(self._ingest_time, self._run_id))
+            .with_input_types(pa.Table)
+            .with_output_types(pa.Table)
+            | "Files" >> WriteBundles(self._root, self._scratch)
         )
