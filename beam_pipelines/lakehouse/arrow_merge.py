@@ -46,6 +46,7 @@ __all__ = ["APP_ID", "applies", "file_stats", "local_root", "merge", "table_sche
 APP_ID = "beam_pipelines"  # tables.APP_ID (not imported: tables imports this module)
 DAY = "dt"
 _CONFLICT_TRIES = 10
+_FEW_FILES = 16  # candidate files below which the incoming keys are not sorted to rule some out
 _FILE_ROWS = 1_000_000  # rows per written file: large files, and more than one to write at once
 _STRING_STATS = 32  # string statistics longer than this are left out, as delta-rs truncates them
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -85,7 +86,10 @@ def applies(table, data: pa.Table, key: str) -> bool:
         if t != held.field(f.name).type or not any(is_(t) for is_ in _FLAT):
             return False
     keys = data.column(key)
-    return keys.null_count == 0 and pc.count_distinct(keys).as_py() == data.num_rows
+    if keys.null_count:
+        return False
+    # Acero's grouping (threaded): about twice as fast as count_distinct on two million strings.
+    return pa.table({"k": keys}).group_by("k", use_threads=True).aggregate([]).num_rows == data.num_rows
 
 
 def merge(table, data: pa.Table, key: str, newer: tuple[str, str] | None, props, level: int | None,
@@ -127,6 +131,14 @@ def _candidates(files: pa.Table, keys: pa.Array, key: str) -> list[int]:
     exact = pa.types.is_integer(keys.type) or pa.types.is_string(keys.type)  # others' statistics are rounded
     if not exact or lo_col not in files.column_names or hi_col not in files.column_names:
         return list(range(files.num_rows))
+    first, last = (v.as_py() for v in pc.min_max(keys).values())
+    out = []
+    for i, (lo, hi) in enumerate(zip(files.column(lo_col).to_pylist(), files.column(hi_col).to_pylist())):
+        unknown = lo is None or hi is None or isinstance(lo, str) and len(lo) >= _STRING_STATS
+        if unknown or not (hi < first or last < lo):
+            out.append(i)
+    if len(out) <= _FEW_FILES:  # reading their key columns costs less than sorting the keys to rule some out
+        return out
     ordered = pc.sort_indices(keys)
     sorted_keys = keys.take(ordered)
     n = len(sorted_keys)
@@ -139,15 +151,17 @@ def _candidates(files: pa.Table, keys: pa.Array, key: str) -> list[int]:
             return sorted_keys[i].as_py()
 
     view = _View()
-    out = []
-    for i, (lo, hi) in enumerate(zip(files.column(lo_col).to_pylist(), files.column(hi_col).to_pylist())):
+    lows, highs = files.column(lo_col).to_pylist(), files.column(hi_col).to_pylist()
+    kept = []
+    for i in out:
+        lo, hi = lows[i], highs[i]
         if lo is None or hi is None or isinstance(lo, str) and len(lo) >= _STRING_STATS:
-            out.append(i)
+            kept.append(i)
             continue
         at = bisect.bisect_left(view, lo)
         if at < n and view[at] <= hi:
-            out.append(i)
-    return out
+            kept.append(i)
+    return kept
 
 
 def _read(root: str, path: str, columns: list[str] | None, schema: pa.Schema) -> pa.Table:
@@ -189,20 +203,21 @@ def _plan(table, data: pa.Table, key: str, newer, insert: bool) -> dict:
     else:
         stored = file_schema.empty_table().select(stored_cols)
         origin = np.zeros(0, dtype=np.int64)
-    data_keys = data.column(key).combine_chunks()
-    at = pc.index_in(stored.column(key).combine_chunks(), value_set=data_keys)  # each stored row's incoming row
-    matched = pc.is_valid(at)
+    # Each stored row's incoming row (-1: none), by Acero's hash join (threaded; null keys match nothing).
+    pairs = pa.table({"k": stored.column(key), "i": np.arange(stored.num_rows)}).join(
+        pa.table({"k": data.column(key), "j": np.arange(data.num_rows)}), "k", join_type="inner", use_threads=True)  # fmt: skip
+    at_np = np.full(stored.num_rows, -1, dtype=np.int64)
+    at_np[pairs.column("i").to_numpy()] = pairs.column("j").to_numpy()
+    matched = at_np >= 0
     held = np.zeros(data.num_rows, dtype=bool)
-    held[pc.filter(at, matched).to_numpy()] = True
+    held[at_np[matched]] = True
     may_update = matched
     if newer is not None:
         column, keep = newer
-        theirs = pc.take(data.column(column).combine_chunks(), pc.fill_null(at, 0))
+        theirs = pc.take(data.column(column).combine_chunks(), pa.array(np.where(matched, at_np, 0)))
         ours = stored.column(column).combine_chunks()
         ok = pc.greater_equal(theirs, ours) if keep == "last" else pc.less_equal(theirs, ours)
-        may_update = pc.and_(matched, pc.fill_null(ok, False))
-    may_update = may_update.to_numpy(zero_copy_only=False)
-    at_np = pc.fill_null(at, -1).to_numpy(zero_copy_only=False)
+        may_update = matched & pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
     # Offsets of each candidate file's rows in ``stored``.
     starts = {}
     pos = 0
@@ -210,7 +225,7 @@ def _plan(table, data: pa.Table, key: str, newer, insert: bool) -> dict:
         starts[i] = (pos, pos + t.num_rows)
         pos += t.num_rows
     touched = sorted({int(i) for i in np.unique(origin[may_update])})
-    rewritten, kept, updated_from = [], [], []
+    rewritten, kept, updated = [], [], []
     for i in touched:
         lo, hi = starts[i]
         rows = _read(root, paths[i], None, file_schema)
@@ -231,20 +246,19 @@ def _plan(table, data: pa.Table, key: str, newer, insert: bool) -> dict:
         rest = rows.filter(pa.array(keep_rows))
         rewritten.append(i)
         kept.append(rest.append_column(DAY, pa.array([pv] * rest.num_rows, schema.field(DAY).type)))
-        updated_from.append(src[differs])
-    updated = np.concatenate(updated_from) if updated_from else np.zeros(0, dtype=np.int64)
-    inserted = np.flatnonzero(~held) if insert else np.zeros(0, dtype=np.int64)
+        updated.append(theirs.filter(pa.array(differs)))
+    inserted = data.filter(pa.array(~held)) if insert else data.slice(0, 0)
     metrics = {
         "num_source_rows": data.num_rows,
-        "num_target_rows_inserted": len(inserted),
-        "num_target_rows_updated": len(updated),
+        "num_target_rows_inserted": inserted.num_rows,
+        "num_target_rows_updated": sum(u.num_rows for u in updated),
         "num_target_rows_deleted": 0,
         "num_target_rows_copied": sum(k.num_rows for k in kept),
         "num_target_files_removed": len(rewritten),
     }
-    if not len(updated) and not len(inserted):
+    if not metrics["num_target_rows_updated"] and not inserted.num_rows:
         return {"metrics": {**metrics, "num_target_files_added": 0}, "commit": None}
-    new = pa.concat_tables([*kept, data.take(pa.array(np.concatenate([updated, inserted])))])
+    new = pa.concat_tables([*kept, *(u.select(schema.names) for u in updated), inserted.select(schema.names)])
     removes = [(paths[i], int(files.column("size_bytes")[i].as_py()), _partition_value(files, i)) for i in rewritten]
     return {"metrics": metrics, "commit": {"rows": new.select(schema.names), "removes": removes}}
 
