@@ -13,8 +13,11 @@ table's last one + 1); ``complete`` commits unless the table already holds that 
 publish cut off between two commits is completed by the next holder of the output without
 committing anything twice.
 
-- bronze: appended (records as received, with ``ingest_date`` and ``run_id`` added);
-- silver: MERGEd on the record key (``dt``, the event day, added);
+- bronze: appended (records as received, with ``ingest_date`` and ``run_id``): the staged files
+  committed as written where they hold the table's columns (``bronze_files``), else read and
+  written again with the columns added;
+- silver: MERGEd on the record key (``dt``, the event day, added; ``tables.merge``, computed in
+  Arrow by ``arrow_merge`` where it applies);
 - gold: the windows this run computed replaced (``dt``, the window's day, added).
 
 With a cold tier (``tiers.py``), silver's records whose key the cold table holds are MERGEd
