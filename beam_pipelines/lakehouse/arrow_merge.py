@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["APP_ID", "applies", "file_stats", "local_root", "merge", "table_schema"]
+__all__ = ["APP_ID", "RepeatedKeys", "applies", "file_stats", "local_root", "merge", "table_schema"]
 
 APP_ID = "beam_pipelines"  # tables.APP_ID (not imported: tables imports this module)
 DAY = "dt"
@@ -85,18 +85,19 @@ def applies(table, data: pa.Table, key: str) -> bool:
         t = _VIEWS.get(f.type, f.type)
         if t != held.field(f.name).type or not any(is_(t) for is_ in _FLAT):
             return False
-    keys = data.column(key)
-    if keys.null_count:
-        return False
-    # Acero's grouping (threaded): about twice as fast as count_distinct on two million strings.
-    return pa.table({"k": keys}).group_by("k", use_threads=True).aggregate([]).num_rows == data.num_rows
+    return data.column(key).null_count == 0
+
+
+class RepeatedKeys(ValueError):
+    """``data`` holds a key more than once (found while planning, before anything is written)."""
 
 
 def merge(table, data: pa.Table, key: str, newer: tuple[str, str] | None, props, level: int | None,
           insert: bool) -> dict:  # fmt: skip
     """MERGEs ``data`` into ``table`` (for which ``applies`` holds) by ``tables.merge``'s rule, in
     one commit carrying ``props``; returns the MERGE's counts, named as delta-rs names them.
-    Retries on a concurrent commit; raises deltalake's CommitFailedError when every try met one."""
+    Retries on a concurrent commit; raises deltalake's CommitFailedError when every try met one,
+    and RepeatedKeys, with nothing written, when ``data`` holds a key twice."""
     from deltalake.exceptions import CommitFailedError
 
     data = data.cast(table_schema(table)).combine_chunks()
@@ -209,6 +210,8 @@ def _plan(table, data: pa.Table, key: str, newer, insert: bool) -> dict:
     at_np = np.full(stored.num_rows, -1, dtype=np.int64)
     at_np[pairs.column("i").to_numpy()] = pairs.column("j").to_numpy()
     matched = at_np >= 0
+    if np.count_nonzero(matched) != pairs.num_rows:  # a stored key met twice
+        raise RepeatedKeys(key)
     held = np.zeros(data.num_rows, dtype=bool)
     held[at_np[matched]] = True
     may_update = matched
@@ -248,6 +251,11 @@ def _plan(table, data: pa.Table, key: str, newer, insert: bool) -> dict:
         kept.append(rest.append_column(DAY, pa.array([pv] * rest.num_rows, schema.field(DAY).type)))
         updated.append(theirs.filter(pa.array(differs)))
     inserted = data.filter(pa.array(~held)) if insert else data.slice(0, 0)
+    # Keys held are unique in ``data`` (above); the new ones are checked here, a smaller set.
+    if inserted.num_rows > 1 and pa.table({"k": inserted.column(key)}).group_by("k").aggregate([]).num_rows != (
+        inserted.num_rows
+    ):
+        raise RepeatedKeys(key)
     metrics = {
         "num_source_rows": data.num_rows,
         "num_target_rows_inserted": inserted.num_rows,

@@ -153,7 +153,12 @@ def test_where_the_arrow_path_does_not_apply_delta_rs_merges(tmp_path):
     null_key = rows([("z", 1, "1.00", 1.0, "x")]).set_column(0, "order_id", pa.array([None], pa.string()))
     added = rows([("a", 50, "1.00", 1.0, "x")]).append_column("extra", pa.array([1], pa.int64()))
     assert arrow_merge.applies(table, rows(INCOMING), "order_id")
-    assert not arrow_merge.applies(table, duplicate, "order_id")
+    with pytest.raises(arrow_merge.RepeatedKeys):  # found while planning, before anything is written
+        tables.merge(table, duplicate, "order_id", ("updated_at", "last"), engine="arrow")
+    new_twice = rows([("y", 1, "1.00", 1.0, "x"), ("y", 2, "2.00", 1.0, "x")])
+    with pytest.raises(arrow_merge.RepeatedKeys):
+        tables.merge(table, new_twice, "order_id", ("updated_at", "last"), engine="arrow")
+    assert tables.open_table(uri).version() == 2
     assert not arrow_merge.applies(table, null_key, "order_id")
     assert not arrow_merge.applies(table, added, "order_id")
     with pytest.raises(ValueError, match="does not apply"):
