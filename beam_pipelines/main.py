@@ -365,7 +365,7 @@ def _run_batch(module, cfg: EventsConfig, options, runner, run_id: str, staging:
     """Runs into staging, audits, publishes (while this run still holds the output's lease),
     then records and reports (see observe.py) and appends the outcome to the audit log."""
     input_bytes = preflight(cfg)
-    cfg = sized(cfg, options.view_as(EventsOptions), input_bytes)
+    cfg = dataclasses.replace(sized(cfg, options.view_as(EventsOptions), input_bytes), run_id=run_id)
     workers = direct_workers(options, estimated_rows(cfg, input_bytes))  # None: not this launcher's choice
     parallel = workers is not None and workers > 1
     worker_log = stderr = None

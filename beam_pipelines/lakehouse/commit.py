@@ -13,8 +13,11 @@ table's last one + 1); ``complete`` commits unless the table already holds that 
 publish cut off between two commits is completed by the next holder of the output without
 committing anything twice.
 
-- bronze: appended (records as received, with ``ingest_date`` and ``run_id`` added);
-- silver: MERGEd on the record key (``dt``, the event day, added);
+- bronze: appended (records as received, with ``ingest_date`` and ``run_id``): the staged files
+  committed as written where they hold the table's columns (``bronze_files``), else read and
+  written again with the columns added;
+- silver: MERGEd on the record key (``dt``, the event day, added; ``tables.merge``, computed in
+  Arrow by ``arrow_merge`` where it applies);
 - gold: the windows this run computed replaced (``dt``, the window's day, added).
 
 With a cold tier (``tiers.py``), silver's records whose key the cold table holds are MERGEd
@@ -31,7 +34,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from deltalake.exceptions import DeltaError
 
-from beam_pipelines.lakehouse import tables, tiers
+from beam_pipelines.lakehouse import bronze_files, tables, tiers
 from transforms.sinks.files import join_path
 
 __all__ = ["LAYERS", "complete", "prepare", "results"]
@@ -109,6 +112,8 @@ def _with_layer_columns(batch, entry: dict):
     """``batch`` (a record batch or table) with the columns its layer adds."""
     if entry["layer"] == "bronze":
         day = pc.cast(batch.column("ingest_time"), pa.date32())
+        if "run_id" in batch.schema.names:  # staged by a launched run (WriteReceived with its id)
+            return type(batch).from_arrays([*batch.columns, day], [*batch.schema.names, INGEST_DATE])
         run = pa.repeat(pa.scalar(entry["run_id"], pa.string()), batch.num_rows)
         return type(batch).from_arrays([*batch.columns, day, run], [*batch.schema.names, INGEST_DATE, "run_id"])
     day = pc.cast(batch.column(entry["partition_by"]), pa.date32())  # UTC: the columns are UTC timestamps
@@ -128,6 +133,17 @@ def _reader(entry: dict) -> pa.RecordBatchReader:
                     yield _with_layer_columns(batch.cast(schema), entry)
 
     return pa.RecordBatchReader.from_batches(out_schema, batches())
+
+
+def _table(entry: dict) -> pa.Table:
+    """The staged rows with the layer's columns added, read whole (each file's columns decoded on
+    Arrow's threads: faster than batch by batch when the rows are merged whole anyway)."""
+    schema = _staged_schema(entry, entry["files"])
+    parts = []
+    for f in entry["files"]:
+        with FileSystems.open(join_path(entry["staged"], f)) as fh:
+            parts.append(pq.ParquetFile(fh).read().cast(schema))
+    return _with_layer_columns(pa.concat_tables(parts), entry)
 
 
 def _missing(entry: dict) -> list[str]:
@@ -155,12 +171,14 @@ def complete(entry: dict) -> bool:
 def _commit(entry: dict, table) -> None:
     layer, run_id, txn = entry["layer"], entry["run_id"], entry["txn"]
     if layer == "bronze":
-        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer)
-        tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
+        props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, added=str(entry["rows"]))
+        staged = [join_path(entry["staged"], f) for f in entry["files"]]
+        if not bronze_files.commit(entry, table, props, staged):
+            tables.append(table or entry["table"], _reader(entry), [INGEST_DATE], props)
     elif layer == "silver":
-        reader, to_cold = _reader(entry), {}
+        reader, to_cold = _table(entry), {}
         if entry.get("cold"):
-            data = reader.read_all()
+            data = reader
             reader = _merge_cold(entry, data)
             to_cold = {"cold_rows": str(data.num_rows - reader.num_rows)}  # the summary adds them to the source
         props = tables.commit_properties(run_id, txn, step=entry["step"], layer=layer, **to_cold)
@@ -225,12 +243,16 @@ def results(entries: list[dict]) -> list[dict]:
         commit = None
         if mine is not None:
             m = mine.get("operationMetrics", {})
-            commit = {"version": mine["version"], "operation": mine["operation"]}
-            if mine["operation"] == "MERGE":
+            merged = f"{tables.APP_ID}.merge.operation" in mine  # a MERGE computed in Arrow (arrow_merge)
+            commit = {"version": mine["version"], "operation": "MERGE" if merged else mine["operation"]}
+            if merged:
+                commit.update({k: int(mine[f"{tables.APP_ID}.merge.{k}"]) for k in ("source", "inserted", "updated")})
+            elif mine["operation"] == "MERGE":
                 commit.update(source=m.get("num_source_rows", 0), inserted=m.get("num_target_rows_inserted", 0),
                               updated=m.get("num_target_rows_updated", 0))  # fmt: skip
             else:
-                commit.update(added=m.get("num_added_rows", 0), files_removed=m.get("num_removed_files", 0))
+                added = m.get("num_added_rows", int(mine.get(f"{tables.APP_ID}.added", 0)))  # bronze_files: no metrics
+                commit.update(added=added, files_removed=m.get("num_removed_files", 0))
             if f"{tables.APP_ID}.windows" in mine:
                 commit["windows"] = int(mine[f"{tables.APP_ID}.windows"])
             if f"{tables.APP_ID}.cold_rows" in mine:  # the run's records whose keys the cold tier holds

@@ -42,6 +42,7 @@ class EventsConfig:
         run_time: When the run started (timezone-aware); ``freshness`` is measured against it.
         pipeline: The pipeline spec: a packaged pipeline's name or a YAML file's path.
         python_modules: Modules (and their submodules) a spec's PythonFunction steps may import.
+        run_id: The run's id, set by the launcher (bronze rows carry it); None outside a launched run.
     """
 
     input: str | None
@@ -67,6 +68,7 @@ class EventsConfig:
     run_time: datetime = datetime(2000, 1, 1, tzinfo=timezone.utc)
     pipeline: str = "events"
     python_modules: tuple[str, ...] = ()
+    run_id: str | None = None
 
     def __post_init__(self):
         if self.input_format is not None and self.input_format not in FORMATS:

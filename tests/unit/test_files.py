@@ -239,3 +239,17 @@ def test_dead_letters_split_into_shards_by_raw_text(pipeline, tmp_path, shards, 
         got = [json.loads(line)["raw"] for line in f.read_text().splitlines()]
         assert got == sorted(got, key=lambda r: (hash_partition(pa.array([r]), 2**62)[0], r))
         assert got != sorted(got)  # not merely the text order
+
+
+def test_write_bundles_writes_every_row_once_and_leaves_nothing_in_scratch(tmp_path, pipeline):
+    from transforms.sinks.files import WriteBundles
+
+    parts = [pa.table({"k": list(range(i * 10, i * 10 + 10)), "v": ["x"] * 10, "drop": [0] * 10}) for i in range(5)]
+    root, scratch = tmp_path / "out", tmp_path / "scratch"
+    with pipeline() as p:
+        written = p | beam.Create(parts) | WriteBundles(str(root), str(scratch), columns=("k", "v"))
+        assert_that(written | beam.Map(lambda w: w["rows"]) | beam.CombineGlobally(sum), equal_to([50]))
+    files = sorted(root.glob("*.parquet"))
+    assert files and not list(scratch.glob("*.parquet"))  # every file moved into place
+    got = pa.concat_tables([pq.read_table(f) for f in files])
+    assert got.column_names == ["k", "v"] and sorted(got.column("k").to_pylist()) == list(range(50))

@@ -141,6 +141,36 @@ def test_a_commit_completed_again_commits_nothing(tmp_path):
     assert result["commit"]["added"] == 2 and result["rows"] == 4 and result["version"] == 1
 
 
+def test_bronze_staged_with_the_runs_id_is_committed_as_written(tmp_path):
+    raw = pa.table({"raw": pa.array([b'{"a":1}', b'{"a":2}'], pa.binary()), "source": ["f", "f"]})
+    entry = staged(tmp_path, "Bronze", "bronze", received_rows(raw, T0, "run-1"), partition_by=None)
+    staged_file = tmp_path / "staging" / "Bronze" / "part-00000.parquet"
+    (first,) = commit.prepare([entry], "run-1")
+    assert commit.complete(first) is True and commit.complete(first) is False
+    table = tables.open_table(entry["table"])
+    (path,) = pa.table(table.get_add_actions(flatten=True)).column("path").to_pylist()
+    linked = tmp_path / "lake" / "Bronze" / path
+    assert linked.stat().st_ino == staged_file.stat().st_ino  # the staged file itself, not a rewrite
+    assert (table.count(), tables.txn_version(table), commit.results([first])[0]["commit"]["added"]) == (2, 1, 2)
+    # The next run's table exists: its file is added to it; one staged without the run's id is rewritten.
+    staged_file.unlink()  # each run stages new files (writing into the linked one would change the table's)
+    pq.write_table(received_rows(raw, T0 + timedelta(days=1), "run-2"), staged_file)
+    (second,) = commit.prepare([entry], "run-2")
+    assert commit.complete(second) is True and commit.results([second])[0]["commit"]["added"] == 2
+    staged_file.unlink()
+    pq.write_table(received_rows(raw, T0 + timedelta(days=1)), staged_file)
+    (third,) = commit.prepare([entry], "run-3")
+    assert commit.complete(third) is True
+    table = tables.open_table(entry["table"])
+    assert table.count() == 6 and tables.txn_version(table) == 3
+    rows = tables.read(table).to_pylist()
+    assert sorted((r["run_id"], r["ingest_date"].isoformat(), r["record"]) for r in rows) == [
+        ("run-1", "2026-03-01", '{"a":1}'), ("run-1", "2026-03-01", '{"a":2}'),
+        ("run-2", "2026-03-02", '{"a":1}'), ("run-2", "2026-03-02", '{"a":2}'),
+        ("run-3", "2026-03-02", '{"a":1}'), ("run-3", "2026-03-02", '{"a":2}')]  # fmt: skip
+    assert tables.read(table).schema.names == ["record", "source", "ingest_time", "ingest_date", "run_id"]
+
+
 def test_a_table_that_cannot_take_the_rows_is_refused_before_anything_is_committed(tmp_path):
     entry = staged(tmp_path, "Silver", "silver", orders([("a", 1, "1.00")]).drop_columns(["dt"]),
                    partition_by="updated_at", key="order_id", newer=None)  # fmt: skip

@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import faults
 from transforms.records import as_array
 
-__all__ = ["WriteKeyedTables", "join_path", "spill", "spill_parts", "unspill"]
+__all__ = ["WriteBundles", "WriteKeyedTables", "join_path", "spill", "spill_parts", "unspill"]
 
 
 def join_path(root: str, *parts: str) -> str:
@@ -243,4 +244,87 @@ class WriteKeyedTables(beam.PTransform):
             keyed
             | "GroupByFile" >> beam.GroupByKey().with_input_types(beam.typehints.KV[str, value_type])
             | "WriteFiles" >> beam.ParDo(_WriteFn(self._root, self._sort_by, self._encode)).with_output_types(dict)
+        )
+
+
+class _WriteBundleFn(beam.DoFn):
+    """Writes the tables of a bundle into one parquet file under ``scratch`` as they come; outputs
+    its path and rows when the bundle finishes. A retried bundle's earlier file stays in scratch:
+    only the outputs of the bundle that succeeded are moved into place (``_SettleFn``)."""
+
+    def __init__(self, scratch: str, columns: tuple[str, ...] | None):
+        self._scratch, self._columns = scratch, columns
+
+    def start_bundle(self):
+        self._fh = self._writer = None
+        self._rows = 0
+
+    def process(self, rows: pa.Table):
+        if not rows.num_rows:
+            return
+        if self._columns:
+            rows = rows.select(list(self._columns))
+        if self._writer is None:
+            dictionary = dictionary_columns(rows)
+            self._path = join_path(self._scratch, f"{uuid.uuid4().hex}.parquet")
+            self._fh = FileSystems.create(self._path, mime_type="application/octet-stream")
+            self._writer = pq.ParquetWriter(self._fh, rows.schema, compression="zstd", use_dictionary=dictionary,
+                                            write_statistics=statistics_columns(rows, dictionary))  # fmt: skip
+        self._writer.write_table(rows)
+        self._rows += rows.num_rows
+
+    def finish_bundle(self):
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._fh.close()
+        yield WindowedValue({"path": self._path, "rows": self._rows}, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class _SettleFn(beam.DoFn):
+    def __init__(self, root: str):
+        self._root = root
+
+    def setup(self):
+        try:
+            FileSystems.mkdirs(self._root)  # a local rename needs the directory; object stores have none
+        except OSError:  # there already (or nothing to make)
+            pass
+
+    def process(self, written: dict):
+        path = join_path(self._root, f"part-{posixpath.basename(written['path'])}")
+        FileSystems.rename([written["path"]], [path])
+        beam.metrics.Metrics.counter("write", "files").inc()
+        yield {"path": path, "rows": written["rows"]}
+
+
+class WriteBundles(beam.PTransform):
+    """Writes tables as parquet files under ``root``, one per bundle, with no shuffle: for rows
+    that need no grouping into files (a sort, a partitioning). Each file is written under
+    ``scratch_dir`` and moved into ``root`` once its bundle has succeeded, so a retried bundle
+    leaves nothing in ``root``.
+
+    Args:
+        root: Output directory on any Beam filesystem.
+        scratch_dir: Directory on ``root``'s filesystem, outside ``root``, the files are written in first.
+        columns: Columns to write, in order (None writes all).
+
+    Returns a PCollection of ``{"path", "rows"}`` dicts, one per file written.
+    """
+
+    def __init__(self, root: str, scratch_dir: str, columns=None, label: str | None = None):
+        super().__init__(label)
+        if not root or not scratch_dir:
+            raise ValueError("root and scratch_dir are required")
+        self._root, self._scratch, self._columns = root, scratch_dir, tuple(columns) if columns else None
+
+    def expand(self, tables):
+        written = tables | "Write" >> beam.ParDo(_WriteBundleFn(self._scratch, self._columns)).with_input_types(
+            pa.Table
+        ).with_output_types(dict)
+        # The shuffle keeps only the outputs of bundles that succeeded.
+        return (
+            written
+            | "Settle" >> beam.Reshuffle()
+            | "Move" >> beam.ParDo(_SettleFn(self._root)).with_input_types(dict).with_output_types(dict)
         )

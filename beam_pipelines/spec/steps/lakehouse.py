@@ -229,6 +229,7 @@ class WriteLakehouse(Sink):
 
     def make(self, root: str):
         from transforms.sinks.bronze import WriteReceived
+        from transforms.sinks.files import WriteBundles
         from transforms.sinks.lake import WriteLake
 
         cfg, layer = self.ctx.cfg, self.config["layer"]
@@ -240,10 +241,10 @@ class WriteLakehouse(Sink):
         staged = join_path(root, STAGED, self.name)
         spill = join_path(root, SCRATCH, "lakehouse", self.name)
         if layer == "bronze":
-            return WriteReceived(staged, cfg.run_time, buckets=cfg.curated_buckets, spill_dir=spill)
+            return WriteReceived(staged, cfg.run_time, scratch_dir=spill, run_id=cfg.run_id)
         if layer == "silver":
-            return WriteLake(staged, columns=tuple(self._columns), sort_by=(self._key,), buckets=cfg.curated_buckets,
-                             bucket_key=self._key, spill_dir=spill)  # fmt: skip
+            # No sort and no shuffle: the publish merges these rows into the table, which sets its own layout.
+            return WriteBundles(staged, scratch_dir=spill, columns=tuple(self._columns))
         return WriteLake(staged, sort_by=(_WINDOW,))
 
     def table_entry(self, output: str, staging: str) -> dict:
