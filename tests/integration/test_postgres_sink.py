@@ -19,6 +19,13 @@ W0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 W1 = datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
 
 
+def pane(index: int):
+    """An early firing's pane info."""
+    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+    return PaneInfo(index == 0, False, PaneInfoTiming.EARLY, index, -1)
+
+
 def upsert(fn, table, pane_info=None) -> None:
     """A bundle of one element: process() buffers its rows, the bundle's end writes them."""
     fn.start_bundle()
@@ -136,11 +143,6 @@ def test_an_outage_longer_than_the_budget_is_one_clear_error_without_the_passwor
 
 
 def test_an_older_firing_delivered_after_a_newer_one_does_not_replace_it(pg_dsn):
-    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
-
-    def pane(index):
-        return PaneInfo(index == 0, False, PaneInfoTiming.EARLY, index, -1)
-
     fn = _UpsertFn(pg_dsn, "agg_panes", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0)
     fn.setup()
     try:
@@ -162,11 +164,6 @@ def test_an_older_firing_delivered_after_a_newer_one_does_not_replace_it(pg_dsn)
 
 
 def test_a_bundle_of_several_firings_writes_each_key_newest_in_one_transaction(pg_dsn):
-    from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
-
-    def pane(index):
-        return PaneInfo(index == 0, False, PaneInfoTiming.EARLY, index, -1)
-
     fn = _UpsertFn(pg_dsn, "agg_bundle", AGGREGATE_KEYS, AGGREGATE_SCHEMA, 5.0)
     fn.setup()
     try:

@@ -7,37 +7,13 @@ Driven with a stand-in consumer that behaves as consume() does and an injected c
 
 from __future__ import annotations
 
-import json
-
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.pvalue import TaggedOutput
 
-from transforms.ingest.kafka import _UNBOUNDED, ReadKafka, _PartitionRange, _PartitionTracker, _ReadUnboundedPartitionFn
+from tests.unit.test_kafka_start_alignment import Clock, Message, Tracker
+from transforms.ingest.kafka import _UNBOUNDED, ReadKafka, _PartitionRange, _ReadUnboundedPartitionFn
 
 T0 = 1_709_280_000_000_000  # 2024-03-01T08:00:00Z
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-class Message:
-    def __init__(self, offset: int):
-        self._offset = offset
-        self._value = json.dumps({"ts": (T0 + offset * 1000) // 1000, "n": offset}).encode()
-
-    def error(self):
-        return None
-
-    def value(self):
-        return self._value
-
-    def offset(self):
-        return self._offset
 
 
 class Consumer:
@@ -54,7 +30,7 @@ class Consumer:
 
     def consume(self, n, timeout):
         self.asks.append((n, timeout))
-        got = [Message(o) for o in range(self.at, min(self.at + n, self.produced))]
+        got = [Message(o, T0 + o * 1000) for o in range(self.at, min(self.at + n, self.produced))]
         if len(got) < n:
             self.clock.now += timeout
         self.at += len(got)
@@ -67,20 +43,6 @@ class Consumer:
 
     def close(self):
         pass
-
-
-class Tracker:
-    def __init__(self, span):
-        self.inner, self.residual = _PartitionTracker(span), None
-
-    def current_restriction(self):
-        return self.inner.current_restriction()
-
-    def try_claim(self, position):
-        return self.inner.try_claim(position)
-
-    def defer_remainder(self, delay=None):
-        self.residual = self.inner.try_split(0)[1]
 
 
 def reader(clock: Clock, **settings):
