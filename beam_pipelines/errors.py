@@ -13,9 +13,10 @@ class RunError(RuntimeError):
     """The run could not complete: exit status 1."""
 
 
-def parse_flags(parser, argv: list[str]):
+def parse_flags(parser, argv: list[str], unknown=None):
     """``parser``'s namespace for ``argv`` (built with ``exit_on_error=False``); a bad or unknown
-    flag is a UsageError (exit status 2), not argparse's exit."""
+    flag is a UsageError (exit status 2), not argparse's exit. ``unknown`` words the message for
+    the flags left over (default: all of them listed)."""
     import argparse
 
     try:
@@ -23,5 +24,5 @@ def parse_flags(parser, argv: list[str]):
     except argparse.ArgumentError as e:
         raise UsageError(str(e)) from e
     if rest:
-        raise UsageError(f"unknown flags: {' '.join(rest)}")
+        raise UsageError(unknown(rest) if unknown else f"unknown flags: {' '.join(rest)}")
     return ns

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from beam_pipelines.errors import RunError, UsageError
+from beam_pipelines.errors import RunError, UsageError, parse_flags
 
 USAGE = """usage: python -m beam_pipelines.features training-set --labels=LABELS --features=FEATURES --output=OUT.parquet
                                        [--entity=COLUMN] [--time=COLUMN] [--label_time=COLUMN]
@@ -44,6 +44,10 @@ flags.
 _COMMANDS = ("training-set", "lookup")
 
 
+def _first_unknown(rest: list[str]) -> str:
+    return f"unknown argument {rest[0]!r}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
     for flag in ("--labels", "--features", "--output", "--entity", "--time", "--label_time"):
@@ -59,12 +63,7 @@ def training_set(argv: list[str], out=None) -> dict:
 
     from beam_pipelines.features.training import TrainingSetError, as_of_join, read_features
 
-    try:
-        ns, rest = _parser().parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        raise UsageError(str(e)) from e
-    if rest:
-        raise UsageError(f"unknown argument {rest[0]!r}")
+    ns = parse_flags(_parser(), argv, _first_unknown)
     for flag in ("labels", "features", "output"):
         if not getattr(ns, flag):
             raise UsageError(f"--{flag} is required")
@@ -118,12 +117,7 @@ def lookup(argv: list[str], out=None) -> list[dict]:
     parser.add_argument("--dsn")
     parser.add_argument("--table")
     parser.add_argument("--entity", action="append")
-    try:
-        ns, rest = parser.parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        raise UsageError(str(e)) from e
-    if rest:
-        raise UsageError(f"unknown argument {rest[0]!r}")
+    ns = parse_flags(parser, argv, _first_unknown)
     for flag in ("dsn", "table", "entity"):
         if not getattr(ns, flag):
             raise UsageError(f"--{flag} is required")
