@@ -1,20 +1,21 @@
 """Runner artifacts: build, fetch and find what Prism, Flink and Spark need, in one cache.
 
 Everything comes from the package registries through their own clients: prism is built from
-the Go module proxy with ``go install``, the job-server jars come from Maven Central through
-``mvn``. Nothing is fetched from anywhere else (Beam itself downloads prism from the internet
+its source on the Go module proxy (``go mod download``, with the fixes in ``prism_patches``,
+``go build``), the job-server jars come from Maven Central through ``mvn``. Nothing is fetched from anywhere else (Beam itself downloads prism from the internet
 when a runner starts without one; the launch layer always passes the cached binary).
 
     python -m beam_pipelines.artifacts fetch [--prism] [--flink] [--spark] [--flink_version=1.20]
     python -m beam_pipelines.artifacts status
 
 The cache is ``.cache/runners/`` in the project (``BEAM_PIPELINES_CACHE`` overrides it):
-``prism/v<beam>/prism`` and ``jars/<artifact>-<beam>.jar``.
+``prism/v<prism>-p<patch level>/prism`` and ``jars/<artifact>-<beam>.jar``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ import time
 from pathlib import Path
 
 from apache_beam.version import __version__ as BEAM_VERSION
+
+from beam_pipelines.prism_patches import PATCHES, PrismPatchError, apply_patches
 
 __all__ = [
     "ArtifactError",
@@ -38,7 +41,8 @@ __all__ = [
     "spark_job_server",
 ]
 
-PRISM_PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+PRISM_MODULE = "github.com/apache/beam/sdks/v2"
+PRISM_PACKAGE = "./go/cmd/prism"  # within the module
 # The Flink versions Beam's FlinkRunner publishes job servers for (FlinkRunnerOptions).
 FLINK_VERSIONS = ("1.19", "1.20", "2.0", "2.1", "2.2")
 # The Flink whose distribution PyPI ships (apache-flink-libraries), for a standalone cluster.
@@ -66,7 +70,8 @@ def cache_dir() -> Path:
 
 
 def prism_path() -> Path:
-    return cache_dir() / "prism" / f"v{PRISM_VERSION}" / "prism"
+    # The patch level names the build: a binary built without this set of fixes is not reused.
+    return cache_dir() / "prism" / f"v{PRISM_VERSION}-p{len({p.name for p in PATCHES})}" / "prism"
 
 
 def flink_job_server(flink_version: str = DEFAULT_FLINK_VERSION) -> tuple[str, Path]:
@@ -105,8 +110,23 @@ def _go_version() -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def _go(args: list[str], env: dict, timeout: float, cwd: Path | None = None) -> str:
+    try:
+        proc = subprocess.run(["go", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired as e:
+        raise ArtifactError(f"`go {' '.join(args)}` did not finish in {timeout:.0f} s") from e
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("go: downloading")]
+        raise ArtifactError(f"`go {' '.join(args)}` failed: {(lines or ['exit ' + str(proc.returncode)])[-1]}")
+    return proc.stdout
+
+
 def build_prism(force: bool = False, timeout: int = 1800) -> Path:
-    """Builds prism for this Beam version with ``go install`` into the cache; returns its path."""
+    """Builds prism for this Beam version into the cache; returns its path.
+
+    The module's source comes from the Go module proxy; its ``go`` tree is copied out of the
+    (read-only) module cache, patched (``prism_patches``) and built.
+    """
     target = prism_path()
     if target.exists() and not force:
         return target
@@ -121,17 +141,25 @@ def build_prism(force: bool = False, timeout: int = 1800) -> Path:
             f"go {have[0]}.{have[1]} is too old: prism v{PRISM_VERSION} needs Go >= {GO_MIN[0]}.{GO_MIN[1]}"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    env = _go_env()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        env = _go_env()
-        env["GOBIN"] = tmp
-        cmd = ["go", "install", f"{PRISM_PACKAGE}@v{PRISM_VERSION}"]
+        listed = _go(["mod", "download", "-json", f"{PRISM_MODULE}@v{PRISM_VERSION}"], env, timeout, cwd=Path(tmp))
+        module = Path(json.loads(listed)["Dir"])
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in ("go.mod", "go.sum"):
+            shutil.copyfile(module / name, src / name)
+        # copyfile, not copy: the module cache's files are read-only, the copies must be patched.
+        shutil.copytree(module / "go", src / "go", copy_function=shutil.copyfile)
+        for folder, _, _ in os.walk(src):
+            os.chmod(folder, 0o755)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            raise ArtifactError(f"`{' '.join(cmd)}` did not finish in {timeout} s") from e
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("go: downloading")]
-            raise ArtifactError(f"`{' '.join(cmd)}` failed: {(lines or ['exit ' + str(proc.returncode)])[-1]}")
+            apply_patches(src)
+        except PrismPatchError as e:
+            raise ArtifactError(str(e)) from e
+        left = max(1.0, timeout - (time.monotonic() - started))
+        _go(["build", "-trimpath", "-o", str(Path(tmp) / "prism"), PRISM_PACKAGE], env, left, cwd=src)
         # Moved into place whole, so an interrupted build never leaves a half-written binary.
         os.replace(Path(tmp) / "prism", target)
     return target
