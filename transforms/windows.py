@@ -17,7 +17,14 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.coders.coders import IntervalWindowCoder
 from apache_beam.transforms import window as beam_window
-from apache_beam.transforms.trigger import AccumulationMode, AfterCount, AfterProcessingTime, AfterWatermark
+from apache_beam.transforms.trigger import (
+    AccumulationMode,
+    AfterCount,
+    AfterEach,
+    AfterProcessingTime,
+    AfterWatermark,
+    Repeatedly,
+)
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms import faults
@@ -222,7 +229,8 @@ def window_into(
     window: int | Fixed | Sliding | Sessions, lateness: int, early: int | None, late: bool
 ) -> beam.WindowInto:
     """Event-time windows (an int: fixed windows of that many seconds); with early or late
-    firings, accumulating panes."""
+    firings, accumulating panes. Early firings: a window's first element at once, then every
+    ``early`` seconds of processing time while elements come."""
     windows = _window_fn(window)
     if early is None and not late:
         return beam.WindowInto(windows, allowed_lateness=lateness)
@@ -230,8 +238,10 @@ def window_into(
         # The default trigger already fires again for each late element; Prism refuses an explicit
         # (stateful) trigger on merging windows (apache/beam#31438).
         return beam.WindowInto(windows, accumulation_mode=AccumulationMode.ACCUMULATING, allowed_lateness=lateness)
+    # Early panes: a window's first element fires at once (a live job's first results, and each
+    # new window's, need not wait out the delay), then at most every ``early`` seconds.
     trigger = AfterWatermark(
-        early=AfterProcessingTime(early) if early else None,
+        early=AfterEach(AfterCount(1), Repeatedly(AfterProcessingTime(early))) if early else None,
         late=AfterCount(1) if late else None,
     )
     return beam.WindowInto(

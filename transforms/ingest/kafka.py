@@ -103,8 +103,10 @@ _UNBOUNDED = sys.maxsize
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _RECORDS = pa.schema([("raw", pa.binary()), ("source", pa.string())])
 _US = pa.timestamp("us", tz="UTC")
-# How long an idle partition waits before it is polled again.
-_IDLE_RESUME_SECONDS = 0.2
+# How long an idle partition waits before it is polled again. Short: an idle bundle has already
+# waited out its poll, and a message arriving in the pause waits for both (a stream's first
+# events, or a quiet stream's).
+_IDLE_RESUME_SECONDS = 0.05
 # Every table polls at least once, for at least this long, even when the time budget is spent.
 _MIN_POLL_SECONDS = 0.05
 # Until every partition has a watermark, a partition that has one reads tables of at most this
