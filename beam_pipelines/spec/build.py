@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.pii.wiring import Protection, redact_report, redact_window_results
 from beam_pipelines.spec.compile import Plan, compile_spec
+from beam_pipelines.spec.shape import duration_seconds
 from beam_pipelines.spec.steps.io import SCRATCH
 from beam_pipelines.spec.yamlsrc import load
 from transforms import faults
@@ -38,6 +39,7 @@ __all__ = [
 
 PACKAGED = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipelines")
 REPORT_FIRING_SECONDS = 10  # streaming: how often _run/report.json is rewritten with the counts so far
+PROFILE_FIRING_SECONDS = 10  # streaming: at most how often a window's profile is written again
 REPORT_COUNTS = ("read", "curated", "dead_lettered", "duplicates", "late", "aggregates")
 
 
@@ -278,6 +280,11 @@ def _profile(plan: Plan, curated, io: PipelineIO, protection=None) -> None:
     if plan.ctx.mode == "streaming":
         time_field, window, lateness = plan.ctx.event_time
         early = plan.aggregates[0].step.config.get("early_firing") if plan.aggregates else None
+        # A window's profile is re-merged from all its partial sketches at each firing (panes
+        # accumulate): at the aggregates' pace (every second) that work grew with the window's
+        # age and took the CPU the latency path needed. Nobody reads a profile by the second.
+        if early is not None:
+            early = max(duration_seconds(early), PROFILE_FIRING_SECONDS)
         profiled = profiled | "WindowCurated" >> WindowTables(
             time_field, window, lateness, _early(plan, early), late_firings=True
         )

@@ -60,3 +60,29 @@ def test_streaming_writes_and_profiles_read_the_curated_records_after_a_fusion_b
 def test_batch_has_no_break(tmp_path):
     readers = consumers(built(tmp_path))
     assert not any(label and "OffLatencyPath" in label for label in readers)
+
+
+def _early_delay_ms(p: beam.Pipeline, window_label: str) -> int | None:
+    """The processing-time delay of the early firings of the WindowInto labelled ``window_label``."""
+    proto = p.to_runner_api()
+    for t in proto.components.transforms.values():
+        if t.unique_name == window_label:
+            out = proto.components.pcollections[next(iter(t.outputs.values()))]
+            trigger = proto.components.windowing_strategies[out.windowing_strategy_id].trigger
+            early = trigger.after_end_of_window.early_firings
+            stack = [early]
+            while stack:  # the delay sits some levels down (AfterEach, Repeatedly)
+                node = stack.pop()
+                if node.HasField("after_processing_time"):
+                    return node.after_processing_time.timestamp_transforms[0].delay.delay_millis
+                stack.extend(node.repeat.subtrigger for _ in [0] if node.HasField("repeat"))
+                stack.extend(node.after_each.subtriggers if node.HasField("after_each") else ())
+            return None
+    raise AssertionError(f"no transform {window_label}")
+
+
+def test_a_windows_profile_fires_early_less_often_than_its_aggregates(tmp_path):
+    # The profile re-merges every partial sketch of its window at each firing.
+    p = built(tmp_path, early_firing_seconds=1, **STREAM)
+    assert _early_delay_ms(p, "HourlyAggregate/Window") == 1000
+    assert _early_delay_ms(p, "WindowCurated/Window") == 10_000
