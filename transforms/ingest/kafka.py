@@ -64,6 +64,7 @@ offsets are claimed only for messages returned.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 import sys
@@ -487,17 +488,17 @@ class _ReadPartitionFn(beam.DoFn):
                 self._reached(partition)
             chunk = [m.value() or b"" for m in good]
             chunk_ts = event_times_us(chunk, s["field"])
-            claimed = 0
-            for m, t in zip(good, chunk_ts.tolist()):
-                offset = m.offset()
-                if not tracker.try_claim((offset, t)):
-                    ended = True
-                    break
-                offsets.append(offset)
-                claimed += 1
-                if offset == span.stop - 1:
-                    ended = True
-                    break
+            chunk_offsets = [m.offset() for m in good]
+            # One claim per chunk, of its last offset in the range (claiming an offset claims
+            # the ones before it): the range is never split while a table is read (only
+            # checkpointed between tables), so per-message claims only cost time. Offsets may
+            # skip numbers (transaction markers), so the range's end is found by offset.
+            claimed = bisect.bisect_left(chunk_offsets, span.stop)
+            if claimed and not tracker.try_claim((chunk_offsets[claimed - 1], int(chunk_ts[:claimed].max()))):
+                claimed = 0
+            if claimed < len(good) or (claimed and chunk_offsets[claimed - 1] == span.stop - 1):
+                ended = True
+            offsets += chunk_offsets[:claimed]
             values += chunk[:claimed]
             times.append(chunk_ts[:claimed])
         ts = np.concatenate(times) if times else np.zeros(0, np.int64)
