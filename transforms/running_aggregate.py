@@ -5,7 +5,7 @@ With accumulating panes a runner hands the combine every element the window has 
 each firing, so on Prism a one-second early firing re-decoded and re-merged every partial of
 the hour so far: its cost grew with the window's age and a live job fell behind. Here no
 triggered GroupByKey is involved. The per-window partial tables (in plain event-time windows,
-default trigger) go, under one constant key, to a stateful DoFn that per window
+default trigger) are keyed by their window's start and go to a stateful DoFn that per window
 
 - merges each new partial into the window's running partial, kept in memory and in a bag of
   partial tables in state (one appended per element, so a bundle writes only its new
@@ -18,17 +18,24 @@ default trigger) go, under one constant key, to a stateful DoFn that per window
   twice the window's partial rows;
 - sets a processing-time timer ``early_firing_seconds`` ahead when new data arrives and none is
   pending; the timer emits the window's complete result so far: the rows the accumulating
-  combine would emit for a pane holding every element so far.
+  combine would emit for a pane holding every element so far. Every element is therefore in an
+  emission at most ``early_firing_seconds`` (plus the time to run) after it arrived, the last
+  one included: the final value needs no event-time timer;
+- pushes a second processing-time timer ``early_firing_seconds + allowed_lateness_seconds``
+  ahead at each new table; when it fires (the window has had no data for that long) the
+  in-memory copy is dropped.
 
-Every element is therefore in an emission at most ``early_firing_seconds`` (plus the time to
-run) after it arrived, the last one included: no event-time timer is needed for the final
-value. The pending timer holds the stage's output watermark at the window's start, so the
-runner does not expire the window (and drop its state) before it has fired. Late data within
-the allowed lateness updates the window like any other; data later than that is the source's
-to drop and count (ReadKafka's late output), as for the combine, whose GroupByKey would drop it.
-(Event-time timers are avoided on purpose: Prism keeps a key's elements in one heap ordered by
-timestamp with its event-time timers and does not look past a timer the watermark has not
-reached, so a timer at a window's end would hold back every element of the next windows.)
+A pending processing-time timer holds the stage's output watermark at the window's start (the
+timestamp of the elements that set it), so the runner keeps the window's state at least until
+that long after its last data. That matters on Prism: a stage's upstream watermark there can
+pass a window's end plus the allowed lateness while rows of it the source judged on time are
+still on their way (seen in catch-up runs of the events pipeline). An event-time timer at the window's close, which would
+have dropped what came after it, dropped exactly those rows (half of every window in 2 catch-up
+runs of 5); the runner, collecting the state at that watermark, would have made the next
+emission start over from those rows alone. No event-time timer is set at all: Prism keeps a
+key's elements and event-time timers in one heap ordered by timestamp and does not look past a
+timer the watermark has not reached. Data past the allowed lateness is not dropped here (a
+DoFn does not see the watermark): the source drops and counts it (ReadKafka's late output).
 
 Each emission carries its index among the window's emissions as the pane index (``PaneInfo``,
 timing unknown), counted in state with the running value: the sinks keep, per key, the row of
@@ -46,7 +53,7 @@ import pyarrow as pa
 from apache_beam.coders import TupleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from transforms import faults
@@ -67,11 +74,11 @@ def wall_clock() -> Timestamp:
 class _Running:
     """One window's running value as this DoFn instance last wrote it to state."""
 
-    __slots__ = ("token", "merged", "fresh", "emitted", "pending", "closed", "entries", "base_rows", "appended_rows")
+    __slots__ = ("token", "merged", "fresh", "emitted", "pending", "entries", "base_rows", "appended_rows")
 
     def __init__(self, meta: tuple | None, tables: list[pa.Table]):
-        self.token, self.emitted, pending, closed = meta if meta is not None else (None, 0, 0, 0)
-        self.pending, self.closed = bool(pending), bool(closed)
+        self.token, self.emitted, pending = meta if meta is not None else (None, 0, 0)
+        self.pending = bool(pending)
         self.merged: pa.Table | None = None  # the partials emitted so far, merged
         self.fresh: list[pa.Table] = list(tables)  # partials not merged yet
         self.entries = len(tables)  # tables in the bag
@@ -79,13 +86,13 @@ class _Running:
         self.appended_rows = sum(t.num_rows for t in tables)  # rows appended since
 
 
-# (token, emissions so far, 1 while an emission is pending, 1 once the window is closed)
-_META = TupleCoder([VarIntCoder()] * 4)
+# (token, emissions so far, 1 while an emission is pending)
+_META = TupleCoder([VarIntCoder()] * 3)
 
 
 class _KeyByWindowFn(beam.DoFn):
-    """Keys each partial by its window's start: state is per key and window anyway, and one key
-    per window keeps a window's close timer from holding back another window's elements."""
+    """Keys each partial by its window's start (state is per key and window anyway): windows
+    are then independent keys, which a runner may process in parallel."""
 
     def process(self, table: pa.Table, window=beam.DoFn.WindowParam):
         yield window.start.micros, table
@@ -95,21 +102,17 @@ class _RunningFn(beam.DoFn):
     PARTIALS = BagStateSpec("partials", ArrowTableCoder())
     META = ReadModifyWriteStateSpec("meta", _META)
     EMIT = TimerSpec("emit", TimeDomain.REAL_TIME)
-    CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
+    KEEP = TimerSpec("keep", TimeDomain.REAL_TIME)
 
     def __init__(self, spec: AggregateSpec, early_seconds: int, lateness_seconds: int, clock: Callable):
         self._s, self._early, self._clock = spec, Duration(seconds=early_seconds), clock
-        self._lateness = Duration(seconds=lateness_seconds)
+        self._keep = Duration(seconds=early_seconds + lateness_seconds)
 
     def setup(self):
         self._emissions = beam.metrics.Metrics.counter("aggregate", "running_emissions")
         self._reloads = beam.metrics.Metrics.counter("aggregate", "running_state_reads")
-        self._late = beam.metrics.Metrics.counter("aggregate", "late_tables_dropped")
         self._windows: dict[tuple, _Running] = {}  # (key, window) -> running value as last written here
         self._tokens = random.Random()
-        # A close timer has fired at this time, so the watermark has passed it: every window that
-        # closes by then is expired (epoch microseconds).
-        self._expired_by = MIN_TIMESTAMP
 
     def start_bundle(self):
         self._checked: set[tuple] = set()  # (key, window)s whose token this bundle has compared
@@ -128,7 +131,7 @@ class _RunningFn(beam.DoFn):
 
     def _save(self, running: _Running, meta) -> None:
         running.token = self._tokens.getrandbits(62)
-        meta.write((running.token, running.emitted, int(running.pending), int(running.closed)))
+        meta.write((running.token, running.emitted, int(running.pending)))
 
     def process(
         self,
@@ -137,26 +140,20 @@ class _RunningFn(beam.DoFn):
         partials=beam.DoFn.StateParam(PARTIALS),
         meta=beam.DoFn.StateParam(META),
         emit=beam.DoFn.TimerParam(EMIT),
-        close=beam.DoFn.TimerParam(CLOSE),
+        keep=beam.DoFn.TimerParam(KEEP),
     ):
         key, table = element
         if table.num_rows == 0:
             return
-        if window.end + self._lateness <= self._expired_by:
-            self._late.inc()  # past the allowed lateness: as a GroupByKey would, dropped
-            return
         running = self._current(key, window, partials, meta)
-        if running.closed:
-            self._late.inc()
-            return
-        if running.token is None:  # the window's first partial
-            close.set(window.end + self._lateness)
+        now = self._clock()
+        keep.set(now + self._keep)
         running.fresh.append(table)
         running.entries += 1
         running.appended_rows += table.num_rows
         partials.add(table)
         if not running.pending:
-            emit.set(self._clock() + self._early)
+            emit.set(now + self._early)
             running.pending = True
         self._save(running, meta)
 
@@ -191,29 +188,16 @@ class _RunningFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),
     ):
         running = self._current(key, window, partials, meta)
-        if running.closed or not running.pending:
+        if not running.pending:
             return
         yield from self._emit(running, window, partials)
         self._save(running, meta)
 
-    @on_timer(CLOSE)
-    def close_window(
-        self,
-        key=beam.DoFn.KeyParam,
-        window=beam.DoFn.WindowParam,
-        partials=beam.DoFn.StateParam(PARTIALS),
-        meta=beam.DoFn.StateParam(META),
-    ):
-        """The watermark has passed the window's end plus the allowed lateness: emits what is
-        still pending and forgets the window (its state keeps only the closed mark)."""
-        running = self._current(key, window, partials, meta)
-        if running.pending and not running.closed:
-            yield from self._emit(running, window, partials)
-        running.closed, running.pending = True, False
-        partials.clear()
-        self._save(running, meta)
-        del self._windows[(key, window)]
-        self._expired_by = max(self._expired_by, window.end + self._lateness)
+    @on_timer(KEEP)
+    def forget(self, key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam):
+        """No data for the window in a while: its in-memory copy goes (its state stays the
+        runner's, read again if data still comes); the timer's hold is released."""
+        self._windows.pop((key, window), None)
 
 
 class RunningAggregate(beam.PTransform):
@@ -223,8 +207,8 @@ class RunningAggregate(beam.PTransform):
     Args:
         spec: The aggregate (WindowedAggregate's).
         early_firing_seconds: How long after new data its window's result is emitted.
-        allowed_lateness_seconds: The windows' allowed lateness (a window this far behind the
-            newest is dropped from memory; its state stays the runner's).
+        allowed_lateness_seconds: The windows' allowed lateness: a window's state is kept at
+            least ``early_firing_seconds`` plus this (processing time) after its last data.
         clock: Returns processing time now (a ``Timestamp``); tests give their own.
 
     Each emission holds every partial the window has received so far, with its index among the

@@ -1,7 +1,8 @@
 """The live stream's running aggregate (WindowedAggregate over unbounded input with early
 firings): its newest emission per window equals the combine's final value, late data within the
-allowed lateness updates it, data past it is dropped and counted, and each window's emissions
-are numbered by an increasing pane index (what the sinks keep the newest by).
+allowed lateness updates it, and each window's emissions are numbered by an increasing pane
+index (what the sinks keep the newest by). (Data past the allowed lateness is the source's to
+drop and count: see running_aggregate.)
 
 TestStream runs on Beam's bundle-based DirectRunner in streaming mode (see test_stream_windows);
 processing time starts at 0 there, so the timers take a clock that says 0 (a timer set at 0 +
@@ -130,7 +131,7 @@ def firings(emissions):
     return emissions | beam.Map(lambda e: (e[1], e[2][0]["events"], e[2][0]["users"], e[2][0]["amount_sum"]))
 
 
-def test_early_emissions_carry_everything_so_far_and_late_data_updates_until_the_lateness_passes():
+def test_early_emissions_carry_everything_so_far_and_late_data_within_the_lateness_updates():
     stream = (
         test_stream.TestStream(coder=ArrowTableCoder())
         .advance_watermark_to(T0_S)
@@ -141,9 +142,6 @@ def test_early_emissions_carry_everything_so_far_and_late_data_updates_until_the
         .advance_processing_time(EARLY + 1)
         .advance_watermark_to(T0_S + 3600)  # the window ends: nothing new to emit
         .add_elements([events([(30, "c", 1.25)])])  # late, within the 10 minutes allowed
-        .advance_processing_time(EARLY + 1)
-        .advance_watermark_to(T0_S + 3600 + 1200)  # past window end + allowed lateness
-        .add_elements([events([(40, "d", 100.0)])])  # dropped (and counted: see below)
         .advance_processing_time(EARLY + 1)
         .advance_watermark_to_infinity()
     )
@@ -157,26 +155,6 @@ def test_early_emissions_carry_everything_so_far_and_late_data_updates_until_the
     )
     emissions = out | beam.ParDo(_Emissions())
     assert_that(firings(emissions), equal_to([(0, 2, 2, 3.0), (1, 3, 2, 3.5), (2, 4, 3, 4.75)]))
-    p.run().wait_until_finish()
-
-
-def test_data_still_pending_when_the_window_closes_is_emitted_then():
-    stream = (
-        test_stream.TestStream(coder=ArrowTableCoder())
-        .advance_watermark_to(T0_S)
-        .add_elements([events([(1, "a", 1.0), (2, "b", 2.0)])])
-        .advance_watermark_to(T0_S + 3600 + 600)  # closes before the early firing's time
-        .advance_watermark_to_infinity()
-    )
-    p = streaming_pipeline()
-    out = (
-        p
-        | stream
-        | WindowedAggregate(
-            allowed_lateness_seconds=600, early_firing_seconds=EARLY, late_firings=True, clock=zero_clock
-        )
-    )
-    assert_that(firings(out | beam.ParDo(_Emissions())), equal_to([(0, 2, 2, 3.0)]))
     p.run().wait_until_finish()
 
 
@@ -245,8 +223,8 @@ def _fn():
 
 def _add(fn, state, rows) -> None:
     fn.start_bundle()
-    bag, meta, emit, close = state
-    fn.process((0, partial_aggregate(events(rows), SPEC)), WINDOW, bag, meta, emit, close)
+    bag, meta, emit, keep = state
+    fn.process((0, partial_aggregate(events(rows), SPEC)), WINDOW, bag, meta, emit, keep)
 
 
 def _emit(fn, state) -> list:
@@ -259,7 +237,7 @@ def test_the_running_value_in_memory_follows_the_state_across_instances_and_disc
     state = (_Bag(), _Value(), _Timer(), _Timer())  # partials, meta, and the timers set
     a, b = _fn(), _fn()
     _add(a, state, [(1, "u1", 1.0)])
-    assert state[2].times == [Timestamp(0) + Duration(seconds=EARLY)] and len(state[3].times) == 1
+    assert state[2].times == [Timestamp(0) + Duration(seconds=EARLY)]
     assert _emit(a, state) == [(0, 1, 1)]
     _add(b, state, [(2, "u2", 1.0)])  # b reads the state
     assert len(state[2].times) == 2  # the emission cleared the pending mark: a new timer
@@ -287,36 +265,17 @@ def test_the_bag_is_compacted_as_it_doubles():
     assert _emit(fresh, state) == [(6, 7, 6)]
 
 
-class _Counter:
-    def __init__(self):
-        self.n = 0
-
-    def inc(self, n=1):
-        self.n += n
-
-
-def _close(fn, state) -> list:
-    fn.start_bundle()
-    out = list(fn.close_window(0, WINDOW, state[0], state[1]))
-    return [(v.pane_info.index, v.value.column("events")[0].as_py()) for v in out]
-
-
-def test_closing_emits_what_is_pending_and_later_tables_are_dropped_and_counted():
+def test_a_quiet_window_is_forgotten_in_memory_and_read_again_from_state():
     state = (_Bag(), _Value(), _Timer(), _Timer())
     fn = _fn()
-    fn._late = _Counter()
     _add(fn, state, [(1, "u1", 1.0)])
-    assert state[3].times == [WINDOW.end + Duration(seconds=600)]  # the close timer: end + lateness
+    assert state[3].times == [Timestamp(0) + Duration(seconds=EARLY + 600)]  # keep: early + lateness
     assert _emit(fn, state) == [(0, 1, 1)]
-    _add(fn, state, [(2, "u2", 1.0)])
-    assert _close(fn, state) == [(1, 2)]  # the watermark passed before the early firing's time
-    assert _emit(fn, state) == []  # that timer then finds nothing to do
-    assert state[0].items == []  # the partials are gone; the closed mark stays
-    _add(fn, state, [(3, "u3", 1.0)])
-    other = _fn()  # another instance knows the window closed from its state
-    other._late = _Counter()
-    _add(other, state, [(4, "u4", 1.0)])
-    assert (fn._late.n, other._late.n) == (1, 1) and state[0].items == []
+    fn.forget(0, WINDOW)
+    assert not fn._windows
+    _add(fn, state, [(2, "u2", 1.0)])  # read again from the state: nothing lost
+    assert _emit(fn, state) == [(1, 2, 2)]
+    assert len(state[3].times) == 2  # each table pushes the keep timer back
 
 
 def test_bad_config_fails_at_build():
