@@ -44,6 +44,7 @@ __all__ = [
     "row_states",
     "session_breaks",
     "state",
+    "window_result",
     "window_starts",
 ]
 
@@ -287,6 +288,12 @@ def result_table(finals: pa.Table, spec: AggregateSpec, start: pa.Array, end: pa
     if isinstance(spec.window, Sessions):
         order.append(("window_start", "ascending"))
     return result.sort_by(order)
+
+
+def window_result(finals: pa.Table, spec: AggregateSpec, start_us: int, end_us: int) -> pa.Table:
+    """Finals of one window ``[start_us, end_us)`` -> its result table (see :func:`result_table`)."""
+    n = finals.num_rows
+    return result_table(finals, spec, pa.array([start_us] * n, pa.int64()), pa.array([end_us] * n, pa.int64()))
 
 
 def _column_hash(column: pa.ChunkedArray) -> np.ndarray:

@@ -7,11 +7,15 @@ one period, for sliding windows) and is timestamped at its start, so Beam's own 
 element into every window that holds it. Each element is pre-aggregated to one row per
 (group keys, distinct values) before the shuffle; a CombineFn merges those partial tables per
 window, so what crosses the shuffle is small and grows with distinct values, not with rows.
+A live stream with early firings keeps a running value per window in state instead
+(``running_aggregate``).
 Bounded input can instead shuffle its partials through files (window_spill). Sessions are in
 ``sessions``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import apache_beam as beam
 import pyarrow as pa
@@ -38,11 +42,12 @@ from transforms.partials import (
     group_states,
     merge_partials,
     partial_aggregate,
-    result_table,
     state,
+    window_result,
     window_starts,
 )
 from transforms.records import ArrowTableCoder, slices_by
+from transforms.running_aggregate import RunningAggregate, wall_clock
 from transforms.sessions import KEYED, SessionAggregate, SessionRuns
 from transforms.window_spill import WINDOW_COLUMN, SpilledPartials
 
@@ -150,13 +155,6 @@ def _session_partials(keyed: tuple):
         yield keyed[1]
 
 
-def _window_result(finals: pa.Table, s: AggregateSpec, start_us: int, end_us: int) -> pa.Table:
-    n = finals.num_rows
-    start = pa.array([start_us] * n, pa.int64())
-    end = pa.array([end_us] * n, pa.int64())
-    return result_table(finals, s, start, end)
-
-
 class _FinalizeFn(beam.DoFn):
     def __init__(self, spec: AggregateSpec):
         self._s = spec
@@ -167,7 +165,7 @@ class _FinalizeFn(beam.DoFn):
             return
         s = self._s
         finals = group_states(partial, s, list(s.keys), "partials", "finals")
-        yield _window_result(finals, s, window.start.micros, window.end.micros)
+        yield window_result(finals, s, window.start.micros, window.end.micros)
 
 
 class _SumCountsFn(_TablesCombineFn):
@@ -192,7 +190,7 @@ class _FinalizeCountsFn(beam.DoFn):
             return
         for start, rows in slices_by(counts, counts.column(WINDOW_COLUMN).to_numpy()):
             yield beam_window.TimestampedValue(
-                _window_result(rows, self._s, start, start + self._s.size_us), Timestamp(micros=start)
+                window_result(rows, self._s, start, start + self._s.size_us), Timestamp(micros=start)
             )
 
 
@@ -337,6 +335,11 @@ class WindowedAggregate(beam.PTransform):
         late_firings: Fire again for every late table within the allowed lateness. With either
             of these, panes accumulate: every firing carries the window's complete value so far,
             so a sink that upserts by (window_start, keys) always holds the latest total.
+            Unbounded input with early firings (fixed and sliding windows) takes the running
+            path instead (``running_aggregate``): no trigger; each window's result so far is
+            emitted ``early_firing_seconds`` after new data arrives, late data within the allowed
+            lateness included (whatever ``late_firings``), each emission numbered by its pane
+            index so the sinks keep the newest.
         spill_dir: Bounded input only (no early or late firings): shuffle through Arrow files
             there, so memory stays flat as input grows. Fixed and sliding windows: the partial
             rows, partitioned by the distinct column (by group with several count_distinct
@@ -356,6 +359,8 @@ class WindowedAggregate(beam.PTransform):
             sessions, the merged one fires under the earlier one's start. A sliding window's
             merge work is about ``size / period`` times a fixed window's (each period's
             partials are counted in every window holding it).
+        clock: Processing time now, for the running path's timers (default: the wall clock;
+            tests give their own).
 
     Yields tables with ``window_start``, ``window_end``, the group keys and the measures in
     order, sorted by the keys (then window_start); fixed and sliding windows give one table per
@@ -381,6 +386,7 @@ class WindowedAggregate(beam.PTransform):
         partitions: int = 8,
         measures: tuple[Measure, ...] | None = None,
         window: Fixed | Sliding | Sessions | None = None,
+        clock: Callable[[], Timestamp] = wall_clock,
         label: str | None = None,
     ):
         super().__init__(label)
@@ -413,6 +419,9 @@ class WindowedAggregate(beam.PTransform):
         self._spill_dir, self._partitions = spill_dir, partitions
         self._lateness = allowed_lateness_seconds
         self._early, self._late = early_firing_seconds, late_firings
+        if not callable(clock):
+            raise ValueError("clock must be callable")
+        self._clock = clock
 
     def _window_into(self) -> beam.WindowInto:
         return window_into(self._spec.window, self._lateness, self._early, self._late)
@@ -447,9 +456,20 @@ class WindowedAggregate(beam.PTransform):
                 | "Finalize" >> beam.ParDo(_FinalizeCountsFn(s)).with_output_types(pa.Table)
                 | "Window" >> self._result_windows()
             )
+        partials = tables | "SplitWindows" >> beam.ParDo(_SplitByWindowFn(s)).with_input_types(
+            pa.Table
+        ).with_output_types(pa.Table)
+        if not tables.is_bounded and self._early is not None:
+            # The live stream: a running value per window in state, emitted by a processing-time
+            # timer (see running_aggregate), instead of accumulating panes that re-merge the
+            # window's whole history at every early firing.
+            return (
+                partials
+                | "Window" >> beam.WindowInto(_window_fn(s.window), allowed_lateness=self._lateness)
+                | "Running" >> RunningAggregate(s, self._early, self._lateness, self._clock)
+            )
         return (
-            tables
-            | "SplitWindows" >> beam.ParDo(_SplitByWindowFn(s)).with_input_types(pa.Table).with_output_types(pa.Table)
+            partials
             | "Window" >> self._window_into()
             | "Combine" >> beam.CombineGlobally(_MergePartialsFn(s)).without_defaults().with_output_types(pa.Table)
             | "Finalize" >> beam.ParDo(_FinalizeFn(s)).with_output_types(pa.Table)

@@ -6,7 +6,8 @@ writing the same element twice changes nothing. The target table is created when
 
 Firings can arrive out of order (parallel bundles; a bundle retried through an outage), so each
 row also stores the firing it came from (the pane index, column ``_pane``) and is replaced only
-by the same or a later firing: the table ends with the newest total whatever the order. Rows that
+by the same or a later firing: the table ends with the newest total whatever the order (the live
+stream's running aggregate numbers its emissions of a window by the pane index too). Rows that
 say their own order (``version``: a column of the rows, e.g. the online feature rows' ``_version``)
 are replaced only by a row of the same or a higher version instead.
 
