@@ -16,11 +16,13 @@ default trigger) are keyed by their window's start and go to a stateful DoFn tha
   bag is read again. The bag is compacted to the one merged partial when what was appended
   since the last compaction holds as many rows as it does, so a reload reads at most about
   twice the window's partial rows;
-- sets a processing-time timer ``early_firing_seconds`` ahead when new data arrives and none is
-  pending; the timer emits the window's complete result so far: the rows the accumulating
-  combine would emit for a pane holding every element so far. Every element is therefore in an
-  emission at most ``early_firing_seconds`` (plus the time to run) after it arrived, the last
-  one included: the final value needs no event-time timer;
+- sets a processing-time timer when new data arrives and none is pending, for
+  ``early_firing_seconds`` after the window's last emission (at once if that time has passed:
+  a window's first data, or data after a quiet spell); the timer emits the window's complete
+  result so far: the rows the accumulating combine would emit for a pane holding every element
+  so far. Every element is therefore in an emission at most ``early_firing_seconds`` (plus the
+  time to run) after it arrived, the last one included: the final value needs no event-time
+  timer;
 - pushes a second processing-time timer ``early_firing_seconds + allowed_lateness_seconds``
   ahead at each new table; when it fires (the window has had no data for that long) the
   in-memory copy is dropped.
@@ -74,10 +76,10 @@ def wall_clock() -> Timestamp:
 class _Running:
     """One window's running value as this DoFn instance last wrote it to state."""
 
-    __slots__ = ("token", "merged", "fresh", "emitted", "pending", "entries", "base_rows", "appended_rows")
+    __slots__ = ("token", "merged", "fresh", "emitted", "pending", "last_us", "entries", "base_rows", "appended_rows")
 
     def __init__(self, meta: tuple | None, tables: list[pa.Table]):
-        self.token, self.emitted, pending = meta if meta is not None else (None, 0, 0)
+        self.token, self.emitted, pending, self.last_us = meta if meta is not None else (None, 0, 0, 0)
         self.pending = bool(pending)
         self.merged: pa.Table | None = None  # the partials emitted so far, merged
         self.fresh: list[pa.Table] = list(tables)  # partials not merged yet
@@ -86,8 +88,8 @@ class _Running:
         self.appended_rows = sum(t.num_rows for t in tables)  # rows appended since
 
 
-# (token, emissions so far, 1 while an emission is pending)
-_META = TupleCoder([VarIntCoder()] * 3)
+# (token, emissions so far, 1 while an emission is pending, processing time of the last one in µs)
+_META = TupleCoder([VarIntCoder()] * 4)
 
 
 class _KeyByWindowFn(beam.DoFn):
@@ -131,7 +133,7 @@ class _RunningFn(beam.DoFn):
 
     def _save(self, running: _Running, meta) -> None:
         running.token = self._tokens.getrandbits(62)
-        meta.write((running.token, running.emitted, int(running.pending)))
+        meta.write((running.token, running.emitted, int(running.pending), running.last_us))
 
     def process(
         self,
@@ -153,7 +155,9 @@ class _RunningFn(beam.DoFn):
         running.appended_rows += table.num_rows
         partials.add(table)
         if not running.pending:
-            emit.set(now + self._early)
+            # At most one emission per early_firing_seconds, and none later than needed: new data
+            # after a quiet spell (a window's first, a job's first) goes out at once.
+            emit.set(now if not running.emitted else max(now, Timestamp(micros=running.last_us) + self._early))
             running.pending = True
         self._save(running, meta)
 
@@ -161,6 +165,7 @@ class _RunningFn(beam.DoFn):
         faults.at("aggregate")
         s = self._s
         running.pending = False
+        running.last_us = self._clock().micros
         if running.fresh:
             tables = running.fresh if running.merged is None else [running.merged, *running.fresh]
             running.merged = merge_partials(tables, s)

@@ -135,8 +135,8 @@ def test_early_emissions_carry_everything_so_far_and_late_data_within_the_latene
     stream = (
         test_stream.TestStream(coder=ArrowTableCoder())
         .advance_watermark_to(T0_S)
-        .add_elements([events([(1, "a", 1.0)])])
-        .add_elements([events([(2, "b", 2.0)])])  # the timer is pending: no second one
+        .add_elements([events([(1, "a", 1.0)])])  # the window's first data: emitted at once
+        .add_elements([events([(2, "b", 2.0)])])  # waits for EARLY after that emission
         .advance_processing_time(EARLY + 1)  # one emission with both
         .add_elements([events([(3, "a", 0.5)])])
         .advance_processing_time(EARLY + 1)
@@ -154,7 +154,8 @@ def test_early_emissions_carry_everything_so_far_and_late_data_within_the_latene
         )
     )
     emissions = out | beam.ParDo(_Emissions())
-    assert_that(firings(emissions), equal_to([(0, 2, 2, 3.0), (1, 3, 2, 3.5), (2, 4, 3, 4.75)]))
+    # The window's first data at once, then at most every EARLY seconds.
+    assert_that(firings(emissions), equal_to([(0, 1, 1, 1.0), (1, 2, 2, 3.0), (2, 3, 2, 3.5), (3, 4, 3, 4.75)]))
     p.run().wait_until_finish()
 
 
@@ -237,7 +238,7 @@ def test_the_running_value_in_memory_follows_the_state_across_instances_and_disc
     state = (_Bag(), _Value(), _Timer(), _Timer())  # partials, meta, and the timers set
     a, b = _fn(), _fn()
     _add(a, state, [(1, "u1", 1.0)])
-    assert state[2].times == [Timestamp(0) + Duration(seconds=EARLY)]
+    assert state[2].times == [Timestamp(0)]  # a window's first data goes out at once
     assert _emit(a, state) == [(0, 1, 1)]
     _add(b, state, [(2, "u2", 1.0)])  # b reads the state
     assert len(state[2].times) == 2  # the emission cleared the pending mark: a new timer
