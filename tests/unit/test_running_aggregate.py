@@ -20,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from tests.unit.state_doubles import Bag, Value
 from tests.unit.test_stream_windows import T0 as T0_S
 from tests.unit.test_stream_windows import events, streaming_pipeline
 from tests.unit.test_stream_windows import stream_clock as zero_clock
@@ -179,31 +180,6 @@ def test_only_unbounded_input_with_early_firings_takes_the_running_path():
 # The DoFn itself, with its state as plain objects (as the runner keeps it between bundles).
 
 
-class _Bag:
-    def __init__(self):
-        self.items = []
-
-    def read(self):
-        return list(self.items)
-
-    def add(self, value):
-        self.items.append(value)
-
-    def clear(self):
-        self.items = []
-
-
-class _Value:
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-
 class _Timer:
     def __init__(self):
         self.times = []
@@ -235,7 +211,7 @@ def _emit(fn, state) -> list:
 
 
 def test_the_running_value_in_memory_follows_the_state_across_instances_and_discarded_bundles():
-    state = (_Bag(), _Value(), _Timer(), _Timer())  # partials, meta, and the timers set
+    state = (Bag(), Value(), _Timer(), _Timer())  # partials, meta, and the timers set
     a, b = _fn(), _fn()
     _add(a, state, [(1, "u1", 1.0)])
     assert state[2].times == [Timestamp(0)]  # a window's first data goes out at once
@@ -253,7 +229,7 @@ def test_the_running_value_in_memory_follows_the_state_across_instances_and_disc
 
 
 def test_the_bag_is_compacted_as_it_doubles():
-    state = (_Bag(), _Value(), _Timer(), _Timer())
+    state = (Bag(), Value(), _Timer(), _Timer())
     fn = _fn()
     for i in range(6):
         _add(fn, state, [(i, f"u{i}", 1.0)])
@@ -267,7 +243,7 @@ def test_the_bag_is_compacted_as_it_doubles():
 
 
 def test_a_quiet_window_is_forgotten_in_memory_and_read_again_from_state():
-    state = (_Bag(), _Value(), _Timer(), _Timer())
+    state = (Bag(), Value(), _Timer(), _Timer())
     fn = _fn()
     _add(fn, state, [(1, "u1", 1.0)])
     assert state[3].times == [Timestamp(0) + Duration(seconds=EARLY + 600)]  # keep: early + lateness

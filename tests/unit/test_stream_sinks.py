@@ -15,6 +15,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.conftest import rows
+from tests.unit.state_doubles import Bag, Value
 from transforms.dedup_stream import DeduplicateStream
 from transforms.sinks.files import write_parquet
 from transforms.sinks.postgres import RetryBudget
@@ -129,31 +130,6 @@ def test_the_retry_budget_doubles_its_waits_up_to_a_cap_and_stops_at_the_deadlin
     assert sum(waits) + len(waits) == 31.0
 
 
-class _Bag:
-    def __init__(self):
-        self.items = []
-
-    def read(self):
-        return list(self.items)
-
-    def add(self, value):
-        self.items.append(value)
-
-    def clear(self):
-        self.items = []
-
-
-class _Value:
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-
 def _seen_fn():
     from transforms.dedup_stream import _SeenFn
 
@@ -169,7 +145,7 @@ def _kept(fn, state, ids, minutes):
 
 
 def test_seen_keys_in_memory_follow_the_state_across_instances_and_discarded_bundles():
-    state = (_Bag(), _Value(), _Value())  # keys, token, stamp: as the runner keeps them
+    state = (Bag(), Value(), Value())  # keys, token, stamp: as the runner keeps them
     a, b = _seen_fn(), _seen_fn()
     assert _kept(a, state, ["a", "b"], [0, 1]) == ["a", "b"]
     assert _kept(b, state, ["b", "c"], [2, 3]) == ["c"]  # b never saw "b": it reads the state
