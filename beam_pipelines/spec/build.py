@@ -190,10 +190,15 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     for node in plan.chain[1:]:
         built[node.step.name] = node.step.build([built[node.inputs[0][0]].main], io)
     curated = built[plan.curated.step.name].main
-    # In streaming, the curated file writes and per-window profiles run in their own stage: fused
-    # with the aggregates they added their parquet and sketch work to every firing's latency.
-    # On Prism a Reshuffle is only that fusion break; no data moves between workers.
-    off_path = (curated | "OffLatencyPath" >> beam.Reshuffle().with_output_types(pa.Table)) if streaming else curated
+    unwindowed = streaming and plan.ctx.event_time is None  # a change stream: no windows to profile by
+    # Streamed feature rows are written once their window and its lateness have passed: a
+    # per-window profile would have fired without them (see EntityFeaturesStep).
+    profiled = (
+        io.profile is not None
+        and not unwindowed
+        and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False))
+    )
+    off_path = _off_latency_path(plan, curated, profiled)
     aggregates = []
     for node in plan.aggregates:
         built[node.step.name] = node.step.build([curated], io)
@@ -236,14 +241,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
     )
     if protection is not None:
         report = report | "ProtectReport" >> beam.Map(redact_report, tuple(plan.pii.fields)).with_output_types(dict)
-    # Streamed feature rows are written once their window and its lateness have passed: a
-    # per-window profile would have fired without them (see EntityFeaturesStep).
-    unwindowed = streaming and plan.ctx.event_time is None  # a change stream: no windows to profile by
-    if (
-        io.profile is not None
-        and not unwindowed
-        and not (streaming and getattr(plan.curated.step, "rows_after_lateness", False))
-    ):
+    if profiled:
         _profile(plan, off_path, io, protection)
     if streaming and checked is not None and io.checks is not None:
         window_results = checked.extra["results"]
@@ -254,7 +252,7 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
         window_results | "WriteChecks" >> io.checks
     all_dead = dead if late is None else (dead, late) | "DeadAndLate" >> beam.Flatten()
     for node in plan.sinks:
-        _write(node, built, off_path, (errors, all_dead, late), io, protection)
+        _write(node, built, (curated, off_path), (errors, all_dead, late), io, protection)
     if io.report is not None:
         report | "WriteReport" >> io.report
     return {
@@ -263,6 +261,22 @@ def build(p: beam.Pipeline, cfg, io: PipelineIO, plan: Plan | None = None) -> di
         "dead_letters": all_dead,
         "report": report,
     }
+
+
+def _off_latency_path(plan: Plan, curated, profiled: bool):
+    """The curated records for the work that may leave the latency path.
+
+    In streaming, curated file writes and per-window profiles run in a stage of their own: fused
+    with the aggregates they added their parquet and sketch work to every firing's latency. On
+    Prism a Reshuffle is only that fusion break; no data moves between workers. The break gives
+    up the source's order, so only sinks that declare they need none go behind it: a change
+    mirror applies its batches in the order they were read.
+    """
+    if plan.ctx.mode != "streaming":
+        return curated
+    if not profiled and not any(n.step.role == "curated" and n.step.any_order for n in plan.sinks):
+        return curated
+    return curated | "OffLatencyPath" >> beam.Reshuffle().with_output_types(pa.Table)
 
 
 def _protection(plan: Plan, cfg, store_keys: bool = True):
@@ -293,10 +307,10 @@ def _profile(plan: Plan, curated, io: PipelineIO, protection=None) -> None:
     profile | "WriteProfile" >> io.profile
 
 
-def _write(node, built: dict, curated, dead: tuple, io: PipelineIO, protection=None) -> None:
+def _write(node, built: dict, curated: tuple, dead: tuple, io: PipelineIO, protection=None) -> None:
     step = node.step
-    if step.role == "curated":
-        data = curated
+    if step.role == "curated":  # (in source order, off the latency path)
+        data = curated[1] if step.any_order else curated[0]
     elif step.role in ("aggregates", "received"):  # an aggregate, or the source's records as they came in
         data = built[node.inputs[0][0]].main
     elif step.role == "output":  # a step's named output

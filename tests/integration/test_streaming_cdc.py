@@ -218,7 +218,10 @@ def _difference(dsn: str) -> str:
     mirror, source = _table(dsn, "orders_mirror"), _table(dsn, "orders")
     missing, extra = sorted(set(source) - set(mirror)), sorted(set(mirror) - set(source))
     changed = [(k, mirror[k], source[k]) for k in source if k in mirror and mirror[k] != source[k]]
+    with psycopg.connect(dsn) as conn:  # where the slot and the mirror stand, and the server's WAL
+        (confirmed, applied), wal = _positions(conn), conn.execute("SELECT pg_current_wal_lsn() - '0/0'").fetchone()[0]
     return (
+        f"slot confirmed {confirmed}, mirror applied {applied}, WAL at {wal}; "
         f"missing {len(missing)} {missing[:5]}; extra {len(extra)} {extra[:5]}; changed {len(changed)} {changed[:3]}\n"
     )
 

@@ -5,10 +5,12 @@ curated records directly. Batch has no such break. Checked on the built job grap
 from __future__ import annotations
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipelines.spec import EventsConfig
 from beam_pipelines.spec.build import build, file_io, plan_for, stream_io
+from tests.e2e.helpers import ROOT
 
 STREAM = dict(streaming=True, kafka_bootstrap="k:9092", kafka_topic="t", pg_dsn="postgresql://x")
 
@@ -34,8 +36,8 @@ def _walk(t):
 
 
 def built(tmp_path, **kw) -> beam.Pipeline:
-    cfg = EventsConfig(input=str(tmp_path / "in.jsonl"), input_format="jsonl", output=str(tmp_path / "out"),
-                       pipeline="events", **kw)  # fmt: skip
+    kw.setdefault("pipeline", "events")
+    cfg = EventsConfig(input=str(tmp_path / "in.jsonl"), input_format="jsonl", output=str(tmp_path / "out"), **kw)
     plan = plan_for(cfg)
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = bool(kw.get("streaming"))
@@ -87,3 +89,34 @@ def test_a_windows_profile_fires_early_less_often_than_its_aggregates(tmp_path):
     labels = {t.unique_name for t in p.to_runner_api().components.transforms.values()}
     assert "HourlyAggregate/Running" in labels  # the aggregates: a running value, emitted every second
     assert _early_delay_ms(p, "WindowCurated/Window") == 10_000
+
+
+def _upstream(p: beam.Pipeline, label: str) -> set[str]:
+    """Full labels of every leaf transform ``label`` reads from, directly or not."""
+    producers, leaves = {}, {}
+    for t in _walk(p._root_transform()):
+        if not t.parts:
+            leaves[t.full_label] = t
+            for out in t.outputs.values():
+                producers[id(out)] = t.full_label
+    seen, todo = set(), [label]
+    while todo:
+        for pc in leaves[todo.pop()].main_inputs.values():
+            if (up := producers.get(id(pc))) is not None and up not in seen:
+                seen.add(up)
+                todo.append(up)
+    return seen
+
+
+@pytest.mark.parametrize("spec, mirror", [("orders.yaml", "Mirror/Apply"), ("orders_lake.yaml", "Mirror/")])
+def test_a_change_mirror_takes_its_batches_in_the_order_they_were_read(tmp_path, monkeypatch, spec, mirror):
+    # A fusion break would let the runner apply a later batch first: the mirror's LSN guard would
+    # then skip the earlier one as applied, and its changes would be lost.
+    monkeypatch.setenv("PG_SOURCE_DSN", "postgresql://x@localhost/x")
+    p = built(tmp_path, streaming=True, pg_dsn="postgresql://x@localhost/x",
+              pipeline=str(ROOT / "examples" / "cdc" / spec))  # fmt: skip
+    labels = {t.full_label for t in _walk(p._root_transform()) if not t.parts}
+    sink = next(label for label in sorted(labels) if label.startswith(mirror))
+    path = _upstream(p, sink)
+    assert any(label.startswith("Read/") for label in path), path
+    assert not [label for label in path if "OffLatencyPath" in label or "GroupByKey" in label]

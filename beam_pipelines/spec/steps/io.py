@@ -51,6 +51,9 @@ class Source(Step):
 class Sink(Step):
     kind = "sink"
     role = None  # curated | aggregates | received | output | dead_letters: set by the checker from what it takes
+    # Whether the sink may take curated records in any order: in streaming such a sink runs off
+    # the latency path, behind a fusion break that gives up the source's order.
+    any_order = False
 
     def columns(self, inputs):
         if self.role == "received":
@@ -163,6 +166,7 @@ class ReadKafka(Source):
 @register
 class WriteLake(Sink):
     type = "WriteLake"
+    any_order = True  # files per window, each record written once whatever the order
     doc = (
         "Parquet files under --output: batch, one file per (dt= partition, bucket), replaced whole at publish; "
         "streaming, files per (date, window) as windows fire."
