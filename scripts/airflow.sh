@@ -79,7 +79,7 @@ install() {
     echo "installing apache-airflow==$VERSION into $VENV" >&2
     [[ -x $VENV/bin/python ]] || "$uv" venv -q --python python3.11 "$VENV" >&2 || "$uv" venv -q "$VENV" >&2 ||
         die "cannot create $VENV"
-    "$uv" pip install -q --python "$VENV/bin/python" -c "$CONSTRAINTS" "apache-airflow==$VERSION" >&2 ||
+    "$uv" pip install -q --compile-bytecode --python "$VENV/bin/python" -c "$CONSTRAINTS" "apache-airflow==$VERSION" >&2 ||
         die "pip install apache-airflow==$VERSION failed"
     # The DAG factory and its spec reader; no dependencies, so nothing of Beam's reaches Airflow's environment.
     "$uv" pip install -q --python "$VENV/bin/python" --no-deps -e "$ROOT" >&2 || die "installing beam-pipelines failed"

@@ -38,7 +38,7 @@ setup() {
     echo "quix.sh: creating ${VENV#"$ROOT"/} from $REQS" >&2
     rm -rf "$VENV"
     "$UV" venv -q --python "${PYTHON_VERSION:-3.11}" "$VENV" >&2 || die "uv could not create $VENV"
-    "$UV" pip install -q --python "$VENV/bin/python" -r "$REQS" >&2 || die "uv could not install $REQS"
+    "$UV" pip install -q --compile-bytecode --python "$VENV/bin/python" -r "$REQS" >&2 || die "uv could not install $REQS"
     cp "$REQS" "$stamp"
 }
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.utils.timestamp import Timestamp
 
+from tests.unit.test_flatscan import _random_lines
+from transforms.ingest import flatjson
 from transforms.ingest.kafka import ReadKafka, _OffsetsProvider, _PartitionRange, bundle_seconds
 from transforms.ingest.kafka_time import (
     NO_TIME,
@@ -235,3 +239,31 @@ def test_every_partition_reports_the_lowest_watermark_of_the_topic():
     assert floor("read-a", 0, 2, 500) == 1_000  # a partition's watermark never goes back
     assert floor("read-a", 0, 2, 4_000) == 4_000
     assert floor("read-b", 0, 1, 7) == 7  # another read of the topic has a floor of its own
+
+
+def _times(rng: random.Random) -> bytes:
+    base = 1_709_287_200 + rng.randrange(-(10**6), 10**6)
+    at = datetime.fromtimestamp(base, timezone.utc)
+    return rng.choice([
+        str(base).encode(), str(base * 1000).encode(), f"{base}.{rng.randrange(10**6):06d}".encode(),
+        f"{base * 1000}.5".encode(), b"1e400", b"-1", b"true", b"null", b'"yesterday"', b'{"at": 1}',
+        b'"%s"' % at.isoformat().encode(), b'"%s"' % at.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode(),
+        b'"%s"' % at.strftime("%Y-%m-%dT%H:%M:%S+02:00").encode(), b'"%s"' % at.strftime("%Y-%m-%d %H:%M").encode(),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_event_times_read_by_the_compiled_scanner_equal_those_parsed_one_by_one(seed, monkeypatch):
+    rng = random.Random(seed)
+    lines = _random_lines(seed, 2000)  # every shape of line, flat or not, ts of any kind
+    for i in rng.sample(range(len(lines)), 1500):  # and ts values of every readable kind
+        lines[i] = b'{"event_id": "e%d", "amount": 1.25, "ts": %s, "n": 3}' % (i, _times(rng))
+    assert flatjson.compiled()
+    taken = len(flatjson.field_slots(pa.array(lines, pa.binary()), "ts")[1])
+    assert 0.5 * len(lines) < taken < len(lines)  # both the scanner and the parser read some
+    fast = event_times_us(lines)
+    monkeypatch.setattr(flatjson, "_flatscan", None)
+    assert flatjson.field_slots(pa.array(lines, pa.binary()), "ts") is None
+    slow = event_times_us(lines)
+    assert fast.tolist() == slow.tolist()
+    assert (slow != NO_TIME).sum() > 500  # many read, many not

@@ -30,7 +30,7 @@ try:
 except ImportError:  # no compiler where the package was installed: the Arrow passes serve
     _flatscan = None
 
-__all__ = ["compiled", "flat_lines", "parse_flat", "scan_flat"]
+__all__ = ["compiled", "field_slots", "flat_lines", "parse_flat", "scan_flat"]
 
 _WS = r"[ \t]*"  # no \r: Arrow's line reader would split there
 _UTF8 = (
@@ -241,6 +241,23 @@ def scan_flat(raw: pa.Array, fields: tuple[str, ...]) -> tuple[pa.Table | None, 
         slots, rejected = parse_flat(raw if every else raw.filter(pa.array(flat)), fields)
         return slots, np.delete(np.flatnonzero(flat), rejected)
     return _scan_compiled(raw, fields)
+
+
+def field_slots(raw: pa.Array, field: str) -> tuple[list[pa.Array], np.ndarray] | None:
+    """One field's four slots (kind, str, int, float) for the flat lines of ``raw`` (binary,
+    no nulls), read by the compiled scanner as :func:`scan_flat` reads them; the other keys are
+    only checked. Returns ``(slots, taken)``, the slots in the order of ``taken`` (the positions
+    of the lines read), or None without the compiled scanner.
+    """
+    if _flatscan is None:
+        return None
+    offsets, data = string_buffers(raw)
+    n, status, columns, _, _, _ = _flatscan.scan(data, offsets.astype(np.int64, copy=False), (field.encode(),))
+    taken = np.flatnonzero(np.frombuffer(status, dtype=np.uint8))
+    kinds, sbits, soffs, sdata, ibits, ints, fbits, floats, _ = columns[0]
+    kind = pa.Array.from_buffers(pa.int8(), n, [None, pa.py_buffer(kinds)])
+    text = _string_array(n, sbits, soffs, sdata)
+    return [kind, text, _numbers(pa.int64(), n, ibits, ints), _numbers(pa.float64(), n, fbits, floats)], taken
 
 
 def _string_array(n: int, bits, offsets, data) -> pa.Array:

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from transforms.ingest import flatjson
 from transforms.ingest.slots import KIND_FLOAT, KIND_INT, KIND_NULL, KIND_OTHER, KIND_STR, Slots
 from transforms.ingest.validate import TimestampField
 
@@ -50,15 +51,36 @@ def event_times_us(values: Sequence[bytes | None], field: str = "ts") -> np.ndar
         values: Message values (JSON object text); None for a null value.
         field: The field holding the event time.
     """
+    scanned = flatjson.field_slots(pa.array(values, pa.binary()), field) if values and None not in values else None
+    if scanned is None:
+        slots, order = _parsed_slots(values, field), None
+    else:
+        slots, taken = scanned
+        order = None
+        if len(taken) < len(values):  # lines the scanner leaves (escapes, nesting, not JSON ...): parsed
+            left = np.ones(len(values), dtype=bool)
+            left[taken] = False
+            rest = np.flatnonzero(left)
+            parsed = _parsed_slots([values[i] for i in rest], field)
+            slots = [pa.concat_arrays([a, b.cast(a.type)]) for a, b in zip(slots, parsed)]
+            order = np.argsort(np.concatenate([taken, rest]), kind="stable")
+    names = [f"{field}.k", f"{field}.s", f"{field}.i", f"{field}.f"]
+    table = pa.Table.from_arrays(slots, names=names)
+    if order is not None:
+        table = table.take(pa.array(order))
+    micros = TimestampField(field).apply(Slots(table, field), {}).value.cast(pa.int64())
+    return micros.fill_null(NO_TIME).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+def _parsed_slots(values: Sequence[bytes | None], field: str) -> list[pa.Array]:
+    """The field's slots of each message, parsed one by one."""
     found = [_field_value(v, field) for v in values]
     n = len(found)
     kinds = np.fromiter((_KINDS.get(type(v), KIND_OTHER) for v in found), dtype=np.int8, count=n)
     strs = pa.array([v if type(v) is str else None for v in found], pa.string())
     ints = pa.array([v if type(v) is int and -(2**63) <= v < 2**63 else None for v in found], pa.int64())
     floats = pa.array([v if type(v) is float else None for v in found], pa.float64())
-    slots = pa.table({f"{field}.k": pa.array(kinds), f"{field}.s": strs, f"{field}.i": ints, f"{field}.f": floats})
-    micros = TimestampField(field).apply(Slots(slots, field), {}).value.cast(pa.int64())
-    return micros.fill_null(NO_TIME).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return [pa.array(kinds), strs, ints, floats]
 
 
 def window_end_us(event_times_us: np.ndarray, window_seconds: int) -> np.ndarray:
