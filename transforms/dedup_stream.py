@@ -21,8 +21,6 @@ chooses.
 
 from __future__ import annotations
 
-import random
-
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -33,6 +31,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 from transforms.dedup import keep_first
 from transforms.records import ArrowTableCoder, hash_partition, typed
+from transforms.state_copies import StateCopies
 
 __all__ = ["DeduplicateStream"]
 
@@ -65,12 +64,9 @@ class _SeenFn(beam.DoFn):
     """Drops rows whose key this partition has let through before.
 
     The keys live in Beam state as a bag of small (key, until_us) tables, one appended per
-    element: a bundle writes only its new keys. Reading the whole bag per element (Prism gives
-    the SDK no state cache tokens, so nothing is cached across bundles) cost time in
-    proportion to every key of the horizon and fell behind a live stream; so each instance
-    keeps the partition's keys in memory too, valid while the state's random ``token`` is the
-    one it wrote last (another instance, or a failed bundle whose writes were discarded,
-    leaves a different token, and the bag is read again). Expired keys leave the bag when the
+    element: a bundle writes only its new keys. Each instance keeps the partition's keys in
+    memory too (``StateCopies``): reading the whole bag per element cost time in proportion to
+    every key of the horizon and fell behind a live stream. Expired keys leave the bag when the
     stamps have moved a quarter of the horizon since the last pruning.
     """
 
@@ -83,8 +79,7 @@ class _SeenFn(beam.DoFn):
 
     def setup(self):
         self._dups = beam.metrics.Metrics.counter("dedup", "duplicates")
-        self._seen: dict[tuple, _Seen] = {}  # (partition, window) -> keys as last written here
-        self._tokens = random.Random()
+        self._seen = StateCopies()  # (partition, window) -> keys as last written here
 
     def _load(self, keys_state, token: int | None, stamp: int) -> _Seen:
         tables = list(keys_state.read())
@@ -108,9 +103,7 @@ class _SeenFn(beam.DoFn):
         stamp = max(stamp_state.read() or _NO_STAMP, timestamp.micros)
         stamp_state.write(stamp)
         token = token_state.read()
-        seen = self._seen.get((pid, window))
-        if seen is None or token is None or seen.token != token:
-            seen = self._seen[(pid, window)] = self._load(keys_state, token, stamp)
+        seen = self._seen.get((pid, window), token, lambda: self._load(keys_state, token, stamp))
         # One set lookup per row: an Arrow is_in against every remembered key would hash them
         # all for each element.
         keys = table.column(self._key).cast(pa.string()).to_pylist()
@@ -138,8 +131,7 @@ class _SeenFn(beam.DoFn):
                                          "until_us": pa.array(list(seen.until.values()), pa.int64())}))  # fmt: skip
             changed = True
         if changed:
-            seen.token = self._tokens.getrandbits(62)
-            token_state.write(seen.token)
+            token_state.write(self._seen.written(seen))
         if table.num_rows:
             yield table
 

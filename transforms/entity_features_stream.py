@@ -25,15 +25,12 @@ its watermark behind its records) cannot be counted any more: it is a dead lette
 ``late``, rather than a silent change of rows already written.
 
 State per partition: the kept events (a bag of prepared tables, compacted when it grows to many
-pieces; each instance keeps them in memory too, valid while a state token says nobody else wrote
-since), the final horizon, the pending timer and the version; old events are dropped at each
+pieces; each instance keeps them in memory too, see ``state_copies``), the final horizon, the pending timer and the version; old events are dropped at each
 timer firing. Prism fires the event-time timers as the watermark passes (tested with a real
 Kafka topic: tests/integration/test_streaming_features.py).
 """
 
 from __future__ import annotations
-
-import random
 
 import apache_beam as beam
 import numpy as np
@@ -50,6 +47,7 @@ from transforms.feature_defs import FeatureSet
 from transforms.feature_horizon import closed_before, closing_us, latest_rows, retained, times_us
 from transforms.feature_kernels import compute
 from transforms.records import ArrowTableCoder, as_array, dead_letters, json_text, typed
+from transforms.state_copies import StateCopies
 
 __all__ = ["EntityFeaturesStream", "VERSION"]
 
@@ -86,20 +84,17 @@ class _KeepEntitiesFn(beam.DoFn):
         self._final = beam.metrics.Metrics.counter(self._stage, "feature_rows")
         self._online = beam.metrics.Metrics.counter(self._stage, "online_rows")
         self._late = beam.metrics.Metrics.counter(self._stage, "late")
-        # Prism gives the SDK no state cache tokens: reading the whole bag per element would cost
-        # time in proportion to every kept event. So each instance keeps its partitions' events in
-        # memory too, valid while the state's token is the one it wrote last (another instance,
-        # or a failed bundle whose writes were discarded, leaves another token: the bag is read).
-        self._kept: dict[int, _Kept] = {}
-        self._tokens = random.Random()
+        # Reading the whole bag per element would cost time in proportion to every kept event.
+        self._kept = StateCopies()  # partition -> kept events as last written here
 
     def _events(self, pid: int, events_state, token_state) -> _Kept:
         token = token_state.read()
-        kept = self._kept.get(pid)
-        if kept is None or token is None or kept.token != token:
+
+        def load() -> _Kept:
             pieces = list(events_state.read())
-            kept = self._kept[pid] = _Kept(token, pa.concat_tables(pieces) if pieces else None, len(pieces))
-        return kept
+            return _Kept(token, pa.concat_tables(pieces) if pieces else None, len(pieces))
+
+        return self._kept.get(pid, token, load)
 
     def _write(self, kept: _Kept, events_state, token_state, added: pa.Table | None = None) -> None:
         """Appends ``added`` to the bag, or (None) replaces the bag with ``kept.events``."""
@@ -113,8 +108,7 @@ class _KeepEntitiesFn(beam.DoFn):
                 kept.events = kept.events.combine_chunks()
                 events_state.add(kept.events)
                 kept.pieces = 1
-        kept.token = self._tokens.getrandbits(62)
-        token_state.write(kept.token)
+        token_state.write(self._kept.written(kept))
 
     def process(
         self,

@@ -9,11 +9,9 @@ default trigger) are keyed by their window's start and go to a stateful DoFn tha
 
 - merges each new partial into the window's running partial, kept in memory and in a bag of
   partial tables in state (one appended per element, so a bundle writes only its new
-  partials); the in-memory copy is used while the state's random ``token`` is the one this
-  instance wrote last (Prism gives the SDK no state cache tokens: reading the bag back at
-  every element would again cost time in proportion to the window's history); another
-  instance, or a failed bundle whose writes were discarded, leaves a different token and the
-  bag is read again. The bag is compacted to the one merged partial when what was appended
+  partials); the in-memory copy is trusted as ``state_copies`` says (reading the bag back at
+  every element would again cost time in proportion to the window's history). The bag is
+  compacted to the one merged partial when what was appended
   since the last compaction holds as many rows as it does, so a reload reads at most about
   twice the window's partial rows;
 - sets a processing-time timer when new data arrives and none is pending, for
@@ -47,7 +45,6 @@ replaces a newer one.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
 import apache_beam as beam
@@ -61,6 +58,7 @@ from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedV
 from transforms import faults
 from transforms.partials import AggregateSpec, group_states, merge_partials, window_result
 from transforms.records import ArrowTableCoder
+from transforms.state_copies import StateCopies
 
 __all__ = ["RunningAggregate"]
 
@@ -113,27 +111,27 @@ class _RunningFn(beam.DoFn):
     def setup(self):
         self._emissions = beam.metrics.Metrics.counter("aggregate", "running_emissions")
         self._reloads = beam.metrics.Metrics.counter("aggregate", "running_state_reads")
-        self._windows: dict[tuple, _Running] = {}  # (key, window) -> running value as last written here
-        self._tokens = random.Random()
+        self._windows = StateCopies()  # (key, window) -> running value as last written here
 
     def start_bundle(self):
         self._checked: set[tuple] = set()  # (key, window)s whose token this bundle has compared
 
     def _current(self, key, window, partials, meta) -> _Running:
         at = (key, window)
-        running = self._windows.get(at)
-        if running is not None and at in self._checked:
-            return running
+        if at in self._checked:
+            return self._windows.peek(at)
         stored = meta.read()
-        if running is None or stored is None or running.token != stored[0]:
+
+        def load() -> _Running:
             self._reloads.inc()
-            running = self._windows[at] = _Running(stored, list(partials.read()) if stored is not None else [])
+            return _Running(stored, list(partials.read()) if stored is not None else [])
+
+        running = self._windows.get(at, stored[0] if stored is not None else None, load)
         self._checked.add(at)
         return running
 
     def _save(self, running: _Running, meta) -> None:
-        running.token = self._tokens.getrandbits(62)
-        meta.write((running.token, running.emitted, int(running.pending), running.last_us))
+        meta.write((self._windows.written(running), running.emitted, int(running.pending), running.last_us))
 
     def process(
         self,
@@ -202,7 +200,7 @@ class _RunningFn(beam.DoFn):
     def forget(self, key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam):
         """No data for the window in a while: its in-memory copy goes (its state stays the
         runner's, read again if data still comes); the timer's hold is released."""
-        self._windows.pop((key, window), None)
+        self._windows.forget((key, window))
 
 
 class RunningAggregate(beam.PTransform):
