@@ -262,6 +262,7 @@ def test_event_times_read_by_the_compiled_scanner_equal_those_parsed_one_by_one(
     taken = len(flatjson.field_slots(pa.array(lines, pa.binary()), "ts")[1])
     assert 0.5 * len(lines) < taken < len(lines)  # both the scanner and the parser read some
     fast = event_times_us(lines)
+    assert event_times_us(pa.array(lines, pa.binary())).tolist() == fast.tolist()  # as the source passes them
     monkeypatch.setattr(flatjson, "_flatscan", None)
     assert flatjson.field_slots(pa.array(lines, pa.binary()), "ts") is None
     slow = event_times_us(lines)

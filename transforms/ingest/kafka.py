@@ -373,7 +373,7 @@ class _ReadPartitionFn(beam.DoFn):
         batch_start, next_offset = span.watermark_us, span.start
         while True:  # at least one table per bundle, however the clock runs
             most = min(_START_BATCH, self._s["max_batch_records"]) if floor == NO_TIME else self._s["max_batch_records"]
-            values, offsets, ts, ended, idle, in_step = self._read_batch(
+            values, raw, offsets, ts, ended, idle, in_step = self._read_batch(
                 consumer, tracker, partition, span, next_offset, deadline, most, keep_up
             )
             if partition in self._announce and in_step:
@@ -381,7 +381,7 @@ class _ReadPartitionFn(beam.DoFn):
                 _progress.info("consuming Kafka topic %s partition %d from offset %d", self._s["topic"], partition,
                                span.start)  # fmt: skip
             if values:
-                yield from self._emit(partition, values, offsets, ts, batch_start, floor)
+                yield from self._emit(partition, values, raw, offsets, ts, batch_start, floor)
                 batch_start, next_offset = max(batch_start, int(ts.max())), offsets[-1] + 1
                 floor = self._report(watermark, partition, count, batch_start)
                 deadline = started + bundle_seconds(
@@ -433,11 +433,12 @@ class _ReadPartitionFn(beam.DoFn):
     ):
         """Claims and reads up to one table.
 
-        Returns (values, offsets, event times, range ended, partition idle, consumer still at the
-        offset after the last claimed one).
+        Returns (values, the same as one binary array, offsets, event times, range ended,
+        partition idle, consumer still at the offset after the last claimed one).
         """
         s = self._s
         values: list[bytes] = []
+        arrays: list[pa.Array] = []  # the claimed part of each chunk, as binary
         offsets: list[int] = []
         times: list[np.ndarray] = []
         ended = idle = polled = False
@@ -487,7 +488,8 @@ class _ReadPartitionFn(beam.DoFn):
             if good:
                 self._reached(partition)
             chunk = [m.value() or b"" for m in good]
-            chunk_ts = event_times_us(chunk, s["field"])
+            chunk_raw = pa.array(chunk, pa.binary())  # once: read for event times, then emitted
+            chunk_ts = event_times_us(chunk_raw, s["field"])
             chunk_offsets = [m.offset() for m in good]
             # One claim per chunk, of its last offset in the range (claiming an offset claims
             # the ones before it): the range is never split while a table is read (only
@@ -500,9 +502,11 @@ class _ReadPartitionFn(beam.DoFn):
                 ended = True
             offsets += chunk_offsets[:claimed]
             values += chunk[:claimed]
+            arrays.append(chunk_raw.slice(0, claimed))
             times.append(chunk_ts[:claimed])
         ts = np.concatenate(times) if times else np.zeros(0, np.int64)
-        return values, offsets, ts, ended, idle, in_step
+        raw = pa.concat_arrays(arrays) if len(arrays) > 1 else arrays[0] if arrays else pa.array([], pa.binary())
+        return values, raw, offsets, ts, ended, idle, in_step
 
     def _check_broker(self, consumer: Consumer, partition: int) -> None:
         """After an empty poll: whether the broker is there (asked at most every _PROBE_SECONDS
@@ -552,7 +556,8 @@ class _ReadPartitionFn(beam.DoFn):
             return True
         return False
 
-    def _emit(self, partition: int, values: list[bytes], offsets: list[int], ts: np.ndarray, start: int, floor: int):
+    def _emit(self, partition: int, values: list[bytes], raw: pa.Array, offsets: list[int], ts: np.ndarray, start: int,
+              floor: int):  # fmt: skip
         s = self._s
         self._read.inc(len(values))
         before, _ = watermarks_before(ts, start)
@@ -568,7 +573,6 @@ class _ReadPartitionFn(beam.DoFn):
         record("read", partition=partition, last_offset=offsets[-1], rows=len(values))
         if n_late < len(values):
             keep = np.flatnonzero(~late) if n_late else None
-            raw = pa.array(values, pa.binary())
             table = pa.Table.from_arrays(
                 [raw, sources] if keep is None else [raw.take(keep), sources.take(keep)], schema=_RECORDS
             )

@@ -40,7 +40,7 @@ def _field_value(value: bytes | None, field: str):
     return record.get(field) if type(record) is dict else None
 
 
-def event_times_us(values: Sequence[bytes | None], field: str = "ts") -> np.ndarray:
+def event_times_us(values: Sequence[bytes | None] | pa.Array, field: str = "ts") -> np.ndarray:
     """Event time of each message, read exactly as the pipeline's ``TimestampField`` reads it.
 
     ISO-8601 with an offset or ``Z`` (none means UTC), epoch seconds (int or float), epoch
@@ -48,20 +48,24 @@ def event_times_us(values: Sequence[bytes | None], field: str = "ts") -> np.ndar
     JSON, not an object, field absent or null, out of range) is :data:`NO_TIME`.
 
     Args:
-        values: Message values (JSON object text); None for a null value.
+        values: Message values (JSON object text), as bytes or a binary array; None (null) for
+            a null value.
         field: The field holding the event time.
     """
-    scanned = flatjson.field_slots(pa.array(values, pa.binary()), field) if values and None not in values else None
+    raw = values if isinstance(values, pa.Array) else None
+    if raw is None and values and None not in values:
+        raw = pa.array(values, pa.binary())
+    scanned = flatjson.field_slots(raw, field) if raw is not None and len(raw) and not raw.null_count else None
+    order = None
     if scanned is None:
-        slots, order = _parsed_slots(values, field), None
+        slots = _parsed_slots(values.to_pylist() if isinstance(values, pa.Array) else values, field)
     else:
         slots, taken = scanned
-        order = None
-        if len(taken) < len(values):  # lines the scanner leaves (escapes, nesting, not JSON ...): parsed
-            left = np.ones(len(values), dtype=bool)
+        if len(taken) < len(raw):  # lines the scanner leaves (escapes, nesting, not JSON ...): parsed
+            left = np.ones(len(raw), dtype=bool)
             left[taken] = False
             rest = np.flatnonzero(left)
-            parsed = _parsed_slots([values[i] for i in rest], field)
+            parsed = _parsed_slots(raw.take(pa.array(rest)).to_pylist(), field)
             slots = [pa.concat_arrays([a, b.cast(a.type)]) for a, b in zip(slots, parsed)]
             order = np.argsort(np.concatenate([taken, rest]), kind="stable")
     names = [f"{field}.k", f"{field}.s", f"{field}.i", f"{field}.f"]
