@@ -320,7 +320,7 @@ def make_runner(options: PipelineOptions, check_artifacts: bool = True):
     if name == "prism":
         _prism(options, check_artifacts)
         _portable(options)
-        from apache_beam.runners.portability.prism_runner import PrismRunner
+        from beam_pipelines.side_worker import PrismRunner
 
         return PrismRunner()
     if name == "flink":

@@ -12,7 +12,7 @@ from apache_beam.transforms import window as beam_window
 
 from transforms import colscan
 from transforms.quality.hll import DistinctSketch, _coupons, coupons_of_floats, coupons_of_ints, coupons_of_strings
-from transforms.quality.profile import ProfileColumns, _Config, _ProfileCoder, _ProfileFn, profile_tables
+from transforms.quality.profile import ProfileColumns, _Config, _ProfileCoder, _ProfileFn, _SketchFn, profile_tables
 
 UTC = timezone.utc
 KLL_EPS = ds.kll_doubles_sketch.get_normalized_rank_error(200, False)
@@ -428,6 +428,31 @@ def test_one_profile_per_window(pipeline):
                 ]
             ),
         )
+
+
+def test_a_bundle_gives_one_accumulator_per_window_equal_to_one_pass():
+    cfg = _Config(None, 10, (0.5,), 4, 12)
+    tables = [events(3_000, seed=s, offset=s * 3_000) for s in range(4)]
+    hours = [beam_window.IntervalWindow(h * 3600, (h + 1) * 3600) for h in (10, 11)]
+    fn = _SketchFn(cfg)
+    fn.start_bundle()
+    for i, table in enumerate(tables):
+        assert list(fn.process(table, window=hours[i % 2]) or []) == []
+    assert list(fn.process(tables[0].slice(0, 0), window=hours[0]) or []) == []
+    out = list(fn.finish_bundle())
+    assert [(w.windows, w.timestamp) for w in out] == [((h,), h.max_timestamp()) for h in hours]
+    random = ("quantiles", "histogram")  # KLL sketches are randomised
+
+    def exact(profile):
+        return {n: {f: v for f, v in c.items() if f not in random} for n, c in profile["columns"].items()}
+
+    for k, w in enumerate(out):
+        got = _ProfileFn(cfg).extract_output(w.value)
+        alone = profile_tables(tables[k::2], quantiles=(0.5,), histogram_bins=4)
+        assert got["rows"] == alone["rows"] == 6_000
+        assert exact(got) == exact(alone)
+    fn.start_bundle()
+    assert list(fn.finish_bundle()) == []  # nothing carried into the next bundle
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import datasketches as ds
 import numpy as np
 import pyarrow as pa
 from apache_beam.transforms import window as beam_window
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.quality.hll import LG_K_RANGE
 from transforms.quality.sketches import BOOLEAN, NUMERIC, STRING, TIMESTAMP, ColumnSketch, normalised
@@ -158,17 +159,28 @@ class _ProfileFn(beam.CombineFn):
 
 
 class _SketchFn(beam.DoFn):
-    """One table -> its own accumulator, so only sketches cross the shuffle (a triggered window
-    combine on a portable runner is not lifted: without this every row would)."""
+    """A bundle's tables -> one accumulator per window, so only sketches cross the shuffle (a
+    triggered window combine on a portable runner is not lifted: without this every row would).
+    One accumulator for the bundle, not one per table: a fresh sketch is fed every distinct value
+    of its first tables, a warm one only the values that can still change it."""
 
     def __init__(self, cfg: _Config):
         self._cfg = cfg
 
-    def process(self, table: pa.Table):
+    def start_bundle(self):
+        self._open: dict = {}
+
+    def process(self, table: pa.Table, window=beam.DoFn.WindowParam):
         if table.num_rows:
-            acc = _Profile()
+            acc = self._open.get(window)
+            if acc is None:
+                acc = self._open[window] = _Profile()
             acc.add(table, self._cfg)
-            yield acc
+
+    def finish_bundle(self):
+        open_, self._open = self._open, {}
+        for window, acc in open_.items():
+            yield WindowedValue(acc, window.max_timestamp(), (window,))
 
 
 class _MergeProfilesFn(_ProfileFn):

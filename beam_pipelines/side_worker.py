@@ -1,0 +1,197 @@
+"""A second SDK worker process for the work that leaves a streaming job's latency path.
+
+In streaming, curated file writes and per-window profiles run behind the ``OffLatencyPath``
+fusion break (``spec/build.py``). Prism's default (loopback) worker runs every stage in the
+launcher's interpreter, so behind the break those stages still took the interpreter lock from
+the source, dedup and aggregates: about a third of the worker's CPU in a 200,000-message
+catch-up. :class:`PrismRunner` gives every transform downstream of the break an environment
+of its own, served by a worker process of this interpreter (``python -m
+beam_pipelines.side_worker``): Prism runs each environment's stages on that environment's
+worker, so the two share nothing but the machine's cores.
+
+Only a loopback job is split: with ``--environment_type`` PROCESS, DOCKER or EXTERNAL the
+workers already run outside the launcher.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from apache_beam.portability import python_urns
+from apache_beam.portability.api import beam_fn_api_pb2
+from apache_beam.runners.portability.prism_runner import PrismRunner as _BeamPrismRunner
+from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer, kill_process_gracefully
+
+__all__ = ["ENVIRONMENT", "OFF_PATH", "PrismRunner", "move_off_path"]
+
+_LOGGER = logging.getLogger(__name__)
+OFF_PATH = "OffLatencyPath"  # the label of the fusion break (spec/build.py)
+ENVIRONMENT = "beam_pipelines-off-path"
+_PARENT_POLL_S = 1.0
+_SHORT_ID_BASE = 1 << 40
+_NICE = 10
+
+
+def _off_path_roots(pipeline) -> list[str]:
+    """Where the off-path work starts: the outputs of the GroupByKey inside every transform
+    labelled ``OffLatencyPath`` (what follows it, the break's own second half included)."""
+    from apache_beam.portability import common_urns
+
+    gbk = common_urns.primitives.GROUP_BY_KEY.urn
+    roots = []
+    for t in pipeline.components.transforms.values():
+        if t.spec.urn == gbk and f"/{OFF_PATH}/" in f"/{t.unique_name}":
+            roots.extend(t.outputs.values())
+    return roots
+
+
+def move_off_path(pipeline, environment) -> list[str]:
+    """Puts every SDK transform after the ``OffLatencyPath`` break into ``environment``
+    (added to the pipeline as :data:`ENVIRONMENT`); returns the moved transforms' names.
+
+    Leaf transforms only: a runner-implemented one (GroupByKey, Flatten) has no environment and
+    keeps none, but what it feeds is followed.
+    """
+    reached = set(_off_path_roots(pipeline))
+    if not reached:
+        return []
+    leaves = [t for t in pipeline.components.transforms.values() if not t.subtransforms]
+    moved: list[str] = []
+    changed = True
+    while changed:  # to a fixed point: the graph is a DAG, each pass reaches further
+        changed = False
+        for t in leaves:
+            if t.unique_name in moved or not set(t.inputs.values()) & reached:
+                continue
+            if t.environment_id:
+                t.environment_id = ENVIRONMENT
+            moved.append(t.unique_name)
+            reached.update(t.outputs.values())
+            changed = True
+    pipeline.components.environments[ENVIRONMENT].CopyFrom(environment)
+    return moved
+
+
+class _ProcessPool(BeamFnExternalWorkerPoolServicer):
+    """A worker pool whose workers are ``python -m beam_pipelines.side_worker`` processes
+    (stdout and stderr inherited, unlike Beam's own process pool, which pipes stdout)."""
+
+    def __init__(self, log_level: str, **kwargs):
+        super().__init__(use_process=True, **kwargs)
+        self._log_level = log_level
+
+    def StartWorker(self, request, unused_context):  # noqa: N802 - the gRPC method's name
+        command = [sys.executable, "-m", "beam_pipelines.side_worker", request.control_endpoint.url,
+                   request.worker_id, str(self._state_cache_size), str(self._data_buffer_time_limit_ms),
+                   self._log_level, str(os.getpid())]  # fmt: skip
+        try:
+            self._worker_processes[request.worker_id] = subprocess.Popen(command)
+        except OSError as e:
+            return beam_fn_api_pb2.StartWorkerResponse(error=f"side worker did not start: {e}")
+        return beam_fn_api_pb2.StartWorkerResponse()
+
+    def stop_all(self) -> None:
+        for proc in list(self._worker_processes.values()):
+            kill_process_gracefully(proc)
+        self._worker_processes.clear()
+
+
+def _loopback(env) -> bool:
+    return env.urn == python_urns.EMBEDDED_PYTHON_LOOPBACK
+
+
+class PrismRunner(_BeamPrismRunner):
+    """Beam's PrismRunner, with the off-path work of a loopback job in a worker process of its own."""
+
+    def start_and_replace_loopback_environments(self, pipeline, options):
+        from apache_beam.options.pipeline_options import DebugOptions, PortableOptions
+        from apache_beam.runners.worker import sdk_worker_main
+        from apache_beam.transforms.environments import ExternalEnvironment
+
+        envs = pipeline.components.environments
+        cleanup = []
+        if _off_path_roots(pipeline) and envs and all(_loopback(e) for e in envs.values()):
+            experiments = options.view_as(DebugOptions).experiments or []
+            address, server, pool = _start_pool(
+                logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                state_cache_size=sdk_worker_main._get_state_cache_size_bytes(options=options),
+                data_buffer_time_limit_ms=sdk_worker_main._get_data_buffer_time_limit_ms(experiments),
+            )
+            env = copy.deepcopy(next(iter(envs.values())))
+            portable = copy.deepcopy(options.view_as(PortableOptions))
+            portable.environment_type, portable.environment_config = "EXTERNAL", address
+            external = ExternalEnvironment.from_options(portable).to_runner_api(None)
+            env.urn, env.payload = external.urn, external.payload
+            moved = move_off_path(pipeline, env)
+            _LOGGER.info("%d off-path transforms run in a worker process of their own", len(moved))
+            cleanup.append(lambda: (pool.stop_all(), server.stop(1)))
+        return [*cleanup, *super().start_and_replace_loopback_environments(pipeline, options)]
+
+
+def _start_pool(log_level: str, **kwargs):
+    """Starts a :class:`_ProcessPool`'s gRPC server; returns its address, the server and the pool."""
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc
+    from apache_beam.utils import thread_pool_executor
+
+    server = grpc.server(thread_pool_executor.shared_unbounded_instance())
+    address = f"localhost:{server.add_insecure_port('localhost:0')}"
+    pool = _ProcessPool(log_level, **kwargs)
+    beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(pool, server)
+    server.start()
+    return address, server, pool
+
+
+def _watch_parent(parent: int) -> None:
+    """Exits when the launcher is gone (a kill -9 of the job leaves no one to stop this worker)."""
+    while True:
+        time.sleep(_PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def disjoint_short_ids() -> None:
+    """Makes this process's metric short ids unlike the launcher's worker's.
+
+    A worker names each metric by a short id it counts up from 1; Prism 2.77 keeps one table of
+    them per job, not per worker, so two workers' "3" would be read as one metric (prism panics
+    decoding a progress payload with another metric's type). Counting from 2**40 keeps them apart.
+    """
+    from apache_beam.runners.worker import sdk_worker
+
+    cache = sdk_worker.SHORT_ID_CACHE
+    if not hasattr(cache, "_last_short_id"):
+        raise RuntimeError("apache_beam's ShortIdCache has changed: the side worker cannot keep its ids apart")
+    with cache._lock:
+        cache._last_short_id = max(cache._last_short_id, _SHORT_ID_BASE)
+
+
+def main(argv: list[str]) -> int:
+    control, worker_id, cache, buffer_ms, level, parent = argv
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
+    if level not in ("DEBUG", "INFO"):
+        for name in ("apache_beam.runners.worker", "apache_beam.runners.common"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # the launcher reports a failure once
+    os.nice(_NICE)  # the latency path's processes go first when the cores are busy
+    # A terminal's Ctrl-C reaches the whole process group: the launcher stops the job (and this
+    # worker) and says so in one line, which a traceback from here would follow.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True, name="watch-launcher").start()
+    from apache_beam.runners.worker.sdk_worker import SdkHarness
+
+    disjoint_short_ids()
+    SdkHarness(
+        control, worker_id=worker_id, state_cache_size=int(cache), data_buffer_time_limit_ms=int(buffer_ms)
+    ).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

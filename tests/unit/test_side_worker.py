@@ -1,0 +1,64 @@
+"""The off-path work of a streaming job goes to a worker process of its own (beam_pipelines.side_worker):
+which transforms move, checked on the events spec's job graph, and the side worker's metric ids."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.portability.api import metrics_pb2
+from apache_beam.runners.worker import sdk_worker
+from apache_beam.transforms.environments import ExternalEnvironment
+
+from beam_pipelines import side_worker
+from tests.unit.test_stream_latency_path import STREAM, built
+
+
+def _proto(p: beam.Pipeline):
+    return p.to_runner_api()
+
+
+def _env():
+    return ExternalEnvironment("localhost:1").to_runner_api(None)
+
+
+def test_what_follows_the_break_moves_and_the_latency_path_stays(tmp_path):
+    proto = _proto(built(tmp_path, **STREAM))
+    default_env = {t.environment_id for t in proto.components.transforms.values() if t.environment_id}
+    moved = set(side_worker.move_off_path(proto, _env()))
+    names = {t.unique_name: t for t in proto.components.transforms.values()}
+    assert any(n.startswith("WriteCurated/") for n in moved), moved
+    assert any(n.startswith("ProfileCurated/") for n in moved), moved
+    # the latency path, the dead letters of the records and the break's own first half stay
+    for name, t in names.items():
+        if t.subtransforms or not t.environment_id:
+            continue
+        off = t.environment_id == side_worker.ENVIRONMENT
+        assert off == (name in moved), name
+        if name.startswith(("Read", "Validate", "HourlyAggregate", "Upsert", "SelectCurated")):
+            assert not off, name
+    assert proto.components.environments[side_worker.ENVIRONMENT].urn == _env().urn
+    assert len(default_env) == 1  # nothing else changed environment
+    # every reader of a moved transform's output moved too: the side worker feeds nothing back
+    outputs = {pc for n in moved for pc in names[n].outputs.values()}
+    for name, t in names.items():
+        if not t.subtransforms and set(t.inputs.values()) & outputs:
+            assert name in moved, name
+
+
+def test_a_graph_without_the_break_is_left_as_it_is(tmp_path):
+    proto = _proto(built(tmp_path))  # batch: no OffLatencyPath
+    before = proto.SerializeToString(deterministic=True)
+    assert side_worker.move_off_path(proto, _env()) == []
+    assert proto.SerializeToString(deterministic=True) == before
+    assert side_worker.ENVIRONMENT not in proto.components.environments
+
+
+def test_the_side_workers_metric_ids_do_not_meet_the_launchers(monkeypatch):
+    cache = sdk_worker.ShortIdCache()
+    monkeypatch.setattr(sdk_worker, "SHORT_ID_CACHE", cache)
+    launcher = sdk_worker.ShortIdCache()
+    infos = [metrics_pb2.MonitoringInfo(urn="beam:metric:user:sum_int64:v1", labels={"NAME": str(i)})
+             for i in range(50)]  # fmt: skip
+    side_worker.disjoint_short_ids()
+    ours = {cache.get_short_id(i) for i in infos}
+    theirs = {launcher.get_short_id(i) for i in infos}
+    assert len(ours) == len(theirs) == 50 and not ours & theirs
