@@ -6,7 +6,7 @@ launcher's interpreter, so behind the break those stages still took the interpre
 the source, dedup and aggregates: about a third of the worker's CPU in a 200,000-message
 catch-up. :class:`PrismRunner` gives every transform downstream of the break an environment
 of its own, served by a worker process of this interpreter (``python -m
-beam_pipelines.side_worker``): Prism runs each environment's stages on that environment's
+beam_pipelines.side_worker_process``): Prism runs each environment's stages on that environment's
 worker, so the two share nothing but the machine's cores.
 
 Only a loopback job is split: with ``--environment_type`` PROCESS, DOCKER or EXTERNAL the
@@ -18,11 +18,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 
 from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_fn_api_pb2
@@ -34,9 +31,6 @@ __all__ = ["ENVIRONMENT", "OFF_PATH", "PrismRunner", "move_off_path"]
 _LOGGER = logging.getLogger(__name__)
 OFF_PATH = "OffLatencyPath"  # the label of the fusion break (spec/build.py)
 ENVIRONMENT = "beam_pipelines-off-path"
-_PARENT_POLL_S = 1.0
-_SHORT_ID_BASE = 1 << 40
-_NICE = 10
 
 
 def _off_path_roots(pipeline) -> list[str]:
@@ -80,7 +74,7 @@ def move_off_path(pipeline, environment) -> list[str]:
 
 
 class _ProcessPool(BeamFnExternalWorkerPoolServicer):
-    """A worker pool whose workers are ``python -m beam_pipelines.side_worker`` processes
+    """A worker pool whose workers are ``python -m beam_pipelines.side_worker_process`` processes
     (stdout and stderr inherited, unlike Beam's own process pool, which pipes stdout)."""
 
     def __init__(self, log_level: str, **kwargs):
@@ -88,7 +82,7 @@ class _ProcessPool(BeamFnExternalWorkerPoolServicer):
         self._log_level = log_level
 
     def StartWorker(self, request, unused_context):  # noqa: N802 - the gRPC method's name
-        command = [sys.executable, "-m", "beam_pipelines.side_worker", request.control_endpoint.url,
+        command = [sys.executable, "-m", "beam_pipelines.side_worker_process", request.control_endpoint.url,
                    request.worker_id, str(self._state_cache_size), str(self._data_buffer_time_limit_ms),
                    self._log_level, str(os.getpid())]  # fmt: skip
         try:
@@ -147,51 +141,3 @@ def _start_pool(log_level: str, **kwargs):
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(pool, server)
     server.start()
     return address, server, pool
-
-
-def _watch_parent(parent: int) -> None:
-    """Exits when the launcher is gone (a kill -9 of the job leaves no one to stop this worker)."""
-    while True:
-        time.sleep(_PARENT_POLL_S)
-        if os.getppid() != parent:
-            os._exit(1)
-
-
-def disjoint_short_ids() -> None:
-    """Makes this process's metric short ids unlike the launcher's worker's.
-
-    A worker names each metric by a short id it counts up from 1; Prism 2.77 keeps one table of
-    them per job, not per worker, so two workers' "3" would be read as one metric (prism panics
-    decoding a progress payload with another metric's type). Counting from 2**40 keeps them apart.
-    """
-    from apache_beam.runners.worker import sdk_worker
-
-    cache = sdk_worker.SHORT_ID_CACHE
-    if not hasattr(cache, "_last_short_id"):
-        raise RuntimeError("apache_beam's ShortIdCache has changed: the side worker cannot keep its ids apart")
-    with cache._lock:
-        cache._last_short_id = max(cache._last_short_id, _SHORT_ID_BASE)
-
-
-def main(argv: list[str]) -> int:
-    control, worker_id, cache, buffer_ms, level, parent = argv
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s")
-    if level not in ("DEBUG", "INFO"):
-        for name in ("apache_beam.runners.worker", "apache_beam.runners.common"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)  # the launcher reports a failure once
-    os.nice(_NICE)  # the latency path's processes go first when the cores are busy
-    # A terminal's Ctrl-C reaches the whole process group: the launcher stops the job (and this
-    # worker) and says so in one line, which a traceback from here would follow.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(int(parent),), daemon=True, name="watch-launcher").start()
-    from apache_beam.runners.worker.sdk_worker import SdkHarness
-
-    disjoint_short_ids()
-    SdkHarness(
-        control, worker_id=worker_id, state_cache_size=int(cache), data_buffer_time_limit_ms=int(buffer_ms)
-    ).run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

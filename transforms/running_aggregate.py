@@ -16,7 +16,9 @@ default trigger) are keyed by their window's start and go to a stateful DoFn tha
   twice the window's partial rows;
 - sets a processing-time timer when new data arrives and none is pending, for
   ``early_firing_seconds`` after the window's last emission (at once if that time has passed:
-  a window's first data, or data after a quiet spell); the timer emits the window's complete
+  a window's first data, or data after a quiet spell; an emission whose timer ran at most a
+  quarter of the interval, or 0.25 s, late counts as made when it was due, so the runner's
+  scheduling delays do not add up from one firing to the next); the timer emits the window's complete
   result so far: the rows the accumulating combine would emit for a pane holding every element
   so far. Every element is therefore in an emission at most ``early_firing_seconds`` (plus the
   time to run) after it arrived, the last one included: the final value needs no event-time
@@ -64,6 +66,7 @@ __all__ = ["RunningAggregate"]
 
 # A reload never reads more than this many appended tables (besides the compacted one).
 _MAX_ENTRIES = 1024
+_SNAP_US = 250_000  # a timer up to this late (or a quarter of the firing interval) keeps the firings on their grid
 
 
 def wall_clock() -> Timestamp:
@@ -159,11 +162,21 @@ class _RunningFn(beam.DoFn):
             running.pending = True
         self._save(running, meta)
 
+    def _fired_at(self, running: _Running, now_us: int) -> int:
+        """The time this emission counts as made: the one it was due at when the timer ran only a
+        little late (the runner's scheduling), so that lateness does not push every later firing
+        back by as much and firings keep one per ``early_firing_seconds``; else now."""
+        if not running.emitted:
+            return now_us
+        early_us = self._early.micros
+        due = running.last_us + early_us
+        return due if 0 <= now_us - due <= min(early_us // 4, _SNAP_US) else now_us
+
     def _emit(self, running: _Running, window, partials):
         faults.at("aggregate")
         s = self._s
         running.pending = False
-        running.last_us = self._clock().micros
+        running.last_us = self._fired_at(running, self._clock().micros)
         if running.fresh:
             tables = running.fresh if running.merged is None else [running.merged, *running.fresh]
             running.merged = merge_partials(tables, s)

@@ -260,3 +260,20 @@ def test_bad_config_fails_at_build():
         RunningAggregate(SPEC, 0)
     with pytest.raises(ValueError, match="clock"):
         WindowedAggregate(early_firing_seconds=1, clock="now")
+
+
+def test_a_timer_that_ran_a_little_late_keeps_the_firings_on_their_grid():
+    from transforms.running_aggregate import _Running, _RunningFn
+
+    fn = _RunningFn(None, 1, 600, clock=None)
+    second = 1_000_000
+    first = _Running(None, [])
+    assert fn._fired_at(first, 5 * second + 70_000) == 5 * second + 70_000  # the first emission: now
+    running = _Running((None, 3, 1, 5 * second), [])
+    assert fn._fired_at(running, 6 * second + 80_000) == 6 * second  # 80 ms late: as due
+    assert fn._fired_at(running, 6 * second + 250_000) == 6 * second
+    assert fn._fired_at(running, 6 * second + 600_000) == 6 * second + 600_000  # after a quiet spell: now
+    assert fn._fired_at(running, 5 * second + 900_000) == 5 * second + 900_000  # never before it was due
+    half = _RunningFn(None, 0.4, 600, clock=None)  # a quarter of a short interval bounds the snap
+    assert half._fired_at(running, 5 * second + 450_000) == 5 * second + 400_000
+    assert half._fired_at(running, 5 * second + 520_000) == 5 * second + 520_000

@@ -8,7 +8,7 @@ from apache_beam.portability.api import metrics_pb2
 from apache_beam.runners.worker import sdk_worker
 from apache_beam.transforms.environments import ExternalEnvironment
 
-from beam_pipelines import side_worker
+from beam_pipelines import side_worker, side_worker_process
 from tests.unit.test_stream_latency_path import STREAM, built
 
 
@@ -58,7 +58,7 @@ def test_the_side_workers_metric_ids_do_not_meet_the_launchers(monkeypatch):
     launcher = sdk_worker.ShortIdCache()
     infos = [metrics_pb2.MonitoringInfo(urn="beam:metric:user:sum_int64:v1", labels={"NAME": str(i)})
              for i in range(50)]  # fmt: skip
-    side_worker.disjoint_short_ids()
+    side_worker_process.disjoint_short_ids()
     ours = {cache.get_short_id(i) for i in infos}
     theirs = {launcher.get_short_id(i) for i in infos}
     assert len(ours) == len(theirs) == 50 and not ours & theirs
