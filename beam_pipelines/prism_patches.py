@@ -15,13 +15,6 @@ reused.
   events/s on 2 cores: prism used 40-70 % of a core, 60 % of it in that select, and the SDK's
   bundles took about three times as long for want of CPU (the keyed stage's p90 507 ms -> 79 ms
   with the fix). The fix stops selecting the channel once it has closed.
-- ``bundle-limit`` (prism/internal/execute.go, ``executePipeline``): prism runs at most 8 bundles
-  at once, and a bundle counts from the moment it is handed to its worker. A worker that is still
-  starting holds its bundles, and their places, until it connects: the streaming jobs' off-path
-  worker (``beam_pipelines.side_worker``) connects 1.5-3 s after the job starts, and its six
-  waiting bundles then left the latency path two places, so the first events of a live run
-  waited up to 2.7 s (p99 of the run's first tenth at 2,000 events/s, against 1.5 s after it).
-  The limit is raised to 32: a waiting bundle costs a goroutine, not a core.
 """
 
 from __future__ import annotations
@@ -45,7 +38,6 @@ class Patch:
 
 
 _STAGE = "go/pkg/beam/runners/prism/internal/stage.go"
-_EXECUTE = "go/pkg/beam/runners/prism/internal/execute.go"
 
 PATCHES = (
     Patch(
@@ -62,13 +54,6 @@ PATCHES = (
         "\t\tcase <-dataReady:\n\t\t\tdataFinished = true\n",
         "\t\tcase <-dataReady:\n\t\t\tdataFinished = true\n"
         "\t\t\tdataReady = nil // closed: selecting it again would spin until the response\n",
-    ),
-    Patch(
-        "bundle-limit",
-        _EXECUTE,
-        "\teg, egctx := errgroup.WithContext(ctx)\n\teg.SetLimit(8)\n",
-        "\teg, egctx := errgroup.WithContext(ctx)\n"
-        "\teg.SetLimit(32) // a bundle waiting for a starting worker holds a place\n",
     ),
 )
 

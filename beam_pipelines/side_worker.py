@@ -75,24 +75,38 @@ def move_off_path(pipeline, environment) -> list[str]:
 
 class _ProcessPool(BeamFnExternalWorkerPoolServicer):
     """A worker pool whose workers are ``python -m beam_pipelines.side_worker_process`` processes
-    (stdout and stderr inherited, unlike Beam's own process pool, which pipes stdout)."""
+    (stdout and stderr inherited, unlike Beam's own process pool, which pipes stdout). One is
+    started with the pool and waits, Beam imported, to be told its runner's address."""
 
     def __init__(self, log_level: str, **kwargs):
         super().__init__(use_process=True, **kwargs)
         self._log_level = log_level
+        self._waiting = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        command = [sys.executable, "-m", "beam_pipelines.side_worker_process", self._log_level, str(os.getpid()),
+                   str(self._state_cache_size), str(self._data_buffer_time_limit_ms)]  # fmt: skip
+        return subprocess.Popen(command, stdin=subprocess.PIPE)
 
     def StartWorker(self, request, unused_context):  # noqa: N802 - the gRPC method's name
-        command = [sys.executable, "-m", "beam_pipelines.side_worker_process", request.control_endpoint.url,
-                   request.worker_id, str(self._state_cache_size), str(self._data_buffer_time_limit_ms),
-                   self._log_level, str(os.getpid())]  # fmt: skip
         try:
-            self._worker_processes[request.worker_id] = subprocess.Popen(command)
+            proc, self._waiting = self._waiting, None
+            if proc is None or proc.poll() is not None:
+                proc = self._spawn()
+            proc.stdin.write(f"{request.control_endpoint.url} {request.worker_id}\n".encode())
+            proc.stdin.close()
         except OSError as e:
             return beam_fn_api_pb2.StartWorkerResponse(error=f"side worker did not start: {e}")
+        self._worker_processes[request.worker_id] = proc
         return beam_fn_api_pb2.StartWorkerResponse()
 
     def stop_all(self) -> None:
-        for proc in list(self._worker_processes.values()):
+        procs = list(self._worker_processes.values())
+        if self._waiting is not None:
+            self._waiting.stdin.close()  # never asked for: it leaves on its own
+            procs.append(self._waiting)
+            self._waiting = None
+        for proc in procs:
             kill_process_gracefully(proc)
         self._worker_processes.clear()
 

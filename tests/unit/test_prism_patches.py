@@ -23,8 +23,7 @@ def test_each_passage_is_replaced_once(tmp_path):
     for patch in PATCHES:
         text = (root / patch.path).read_text()
         assert patch.after in text
-    assert (root / PATCHES[0].path).read_text().count("dataReady = nil") == 2
-    assert "eg.SetLimit(32)" in (root / "go/pkg/beam/runners/prism/internal/execute.go").read_text()
+        assert text.count("dataReady = nil") == 2
 
 
 def test_a_passage_not_found_fails_the_build_naming_the_patch(tmp_path):
@@ -42,4 +41,4 @@ def test_a_passage_found_twice_fails(tmp_path):
 
 def test_the_cached_binary_is_named_by_its_patch_level(tmp_path, monkeypatch):
     monkeypatch.setenv("BEAM_PIPELINES_CACHE", str(tmp_path))
-    assert artifacts.prism_path() == tmp_path / "prism" / f"v{artifacts.PRISM_VERSION}-p2" / "prism"
+    assert artifacts.prism_path() == tmp_path / "prism" / f"v{artifacts.PRISM_VERSION}-p1" / "prism"

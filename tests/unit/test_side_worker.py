@@ -62,3 +62,30 @@ def test_the_side_workers_metric_ids_do_not_meet_the_launchers(monkeypatch):
     ours = {cache.get_short_id(i) for i in infos}
     theirs = {launcher.get_short_id(i) for i in infos}
     assert len(ours) == len(theirs) == 50 and not ours & theirs
+
+
+def _worker(*args, stdin=""):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "beam_pipelines.side_worker_process", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_a_side_worker_never_asked_for_leaves_quietly_and_a_bad_command_says_how():
+    import os
+
+    done = _worker("WARNING", str(os.getpid()), "0", "0")  # stdin closed: no runner asked for it
+    assert (done.returncode, done.stderr) == (0, "")
+    bad = _worker("WARNING")
+    assert bad.returncode == 2 and "CONTROL_ENDPOINT WORKER_ID" in bad.stderr
+
+
+def test_the_pool_starts_its_worker_before_it_is_asked_and_stops_it():
+    pool = side_worker._ProcessPool("WARNING")
+    waiting = pool._waiting
+    try:
+        assert waiting.poll() is None  # importing Beam while the job is prepared
+    finally:
+        pool.stop_all()
+    assert waiting.poll() is not None and pool._waiting is None
