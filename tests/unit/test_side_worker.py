@@ -89,3 +89,26 @@ def test_the_pool_starts_its_worker_before_it_is_asked_and_stops_it():
     finally:
         pool.stop_all()
     assert waiting.poll() is not None and pool._waiting is None
+
+
+def test_the_runner_gives_a_loopback_streaming_job_its_side_worker(tmp_path):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.portability import common_urns, python_urns
+    from apache_beam.transforms.environments import EmbeddedPythonGrpcEnvironment
+
+    p = built(tmp_path, **STREAM)
+    loopback = EmbeddedPythonGrpcEnvironment.default()
+    proto = p.to_runner_api(default_environment=loopback)
+    for env in proto.components.environments.values():
+        env.urn = python_urns.EMBEDDED_PYTHON_LOOPBACK  # as Beam's PortableRunner builds a LOOPBACK job
+    cleanups = side_worker.PrismRunner().start_and_replace_loopback_environments(proto, PipelineOptions())
+    try:
+        envs = proto.components.environments
+        assert envs[side_worker.ENVIRONMENT].urn == common_urns.environments.EXTERNAL.urn
+        moved = [t.unique_name for t in proto.components.transforms.values()
+                 if t.environment_id == side_worker.ENVIRONMENT]  # fmt: skip
+        assert any(n.startswith("WriteCurated/") for n in moved)
+        assert all(e.urn == common_urns.environments.EXTERNAL.urn for e in envs.values())  # loopback replaced
+    finally:
+        for stop in cleanups:
+            stop()
