@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections import deque
 
 from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_fn_api_pb2
@@ -29,7 +30,7 @@ from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPool
 __all__ = ["ENVIRONMENT", "OFF_PATH", "PrismRunner", "move_off_path"]
 
 _LOGGER = logging.getLogger(__name__)
-OFF_PATH = "OffLatencyPath"  # the label of the fusion break (spec/build.py)
+OFF_PATH = "OffLatencyPath"  # the label of the fusion break (spec/build.py labels it with this)
 ENVIRONMENT = "beam_pipelines-off-path"
 
 
@@ -53,24 +54,25 @@ def move_off_path(pipeline, environment) -> list[str]:
     Leaf transforms only: a runner-implemented one (GroupByKey, Flatten) has no environment and
     keeps none, but what it feeds is followed.
     """
-    reached = set(_off_path_roots(pipeline))
-    if not reached:
+    roots = _off_path_roots(pipeline)
+    if not roots:
         return []
-    leaves = [t for t in pipeline.components.transforms.values() if not t.subtransforms]
-    moved: list[str] = []
-    changed = True
-    while changed:  # to a fixed point: the graph is a DAG, each pass reaches further
-        changed = False
-        for t in leaves:
-            if t.unique_name in moved or not set(t.inputs.values()) & reached:
-                continue
-            if t.environment_id:
-                t.environment_id = ENVIRONMENT
-            moved.append(t.unique_name)
-            reached.update(t.outputs.values())
-            changed = True
+    readers: dict[str, list] = {}
+    for t in pipeline.components.transforms.values():
+        if not t.subtransforms:
+            for pc in set(t.inputs.values()):
+                readers.setdefault(pc, []).append(t)
+    moved: dict[str, None] = {}  # names in the order reached
+    queue = deque(roots)
+    while queue:
+        for t in readers.get(queue.popleft(), ()):
+            if t.unique_name not in moved:
+                moved[t.unique_name] = None
+                if t.environment_id:
+                    t.environment_id = ENVIRONMENT
+                queue.extend(t.outputs.values())
     pipeline.components.environments[ENVIRONMENT].CopyFrom(environment)
-    return moved
+    return list(moved)
 
 
 class _ProcessPool(BeamFnExternalWorkerPoolServicer):

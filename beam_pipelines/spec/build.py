@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.pii.wiring import Protection, redact_report, redact_window_results
+from beam_pipelines.side_worker import OFF_PATH
 from beam_pipelines.spec.compile import Plan, compile_spec
 from beam_pipelines.spec.shape import duration_seconds
 from beam_pipelines.spec.steps.io import SCRATCH
@@ -276,7 +277,7 @@ def _off_latency_path(plan: Plan, curated, profiled: bool):
         return curated
     if not profiled and not any(n.step.role == "curated" and n.step.any_order for n in plan.sinks):
         return curated
-    return curated | "OffLatencyPath" >> beam.Reshuffle().with_output_types(pa.Table)
+    return curated | OFF_PATH >> beam.Reshuffle().with_output_types(pa.Table)
 
 
 def _protection(plan: Plan, cfg, store_keys: bool = True):
